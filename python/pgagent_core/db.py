@@ -1,0 +1,93 @@
+"""Database access for the loop: a tiny protocol and its PL/Python implementation.
+
+SQL uses PostgreSQL's ``$1, $2 ...`` placeholders with explicit parameter types, which is what
+``plpy.prepare`` needs; the psycopg implementation used outside the server rewrites them.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, Sequence
+
+JSON_OIDS = (114, 3802)  # json, jsonb
+
+
+class Db(Protocol):
+    """What the loop needs from a database connection."""
+
+    def all(self, sql: str, types: Sequence[str] = (), args: Sequence[Any] = (), *,
+            cache: bool = True) -> list[dict[str, Any]]:
+        """Run ``sql`` and return every row as a dict; json/jsonb columns come back decoded.
+        ``cache=False`` for one-off SQL (a model's query) that must not fill the plan cache."""
+
+    def commit(self) -> None:
+        """Commit the work so far (only in a procedure's non-atomic context)."""
+
+    def subtransaction(self) -> AbstractContextManager[Any]:
+        """A savepoint: rolled back if the ``with`` block raises."""
+
+    @property
+    def can_commit(self) -> bool:
+        """True when :meth:`commit` is allowed (``CALL pgagent.run_turn``), False inside ``send_message``."""
+
+
+def one(db: Db, sql: str, types: Sequence[str] = (), args: Sequence[Any] = ()) -> dict[str, Any] | None:
+    """First row of ``db.all(...)`` or None."""
+    rows = db.all(sql, types, args)
+    return rows[0] if rows else None
+
+
+def encode(value: Any) -> Any:
+    """Python value -> parameter: dicts and lists become JSON text (for ``jsonb`` parameters)."""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=str)
+    return value
+
+
+class PlpyDb:
+    """:class:`Db` over PL/Python's ``plpy``; prepared plans are cached in ``GD`` for the session.
+
+    ``atomic`` is True inside a function (send_message: everything in the caller's transaction)
+    and False inside ``CALL pgagent.run_turn`` where :meth:`commit` calls ``plpy.commit()``.
+    """
+
+    def __init__(self, plpy: Any, gd: dict, *, atomic: bool) -> None:
+        self._plpy = plpy
+        self._plans: dict[tuple[str, tuple[str, ...]], Any] = gd.setdefault("pgagent_plans", {})
+        self._atomic = atomic
+
+    @property
+    def can_commit(self) -> bool:
+        return not self._atomic
+
+    def all(self, sql: str, types: Sequence[str] = (), args: Sequence[Any] = (), *,
+            cache: bool = True) -> list[dict[str, Any]]:
+        key = (sql, tuple(types))
+        plan = self._plans.get(key) if cache else None
+        if plan is None:
+            plan = self._plpy.prepare(sql, list(types))
+            if cache:
+                self._plans[key] = plan
+        res = plan.execute([encode(a) for a in args]) if types else plan.execute()
+        if res.nrows() == 0 and not len(res):
+            return []
+        try:
+            names, oids = res.colnames(), res.coltypes()
+        except Exception:  # utility statements have no result columns
+            return []
+        decode = [n for n, o in zip(names, oids) if o in JSON_OIDS]
+        rows = [dict(r) for r in res]
+        for r in rows:
+            for n in decode:
+                if r[n] is not None:
+                    r[n] = json.loads(r[n])
+        return rows
+
+    def commit(self) -> None:
+        if self._atomic:
+            raise RuntimeError("commit() inside an atomic context")
+        self._plpy.commit()
+
+    def subtransaction(self) -> AbstractContextManager[Any]:
+        return self._plpy.subtransaction()

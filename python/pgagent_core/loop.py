@@ -1,0 +1,475 @@
+"""The agent loop: run (or resume) one turn, step by step, recording every step.
+
+A turn's whole state is its row in pgagent.turn plus its steps in pgagent.step, so the loop
+rebuilds it from the database each time it starts: the same code runs a fresh turn, resumes
+one after a crash (a tool_call whose tool_result was committed is never run again) and
+continues one after an approval. Each iteration:
+
+  build messages -> call the provider (timeout, bounded retries, every failure an error step)
+  -> parse tool calls (native tool_calls, calls written as text, or json_schema actions)
+  -> validate arguments (JSON Schema) -> run, or park for approval -> record -> repeat,
+  until the model answers, max_steps is reached, or a call waits for a human.
+
+In ``CALL pgagent.run_turn`` (``db.can_commit``) every step is committed as it is written, and
+no lock other than the turn's own advisory lock is held during an LLM call. In
+``pgagent.send_message`` everything happens in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from . import secrets, toolcalls, tools, validation
+from .db import Db, one
+from .errors import Busy, InvalidState, NotFound
+from .providers import ProviderError, Reply, ToolCall, chat, dumps
+
+TERMINAL = ("completed", "failed", "cancelled")
+DEFAULTS = {"max_steps": 8, "max_tool_errors": 3, "history_turns": 20, "retry_backoff_ms": 500,
+            "max_result_chars": 8000, "auto_approve": False}
+
+CONFIG_SQL = """
+SELECT t.tenant_id::text AS tenant_id, t.turn_id, t.conversation_id, t.seq, t.status, t.user_message,
+       t.params AS turn_params, c.agent_id, a.name AS agent_name, a.instructions, a.config AS agent_config,
+       p.system_prompt, coalesce(p.traits, '{}') AS traits, coalesce(p.params, '{}') AS persona_params,
+       pg_catalog.to_jsonb(m) AS model,
+       coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(tl) ORDER BY tl.name)
+                   FROM pgagent.agent_tool at
+                   JOIN pgagent.tool tl ON tl.tenant_id = at.tenant_id AND tl.tool_id = at.tool_id
+                  WHERE at.tenant_id = t.tenant_id AND at.agent_id = c.agent_id), '[]') AS tools
+  FROM pgagent.turn t
+  JOIN pgagent.conversation c ON c.tenant_id = t.tenant_id AND c.conversation_id = t.conversation_id
+  JOIN pgagent.agent a ON a.tenant_id = c.tenant_id AND a.agent_id = c.agent_id
+  JOIN pgagent.model m ON m.tenant_id = a.tenant_id AND m.model_id = a.model_id
+  LEFT JOIN pgagent.persona p ON p.tenant_id = a.tenant_id AND p.persona_id = a.persona_id
+ WHERE t.tenant_id = pgagent.current_tenant() AND t.turn_id = $1"""
+
+STEPS_SQL = """
+SELECT step_id, seq, kind, payload, parent_step_id, tool_call_id, tool_name,
+       prompt_tokens, completion_tokens, cost_usd
+  FROM pgagent.step WHERE tenant_id = $1::uuid AND turn_id = $2 ORDER BY seq"""
+
+HISTORY_SQL = """
+SELECT user_message, answer FROM (
+  SELECT seq, user_message, answer FROM pgagent.turn
+   WHERE tenant_id = $1::uuid AND conversation_id = $2 AND seq < $3 AND status = 'completed'
+   ORDER BY seq DESC LIMIT $4) h ORDER BY seq"""
+
+INSERT_STEP_SQL = """
+INSERT INTO pgagent.step (tenant_id, turn_id, seq, kind, payload, parent_step_id, tool_call_id, tool_name,
+                          prompt_tokens, completion_tokens, cost_usd, latency_ms)
+VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING step_id"""
+INSERT_STEP_TYPES = ["text", "int8", "int4", "text", "jsonb", "int8", "text", "text",
+                     "int4", "int4", "numeric", "numeric"]
+
+UPDATE_TURN_SQL = """
+UPDATE pgagent.turn
+   SET status = $3, answer = $4, error = $5, llm_calls = $6, prompt_tokens = $7, completion_tokens = $8,
+       cost_usd = $9, started_at = coalesce(started_at, pg_catalog.clock_timestamp()),
+       finished_at = CASE WHEN $3 IN ('completed', 'failed', 'cancelled') THEN pg_catalog.clock_timestamp() END
+ WHERE tenant_id = $1::uuid AND turn_id = $2"""
+UPDATE_TURN_TYPES = ["text", "int8", "text", "text", "text", "int4", "int4", "int4", "numeric"]
+
+LOCK_KEY_SQL = "pg_catalog.hashtextextended($1 || '/turn/' || $2::text, 0)"
+
+
+@dataclass
+class Turn:
+    """In-memory view of one turn, rebuilt from the database by :func:`load`."""
+
+    cfg: dict[str, Any]
+    steps: list[dict[str, Any]]
+    status: str
+    answer: str | None = None
+    error: str | None = None
+    llm_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    tool_errors: int = 0
+    secret_values: list[str] = field(default_factory=list)
+
+    @property
+    def tenant_id(self) -> str:
+        return self.cfg["tenant_id"]
+
+    @property
+    def turn_id(self) -> int:
+        return int(self.cfg["turn_id"])
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {**DEFAULTS, **(self.cfg.get("agent_config") or {})}
+
+    @property
+    def next_seq(self) -> int:
+        return (self.steps[-1]["seq"] + 1) if self.steps else 1
+
+    def tool(self, name: str) -> dict[str, Any] | None:
+        return next((t for t in self.cfg["tools"] if t["name"] == name), None)
+
+
+# ---------------------------------------------------------------------------- loading and writing
+
+def load(db: Db, turn_id: int) -> Turn:
+    """Rebuild a :class:`Turn` from its row and steps. Raises NotFound (42704)."""
+    cfg = one(db, CONFIG_SQL, ["int8"], [turn_id])
+    if cfg is None:
+        raise NotFound(f"turn {turn_id} does not exist (for this tenant)")
+    steps = db.all(STEPS_SQL, ["text", "int8"], [cfg["tenant_id"], turn_id])
+    turn = Turn(cfg=cfg, steps=steps, status=cfg["status"])
+    for s in steps:
+        if s["kind"] == "llm_call":
+            turn.llm_calls += 1
+            turn.prompt_tokens += s["prompt_tokens"] or 0
+            turn.completion_tokens += s["completion_tokens"] or 0
+            turn.cost_usd += float(s["cost_usd"] or 0)
+        elif s["kind"] == "tool_result" and s["payload"].get("is_error") and s["payload"].get("invalid_call"):
+            turn.tool_errors += 1
+    return turn
+
+
+def add_step(db: Db, turn: Turn, kind: str, payload: dict[str, Any], *, parent: int | None = None,
+             tool_call_id: str | None = None, tool_name: str | None = None, prompt_tokens: int | None = None,
+             completion_tokens: int | None = None, cost_usd: float | None = None,
+             latency_ms: float | None = None) -> dict[str, Any]:
+    """Append one step (secrets redacted from its payload) and return it as loaded rows are."""
+    payload = secrets.redact(payload, turn.secret_values)
+    seq = turn.next_seq
+    row = one(db, INSERT_STEP_SQL, INSERT_STEP_TYPES,
+              [turn.tenant_id, turn.turn_id, seq, kind, payload, parent, tool_call_id, tool_name,
+               prompt_tokens, completion_tokens, cost_usd, None if latency_ms is None else round(latency_ms, 3)])
+    step = {"step_id": row["step_id"], "seq": seq, "kind": kind, "payload": payload, "parent_step_id": parent,
+            "tool_call_id": tool_call_id, "tool_name": tool_name}
+    turn.steps.append(step)
+    return step
+
+
+def set_status(db: Db, turn: Turn, status: str) -> None:
+    """Write the turn's status and totals (usage in tokens, cost in USD)."""
+    turn.status = status
+    db.all(UPDATE_TURN_SQL, UPDATE_TURN_TYPES,
+           [turn.tenant_id, turn.turn_id, status, turn.answer,
+            secrets.redact(turn.error, turn.secret_values), turn.llm_calls, turn.prompt_tokens,
+            turn.completion_tokens, round(turn.cost_usd, 8)])
+
+
+def commit(db: Db) -> None:
+    if db.can_commit:
+        db.commit()
+
+
+def fail(db: Db, turn: Turn, message: str, payload: dict[str, Any] | None = None) -> None:
+    """Record an error step and end the turn as failed."""
+    add_step(db, turn, "error", {"message": message, **(payload or {})})
+    turn.error = message
+    set_status(db, turn, "failed")
+    commit(db)
+
+
+def summary(turn: Turn) -> dict[str, Any]:
+    """What send_message / run_turn / process_tool_call return (usage in tokens, cost in USD)."""
+    results = {s["parent_step_id"] for s in turn.steps if s["kind"] == "tool_result"}
+    pending = [{"step_id": s["step_id"], "tool": s["tool_name"], "arguments": s["payload"].get("arguments")}
+               for s in turn.steps if s["kind"] == "tool_call" and s["step_id"] not in results
+               and s["payload"].get("requires_approval")]
+    return {"turn_id": turn.turn_id, "conversation_id": int(turn.cfg["conversation_id"]), "status": turn.status,
+            "answer": turn.answer, "error": turn.error,
+            "usage": {"prompt_tokens": turn.prompt_tokens, "completion_tokens": turn.completion_tokens,
+                      "total_tokens": turn.prompt_tokens + turn.completion_tokens},
+            "cost_usd": round(turn.cost_usd, 8), "llm_calls": turn.llm_calls, "steps": len(turn.steps),
+            "pending_approvals": pending if turn.status == "awaiting_approval" else []}
+
+
+# ---------------------------------------------------------------------------- locking
+
+def lock_turn(db: Db, tenant_id: str, turn_id: int) -> None:
+    """Take the turn's advisory lock: session-level under run_turn (held across commits, freed
+    if the backend dies), transaction-level otherwise. Raises Busy (55P03) when another session
+    is running the turn."""
+    fn = "pg_try_advisory_lock" if db.can_commit else "pg_try_advisory_xact_lock"
+    row = one(db, f"SELECT pg_catalog.{fn}({LOCK_KEY_SQL}) AS ok", ["text", "int8"], [tenant_id, turn_id])
+    if not row["ok"]:
+        raise Busy(f"turn {turn_id} is being run by another session")
+
+
+def unlock_turn(db: Db, tenant_id: str, turn_id: int) -> None:
+    if db.can_commit:
+        db.all(f"SELECT pg_catalog.pg_advisory_unlock({LOCK_KEY_SQL})", ["text", "int8"], [tenant_id, turn_id])
+
+
+# ---------------------------------------------------------------------------- messages
+
+def tool_specs(turn: Turn) -> list[dict[str, Any]]:
+    """The agent's tools as OpenAI function tools."""
+    return [{"type": "function", "function": {"name": t["name"], "description": t["description"],
+                                              "parameters": t["parameters"]}} for t in turn.cfg["tools"]]
+
+
+def system_prompt(turn: Turn, specs: list[dict[str, Any]]) -> str:
+    cfg = turn.cfg
+    parts = [cfg.get("system_prompt") or "You are a helpful assistant."]
+    if cfg.get("traits"):
+        parts.append("Traits: " + ", ".join(f"{k}: {v}" for k, v in cfg["traits"].items()))
+    if cfg.get("instructions"):
+        parts.append(cfg["instructions"])
+    if specs and cfg["model"]["tool_mode"] == "json_schema":
+        parts.append(toolcalls.action_instructions(specs))
+    return "\n\n".join(parts)
+
+
+def result_text(payload: dict[str, Any], limit: int) -> str:
+    """What the model is told a tool returned (JSON text, cut to ``limit`` characters)."""
+    body = {"error": payload["error"]} if payload.get("is_error") else payload.get("result")
+    text = dumps(body)
+    return text if len(text) <= limit else text[:limit] + f"... [truncated, {len(text)} chars]"
+
+
+def build_messages(db: Db, turn: Turn, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI-style messages: system prompt, earlier completed turns, this turn's steps."""
+    cfg, s = turn.cfg, turn.settings
+    json_mode = cfg["model"]["tool_mode"] == "json_schema"
+    msgs: list[dict[str, Any]] = [{"role": "system", "content": system_prompt(turn, specs)}]
+    for h in db.all(HISTORY_SQL, ["text", "int8", "int4", "int4"],
+                    [turn.tenant_id, cfg["conversation_id"], cfg["seq"], int(s["history_turns"])]):
+        msgs.append({"role": "user", "content": h["user_message"]})
+        msgs.append({"role": "assistant", "content": h["answer"]})
+    msgs.append({"role": "user", "content": cfg["user_message"]})
+    for st in turn.steps:
+        p = st["payload"]
+        if st["kind"] == "llm_call":
+            msg = p["message"]
+            if json_mode:
+                msgs.append({"role": "assistant", "content": msg.get("content") or ""})
+            else:
+                msgs.append({k: v for k, v in msg.items() if k in ("role", "content", "tool_calls")})
+        elif st["kind"] == "tool_result":
+            text = result_text(p, int(s["max_result_chars"]))
+            if json_mode:
+                msgs.append({"role": "user", "content": f"Tool {st['tool_name']} returned: {text}"})
+            else:
+                msgs.append({"role": "tool", "tool_call_id": st["tool_call_id"], "content": text})
+    return msgs
+
+
+# ---------------------------------------------------------------------------- the LLM call
+
+def _session(gd: dict) -> requests.Session:
+    sess = gd.get("pgagent_http")
+    if sess is None:
+        sess = gd["pgagent_http"] = requests.Session()
+    return sess
+
+
+def call_llm(db: Db, gd: dict, turn: Turn) -> Reply | None:
+    """One LLM call with bounded retries; every failed attempt is an error step. Returns None
+    (after failing the turn) when no attempt succeeded."""
+    cfg, model = turn.cfg, turn.cfg["model"]
+    specs = tool_specs(turn)
+    params = {**model["params"], **cfg["persona_params"], **(turn.settings.get("params") or {}), **cfg["turn_params"]}
+    try:
+        api_key = secrets.resolve(db, model.get("secret_name"), gd.get("pgagent_secret_lookup"))
+    except KeyError as e:
+        fail(db, turn, f"secret {e.args[0]!r} for model {model['name']!r} is not set",
+             {"error_kind": "config"})
+        return None
+    if api_key:
+        turn.secret_values.append(api_key)
+    json_mode = model["tool_mode"] == "json_schema" and bool(specs)
+    attempts = int(model["max_retries"]) + 1
+    for attempt in range(1, attempts + 1):
+        messages = build_messages(db, turn, specs)
+        try:
+            return chat(_session(gd), model, messages, [] if json_mode else specs, params, api_key,
+                        toolcalls.action_schema(specs) if json_mode else None)
+        except ProviderError as e:
+            message = secrets.redact(e.message, turn.secret_values)
+            will_retry = e.retryable and attempt < attempts
+            add_step(db, turn, "error", {"message": message, "error_kind": e.kind, "http_status": e.status,
+                                         "attempt": attempt, "will_retry": will_retry, "source": "llm"})
+            commit(db)
+            if not will_retry:
+                fail(db, turn, f"LLM call failed after {attempt} attempt(s): {message}",
+                     {"error_kind": e.kind, "http_status": e.status})
+                return None
+            backoff = int(turn.settings["retry_backoff_ms"]) / 1000.0 * (2 ** (attempt - 1))
+            if e.retry_after_s is not None:
+                backoff = max(backoff, min(e.retry_after_s, 30.0))
+            time.sleep(min(backoff, 30.0))
+    return None
+
+
+# ---------------------------------------------------------------------------- recording a reply
+
+def record_reply(db: Db, turn: Turn, reply: Reply) -> None:
+    """Write the llm_call step and what follows from it: thinking, tool_call steps (with
+    immediate error results for invalid calls), or the response that completes the turn."""
+    model = turn.cfg["model"]
+    names = {t["name"] for t in turn.cfg["tools"]}
+    id_prefix = f"call_{turn.turn_id}_{turn.next_seq}"
+    answer: str | None = reply.content
+    calls = list(reply.tool_calls)
+    if model["tool_mode"] == "json_schema" and names and not calls:
+        calls, answer = toolcalls.parse_action(reply.content, names, id_prefix)
+    elif not calls:
+        calls = toolcalls.recover_from_text(reply.content, names, id_prefix)
+        if calls:
+            answer = None
+    cost = (reply.prompt_tokens * float(model["input_usd_per_mtok"])
+            + reply.completion_tokens * float(model["output_usd_per_mtok"])) / 1e6
+    message: dict[str, Any] = {"role": "assistant", "content": reply.content if not calls or
+                               model["tool_mode"] == "json_schema" else (reply.content if reply.tool_calls else "")}
+    if calls:
+        message["tool_calls"] = [{"id": c.id, "type": "function",
+                                  "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
+    add_step(db, turn, "llm_call",
+             {"message": message, "finish_reason": reply.finish_reason, "model": reply.model or model["model_name"],
+              "provider": model["provider"], "tool_mode": model["tool_mode"],
+              "tool_call_source": calls[0].source if calls else None},
+             prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens, cost_usd=round(cost, 8),
+             latency_ms=reply.latency_ms)
+    turn.llm_calls += 1
+    turn.prompt_tokens += reply.prompt_tokens
+    turn.completion_tokens += reply.completion_tokens
+    turn.cost_usd += cost
+    thinking = reply.reasoning or (reply.content if calls and reply.tool_calls and reply.content else None)
+    if thinking:
+        add_step(db, turn, "thinking", {"content": thinking})
+    if not calls:
+        turn.answer = answer if answer is not None else ""
+        add_step(db, turn, "response", {"content": turn.answer})
+        set_status(db, turn, "completed")
+        return
+    auto = turn.settings["auto_approve"]
+    for c in calls:
+        tool = turn.tool(c.name)
+        args, problem = validation.check_call(turn.cfg["tools"], tool, c.name, c.arguments)
+        needs_approval = bool(tool and tool["requires_approval"] and problem is None
+                              and not (auto is True or (isinstance(auto, list) and c.name in auto)))
+        call = add_step(db, turn, "tool_call",
+                        {"arguments": args if problem is None else None, "raw_arguments": c.arguments,
+                         "source": c.source, "requires_approval": needs_approval, "invalid": problem},
+                        tool_call_id=c.id, tool_name=c.name)
+        if problem is not None:
+            turn.tool_errors += 1
+            add_step(db, turn, "tool_result", {"is_error": True, "invalid_call": True, "error": problem},
+                     parent=call["step_id"], tool_call_id=c.id, tool_name=c.name)
+
+
+# ---------------------------------------------------------------------------- running tools
+
+def pending_calls(turn: Turn) -> list[dict[str, Any]]:
+    """tool_call steps that have no tool_result yet, in order."""
+    done = {s["parent_step_id"] for s in turn.steps if s["kind"] == "tool_result"}
+    return [s for s in turn.steps if s["kind"] == "tool_call" and s["step_id"] not in done]
+
+
+def decision(turn: Turn, call_step_id: int) -> dict[str, Any] | None:
+    return next((s for s in turn.steps if s["kind"] == "approval" and s["parent_step_id"] == call_step_id), None)
+
+
+def execute_call(db: Db, gd: dict, turn: Turn, call: dict[str, Any]) -> dict[str, Any]:
+    """Run one approved or approval-free tool call and record its tool_result (in the same
+    transaction as the tool's own writes)."""
+    tool = turn.tool(call["tool_name"])
+    t0 = time.perf_counter()
+    try:
+        if tool is None:
+            raise tools.ToolFailure(f"tool {call['tool_name']!r} was removed from the agent")
+        result = tools.run(tools.ToolContext(db, turn.tenant_id, turn.turn_id, gd), tool, call["payload"]["arguments"])
+        payload = {"is_error": False, "result": result}
+    except tools.ToolFailure as e:
+        payload = {"is_error": True, "error": str(e)}
+    except Exception as e:  # a bug in a tool kind must not lose the turn
+        payload = {"is_error": True, "error": f"{type(e).__name__}: {e}"}
+    return add_step(db, turn, "tool_result", payload, parent=call["step_id"], tool_call_id=call["tool_call_id"],
+                    tool_name=call["tool_name"], latency_ms=(time.perf_counter() - t0) * 1000.0)
+
+
+def run_pending(db: Db, gd: dict, turn: Turn) -> bool:
+    """Resolve every pending tool call. Returns False if the turn must wait for an approval
+    (and parks it in awaiting_approval), True when all calls have results."""
+    for call in pending_calls(turn):
+        if call["payload"].get("requires_approval"):
+            d = decision(turn, call["step_id"])
+            if d is None:
+                if turn.status != "awaiting_approval":
+                    set_status(db, turn, "awaiting_approval")
+                commit(db)
+                return False
+            if not d["payload"]["approved"]:
+                reject_result(db, turn, call, d)
+                commit(db)
+                continue
+        execute_call(db, gd, turn, call)
+        commit(db)
+    return True
+
+
+def reject_result(db: Db, turn: Turn, call: dict[str, Any], d: dict[str, Any]) -> dict[str, Any]:
+    """The tool_result that tells the model a human rejected the call."""
+    note = d["payload"].get("note")
+    msg = f"the call was rejected by {d['payload'].get('decided_by')}" + (f": {note}" if note else "")
+    return add_step(db, turn, "tool_result", {"is_error": True, "rejected": True, "error": msg},
+                    parent=call["step_id"], tool_call_id=call["tool_call_id"], tool_name=call["tool_name"])
+
+
+# ---------------------------------------------------------------------------- driving a turn
+
+def drive(db: Db, gd: dict, turn: Turn) -> dict[str, Any]:
+    """Run ``turn`` until it completes, fails or waits for an approval; return :func:`summary`.
+
+    The caller holds the turn's lock. Unexpected errors are recorded as an error step and fail
+    the turn rather than losing it.
+    """
+    if turn.status in TERMINAL:
+        return summary(turn)
+    try:
+        if turn.status == "queued":
+            set_status(db, turn, "running")
+            commit(db)
+        while True:
+            if not run_pending(db, gd, turn):
+                return summary(turn)
+            if turn.status == "awaiting_approval":
+                set_status(db, turn, "running")
+                commit(db)
+            s = turn.settings
+            if turn.tool_errors > int(s["max_tool_errors"]):
+                fail(db, turn, f"too many invalid tool calls ({turn.tool_errors} > max_tool_errors "
+                               f"{s['max_tool_errors']})", {"error_kind": "max_tool_errors"})
+                return summary(turn)
+            if turn.llm_calls >= int(s["max_steps"]):
+                fail(db, turn, f"max_steps ({s['max_steps']}) reached without an answer",
+                     {"error_kind": "max_steps"})
+                return summary(turn)
+            reply = call_llm(db, gd, turn)
+            if reply is None:
+                return summary(turn)
+            record_reply(db, turn, reply)
+            commit(db)
+            if turn.status in TERMINAL:
+                return summary(turn)
+    except (Busy, InvalidState, NotFound):
+        raise
+    except Exception as e:
+        fail(db, turn, f"internal error: {type(e).__name__}: {e}", {"error_kind": "internal"})
+        return summary(turn)
+
+
+def run_turn(db: Db, gd: dict, turn_id: int) -> dict[str, Any]:
+    """Run or resume a turn (``CALL pgagent.run_turn``). Raises NotFound, Busy."""
+    row = one(db, "SELECT tenant_id::text AS tenant_id FROM pgagent.turn "
+                  "WHERE tenant_id = pgagent.current_tenant() AND turn_id = $1", ["int8"], [turn_id])
+    if row is None:
+        raise NotFound(f"turn {turn_id} does not exist (for this tenant)")
+    lock_turn(db, row["tenant_id"], turn_id)
+    try:
+        return drive(db, gd, load(db, turn_id))
+    finally:
+        unlock_turn(db, row["tenant_id"], turn_id)

@@ -1,0 +1,211 @@
+"""Entry points for the PL/Python function bodies in pgagent's SQL (each body is one call).
+
+Every function takes ``plpy`` and ``GD`` first; pgagent errors are raised with their SQLSTATE
+through ``plpy.error`` (see :mod:`pgagent_core.errors`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from . import loop, tools, validation
+from .db import Db, PlpyDb, one
+from .errors import InvalidArgument, InvalidState, NotFound, PgAgentError
+
+
+def _guard(plpy: Any, fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except PgAgentError as e:
+        plpy.error(e.message, hint=e.hint, sqlstate=e.sqlstate)
+
+
+def _jsonb(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+# ---------------------------------------------------------------------------- registration
+
+def register_tool(plpy: Any, gd: dict, name: str, description: str, parameters: str | None, kind: str,
+                  config: str | None, requires_approval: bool, timeout_ms: int) -> int:
+    """Validate and upsert a tool (by name, for the current tenant); returns tool_id.
+    Raises 22023 for an unknown kind, a bad config or a parameters value that is not a JSON
+    Schema of an object."""
+    def go() -> int:
+        params = json.loads(parameters) if parameters else {"type": "object", "properties": {}}
+        cfg = json.loads(config) if config else {}
+        if kind not in tools.KINDS:
+            raise InvalidArgument(f"unknown tool kind {kind!r}; supported: {', '.join(sorted(tools.KINDS))}")
+        if not isinstance(cfg, dict):
+            raise InvalidArgument("config must be a JSON object")
+        try:
+            validation.check_schema(params)
+            tools.kind_module(kind).check_config(cfg)
+        except ValueError as e:
+            raise InvalidArgument(f"tool {name!r}: {e}") from None
+        db = PlpyDb(plpy, gd, atomic=True)
+        row = one(db, """
+            INSERT INTO pgagent.tool AS t (tenant_id, name, description, parameters, kind, config,
+                                          requires_approval, timeout_ms)
+            VALUES (pgagent.current_tenant(), $1, $2, $3, $4, $5, $6, $7)
+            ON CONFLICT (tenant_id, name) DO UPDATE
+               SET description = excluded.description, parameters = excluded.parameters, kind = excluded.kind,
+                   config = excluded.config, requires_approval = excluded.requires_approval,
+                   timeout_ms = excluded.timeout_ms, updated_at = now()
+            RETURNING tool_id""", ["text", "text", "jsonb", "text", "jsonb", "bool", "int4"],
+            [name, description, params, kind, cfg, requires_approval, timeout_ms])
+        return row["tool_id"]
+    return _guard(plpy, go)
+
+
+# ---------------------------------------------------------------------------- conversation
+
+def _new_turn(db: Db, conversation: int, content: str, params: dict[str, Any], status: str) -> int:
+    conv = one(db, """
+        SELECT c.tenant_id::text AS tenant_id,
+               pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(c.tenant_id::text || '/conv/' || $1::text, 0)) AS locked
+          FROM pgagent.conversation c
+         WHERE c.tenant_id = pgagent.current_tenant() AND c.conversation_id = $1""", ["int8"], [conversation])
+    if conv is None:
+        raise NotFound(f"conversation {conversation} does not exist (for this tenant)")
+    busy = one(db, """SELECT turn_id, status FROM pgagent.turn WHERE tenant_id = $1::uuid AND conversation_id = $2
+                       AND status IN ('queued', 'running', 'awaiting_approval') ORDER BY seq LIMIT 1""",
+               ["text", "int8"], [conv["tenant_id"], conversation])
+    if busy is not None:
+        raise InvalidState(f"conversation {conversation} has turn {busy['turn_id']} still {busy['status']}",
+                           hint="Approve or reject its pending tool calls (pgagent.approve_step), run it "
+                                "(CALL pgagent.run_turn) or cancel it (pgagent.cancel_turn) first.")
+    turn = one(db, """
+        INSERT INTO pgagent.turn (tenant_id, conversation_id, seq, status, user_message, params,
+                                  created_at, started_at)
+        SELECT $1::uuid, $2, coalesce(max(t.seq), 0) + 1, $3, $4, $5, n.ts, CASE WHEN $3 = 'running' THEN n.ts END
+          FROM (SELECT pg_catalog.clock_timestamp() AS ts) n
+          LEFT JOIN pgagent.turn t ON t.tenant_id = $1::uuid AND t.conversation_id = $2
+         GROUP BY n.ts
+        RETURNING turn_id""", ["text", "int8", "text", "text", "jsonb"],
+        [conv["tenant_id"], conversation, status, content, params])
+    db.all(loop.INSERT_STEP_SQL, loop.INSERT_STEP_TYPES,
+           [conv["tenant_id"], turn["turn_id"], 1, "user_message", {"content": content}, None, None, None,
+            None, None, None, None])
+    return int(turn["turn_id"])
+
+
+def _params(params: str | None) -> dict[str, Any]:
+    value = json.loads(params) if params else {}
+    if not isinstance(value, dict):
+        raise InvalidArgument("params must be a JSON object")
+    return value
+
+
+def _content(content: str | None) -> str:
+    if content is None or not content.strip():
+        raise InvalidArgument("content must be a non-empty message")
+    return content
+
+
+def send_message(plpy: Any, gd: dict, conversation: int, content: str, params: str | None) -> str:
+    """Record the user message and run the whole turn in the caller's transaction. Returns the
+    loop summary as JSON text (see :func:`pgagent_core.loop.summary`). Raises 22023, 42704, 55000."""
+    def go() -> str:
+        db = PlpyDb(plpy, gd, atomic=True)
+        turn_id = _new_turn(db, conversation, _content(content), _params(params), "running")
+        turn = loop.load(db, turn_id)
+        loop.lock_turn(db, turn.tenant_id, turn_id)
+        return _jsonb(loop.drive(db, gd, turn))
+    return _guard(plpy, go)
+
+
+def enqueue_message(plpy: Any, gd: dict, conversation: int, content: str, params: str | None) -> int:
+    """Record the user message as a queued turn (run later with CALL pgagent.run_turn); returns turn_id."""
+    return _guard(plpy, lambda: _new_turn(PlpyDb(plpy, gd, atomic=True), conversation, _content(content),
+                                          _params(params), "queued"))
+
+
+def run_turn(plpy: Any, gd: dict, turn_id: int) -> str:
+    """Run or resume a turn, committing after every step (procedure context)."""
+    return _guard(plpy, lambda: _jsonb(loop.run_turn(PlpyDb(plpy, gd, atomic=False), gd, turn_id)))
+
+
+def _locked_call(db: Db, step: int) -> tuple[loop.Turn, dict[str, Any]]:
+    row = one(db, """SELECT s.tenant_id::text AS tenant_id, s.turn_id, s.kind FROM pgagent.step s
+                      WHERE s.tenant_id = pgagent.current_tenant() AND s.step_id = $1""", ["int8"], [step])
+    if row is None:
+        raise NotFound(f"step {step} does not exist (for this tenant)")
+    if row["kind"] != "tool_call":
+        raise InvalidArgument(f"step {step} is a {row['kind']} step, not a tool_call")
+    loop.lock_turn(db, row["tenant_id"], int(row["turn_id"]))
+    turn = loop.load(db, int(row["turn_id"]))
+    call = next(s for s in turn.steps if s["step_id"] == step)
+    return turn, call
+
+
+def approve_step(plpy: Any, gd: dict, step: int, approved: bool, note: str | None) -> str:
+    """Record a human decision on a tool call that awaits approval. A rejection also records
+    the tool_result that tells the model. Raises 22023, 42704, 55000 (already decided, not
+    awaiting approval)."""
+    def go() -> str:
+        if approved is None:
+            raise InvalidArgument("approved must be true or false")
+        db = PlpyDb(plpy, gd, atomic=True)
+        turn, call = _locked_call(db, step)
+        if not call["payload"].get("requires_approval"):
+            raise InvalidState(f"tool call {step} does not require approval")
+        if loop.decision(turn, step) is not None:
+            raise InvalidState(f"tool call {step} was already decided")
+        if turn.status != "awaiting_approval":
+            raise InvalidState(f"turn {turn.turn_id} is {turn.status}, not awaiting_approval")
+        who = one(db, "SELECT current_user::text AS u, pg_catalog.clock_timestamp()::text AS at", [], [])
+        d = loop.add_step(db, turn, "approval", {"approved": approved, "note": note, "decided_by": who["u"],
+                                                 "decided_at": who["at"]}, parent=step)
+        if not approved:
+            loop.reject_result(db, turn, call, d)
+        return _jsonb({"approval_step_id": d["step_id"], "tool_call_step_id": step, "approved": approved,
+                       "turn_id": turn.turn_id, "turn_status": turn.status,
+                       "pending": [c["step_id"] for c in loop.pending_calls(turn)
+                                   if loop.decision(turn, c["step_id"]) is None]})
+    return _guard(plpy, go)
+
+
+def process_tool_call(plpy: Any, gd: dict, step: int, resume: bool) -> str:
+    """Run an approved (or approval-free) tool call and, with ``resume``, continue the turn in
+    the caller's transaction. A rejected call (already answered) just resumes. Returns the loop
+    summary. Raises 22023, 42704, 55000 (not yet approved; turn finished)."""
+    def go() -> str:
+        db = PlpyDb(plpy, gd, atomic=True)
+        turn, call = _locked_call(db, step)
+        if turn.status in loop.TERMINAL:
+            raise InvalidState(f"turn {turn.turn_id} is already {turn.status}")
+        if call in loop.pending_calls(turn):
+            d = loop.decision(turn, step)
+            if call["payload"].get("requires_approval") and d is None:
+                raise InvalidState(f"tool call {step} awaits approval", hint="Call pgagent.approve_step first.")
+            if d is not None and not d["payload"]["approved"]:
+                loop.reject_result(db, turn, call, d)
+            else:
+                loop.execute_call(db, gd, turn, call)
+        if not resume:
+            return _jsonb(loop.summary(turn))
+        return _jsonb(loop.drive(db, gd, turn))
+    return _guard(plpy, go)
+
+
+def cancel_turn(plpy: Any, gd: dict, turn_id: int, reason: str | None) -> str:
+    """Cancel a queued, running (not currently executing) or awaiting_approval turn."""
+    def go() -> str:
+        db = PlpyDb(plpy, gd, atomic=True)
+        row = one(db, "SELECT tenant_id::text AS tenant_id FROM pgagent.turn WHERE tenant_id = "
+                      "pgagent.current_tenant() AND turn_id = $1", ["int8"], [turn_id])
+        if row is None:
+            raise NotFound(f"turn {turn_id} does not exist (for this tenant)")
+        loop.lock_turn(db, row["tenant_id"], turn_id)
+        turn = loop.load(db, turn_id)
+        if turn.status in loop.TERMINAL:
+            raise InvalidState(f"turn {turn_id} is already {turn.status}")
+        who = one(db, "SELECT current_user::text AS u", [], [])
+        loop.add_step(db, turn, "error", {"message": f"cancelled by {who['u']}" + (f": {reason}" if reason else ""),
+                                          "error_kind": "cancelled", "cancelled_by": who["u"]})
+        turn.error = reason or "cancelled"
+        loop.set_status(db, turn, "cancelled")
+        return _jsonb(loop.summary(turn))
+    return _guard(plpy, go)

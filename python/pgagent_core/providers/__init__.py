@@ -1,0 +1,125 @@
+"""LLM providers behind one call: :func:`chat`.
+
+Messages, tools and replies use OpenAI chat-completions terms throughout (``messages`` with
+``role``/``content``/``tool_calls``/``tool_call_id``; ``finish_reason``; ``usage.prompt_tokens``);
+the Anthropic provider translates to and from the Messages API.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+USER_AGENT = "pgagent/0.1"
+
+
+@dataclass
+class ToolCall:
+    """One tool call as the model wrote it. ``arguments`` is the raw JSON text (may be invalid)."""
+
+    id: str
+    name: str
+    arguments: str
+    source: str = "native"  # native | text (recovered from content) | json_schema
+
+
+@dataclass
+class Reply:
+    """A normalized LLM reply. Token counts are the provider's (tokens); latency_ms in ms."""
+
+    content: str | None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning: str | None = None
+    latency_ms: float = 0.0
+    model: str | None = None
+
+
+class ProviderError(Exception):
+    """A failed LLM call. ``status`` is the HTTP status (None for timeouts/connection errors),
+    ``retryable`` whether trying again may help (429, 5xx, timeouts, malformed replies)."""
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False,
+                 kind: str = "http_error", retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.retryable = retryable
+        self.kind = kind
+        self.retry_after_s = retry_after_s
+
+
+def timeout_pair(timeout_ms: int) -> tuple[float, float]:
+    """requests' (connect, read) timeouts in seconds for a budget of ``timeout_ms`` ms."""
+    total = max(timeout_ms, 1) / 1000.0
+    return (min(total, 10.0), total)
+
+
+def post_json(session: requests.Session, url: str, headers: dict[str, str], body: dict[str, Any],
+              timeout_ms: int) -> tuple[dict[str, Any], float]:
+    """POST ``body`` as JSON; return (decoded JSON reply, latency in ms).
+
+    Raises ProviderError: kind ``timeout`` (no reply within timeout_ms), ``connection`` (refused,
+    DNS...), ``http_error`` (status >= 400, retryable for 408/409/429/5xx), ``malformed`` (the
+    body is not a JSON object).
+    """
+    t0 = time.perf_counter()
+    try:
+        resp = session.post(url, headers={"User-Agent": USER_AGENT, **headers}, json=body,
+                            timeout=timeout_pair(timeout_ms))
+    except requests.Timeout as e:
+        raise ProviderError(f"no reply from {url} within {timeout_ms} ms ({type(e).__name__})",
+                            kind="timeout", retryable=True) from None
+    except requests.RequestException as e:
+        raise ProviderError(f"cannot reach {url}: {type(e).__name__}: {e}", kind="connection",
+                            retryable=True) from None
+    latency = (time.perf_counter() - t0) * 1000.0
+    if resp.status_code >= 400:
+        text = resp.text[:2000]
+        retry_after = None
+        if resp.headers.get("Retry-After", "").replace(".", "", 1).isdigit():
+            retry_after = float(resp.headers["Retry-After"])
+        raise ProviderError(f"HTTP {resp.status_code} from {url}: {text}", status=resp.status_code,
+                            retryable=resp.status_code in (408, 409, 429) or resp.status_code >= 500,
+                            retry_after_s=retry_after)
+    try:
+        data = resp.json()
+    except ValueError:
+        raise ProviderError(f"malformed reply from {url} (HTTP {resp.status_code}, not JSON): "
+                            f"{resp.text[:300]!r}", status=resp.status_code, kind="malformed",
+                            retryable=True) from None
+    if not isinstance(data, dict):
+        raise ProviderError(f"malformed reply from {url}: expected a JSON object, got {type(data).__name__}",
+                            status=resp.status_code, kind="malformed", retryable=True)
+    return data, latency
+
+
+def chat(session: requests.Session, model: dict[str, Any], messages: list[dict[str, Any]],
+         tools: list[dict[str, Any]], params: dict[str, Any], api_key: str | None,
+         response_format: dict[str, Any] | None = None) -> Reply:
+    """Call ``model`` (a pgagent.model row as a dict) once and return the normalized :class:`Reply`.
+
+    ``tools`` are OpenAI function tools (``{"type": "function", "function": {...}}``); pass
+    ``response_format`` for schema-constrained replies. Raises :class:`ProviderError`.
+    """
+    from . import anthropic, openai
+
+    impl = {"openai": openai, "anthropic": anthropic}.get(model["provider"])
+    if impl is None:
+        raise ProviderError(f"unknown provider {model['provider']!r}", kind="config")
+    url, headers, body = impl.build_request(model, messages, tools, params, api_key, response_format)
+    data, latency = post_json(session, url, headers, body, int(model["timeout_ms"]))
+    reply = impl.parse_response(data)
+    reply.latency_ms = latency
+    return reply
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text, as sent to providers."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)

@@ -1,0 +1,120 @@
+"""Tool calls that models write as text, and the schema-constrained (json_schema) mode.
+
+Small models given native ``tools`` often write the call into ``content`` instead of
+``tool_calls``: bare JSON, a fenced ```json block, or Qwen/Hermes-style ``<tool_call>`` tags
+(the format of Qwen2.5's chat template). :func:`recover_from_text` finds such calls and keeps
+only those naming a declared tool. :func:`action_schema` builds the ``response_format`` for
+json_schema mode: a oneOf over ``{"tool": <name>, "arguments": {...}}`` for each tool and
+``{"answer": "..."}``, which llama.cpp turns into a grammar the model must follow.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Iterable
+
+from .providers import ToolCall
+
+_TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
+_FENCED = re.compile(r"```(?:json|tool_call|tool)?\s*\n?(.*?)```", re.S)
+
+
+def _candidates(text: str) -> Iterable[str]:
+    yield from _TAGGED.findall(text)
+    yield from _FENCED.findall(text)
+    stripped = text.strip()
+    if stripped.startswith(("{", "[")):
+        yield stripped
+    # a JSON object embedded in prose: from the first "{" to the last "}"
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:
+        yield text[start:end + 1]
+
+
+def _as_call(obj: Any) -> tuple[str, Any] | None:
+    if not isinstance(obj, dict):
+        return None
+    if isinstance(obj.get("function"), dict):  # {"type":"function","function":{"name":..,"arguments":..}}
+        obj = obj["function"]
+    name = obj.get("name") or obj.get("tool") or obj.get("tool_name")
+    if not isinstance(name, str):
+        return None
+    for key in ("arguments", "parameters", "args", "input"):
+        if key in obj:
+            return name, obj[key]
+    return name, {}
+
+
+def recover_from_text(content: str | None, tool_names: set[str], id_prefix: str) -> list[ToolCall]:
+    """Tool calls written as JSON text in ``content``, restricted to ``tool_names``.
+
+    Returns [] when nothing parses as a call to a declared tool (the content is then an
+    answer). Ids are ``f"{id_prefix}_{n}"``. Arguments given as a JSON string are kept as is.
+    """
+    if not content or not tool_names:
+        return []
+    for cand in _candidates(content):
+        try:
+            obj = json.loads(cand)
+        except ValueError:
+            continue
+        items = obj if isinstance(obj, list) else [obj]
+        calls = []
+        for item in items:
+            call = _as_call(item)
+            if call and call[0] in tool_names:
+                name, args = call
+                raw = args if isinstance(args, str) else json.dumps(args)
+                calls.append(ToolCall(id=f"{id_prefix}_{len(calls) + 1}", name=name, arguments=raw, source="text"))
+        if calls:
+            return calls
+    return []
+
+
+def action_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
+    """``response_format`` for json_schema mode over OpenAI function ``tools``."""
+    options: list[dict[str, Any]] = [
+        {"type": "object",
+         "properties": {"tool": {"const": t["function"]["name"]},
+                        "arguments": t["function"].get("parameters") or {"type": "object"}},
+         "required": ["tool", "arguments"]}
+        for t in tools
+    ]
+    options.append({"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]})
+    return {"type": "json_schema",
+            "json_schema": {"name": "agent_action", "strict": True, "schema": {"oneOf": options}}}
+
+
+def action_instructions(tools: list[dict[str, Any]]) -> str:
+    """System-prompt text that describes the tools for json_schema mode."""
+    lines = ["You can call tools. Reply with exactly one JSON object, either",
+             '{"tool": "<tool name>", "arguments": {...}} to call a tool, or',
+             '{"answer": "<your final answer to the user>"} when you can answer.',
+             "Never guess data that a tool can look up: call the tool first. Tools:"]
+    for t in tools:
+        fn = t["function"]
+        lines.append(f"- {fn['name']}: {fn.get('description', '')} Arguments (JSON Schema): "
+                     f"{json.dumps(fn.get('parameters') or {})}")
+    return "\n".join(lines)
+
+
+def parse_action(content: str | None, tool_names: set[str], id_prefix: str) -> tuple[list[ToolCall], str | None]:
+    """Parse a json_schema-mode reply: (tool calls, answer). A reply that is not the expected
+    JSON falls back to text recovery and then to being the answer itself."""
+    text = (content or "").strip()
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        obj = None
+    if isinstance(obj, dict):
+        if isinstance(obj.get("answer"), str) and "tool" not in obj:
+            return [], obj["answer"]
+        if isinstance(obj.get("tool"), str):
+            args = obj.get("arguments", {})
+            raw = args if isinstance(args, str) else json.dumps(args)
+            return [ToolCall(id=f"{id_prefix}_1", name=obj["tool"], arguments=raw, source="json_schema")], None
+    calls = recover_from_text(text, tool_names, id_prefix)
+    if calls:
+        return calls, None
+    return [], text

@@ -1,0 +1,44 @@
+"""Tool kinds. Each kind is one module exposing ``check_config(config) -> None`` (raises
+ValueError for a bad config, used by register_tool) and ``run(ctx, tool, args) -> Any`` (a
+JSON-able result; raises ToolFailure for a readable failure). Adding a kind = adding a module
+and a line in :data:`KINDS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from ..db import Db
+
+KINDS: dict[str, str] = {"sql": "sql", "function": "function"}
+
+
+class ToolFailure(Exception):
+    """A tool ran and failed in a way the model should be told about (the message is shown)."""
+
+
+@dataclass
+class ToolContext:
+    """What a tool run may use: the database, the tenant and turn it runs for."""
+
+    db: Db
+    tenant_id: str
+    turn_id: int
+    gd: dict
+
+
+def kind_module(kind: str) -> ModuleType:
+    """The module implementing ``kind``. Raises KeyError for an unknown kind."""
+    return importlib.import_module(f"{__name__}.{KINDS[kind]}")
+
+
+def run(ctx: ToolContext, tool: dict[str, Any], args: dict[str, Any]) -> Any:
+    """Run ``tool`` (a pgagent.tool row) with validated ``args``. Raises ToolFailure."""
+    try:
+        mod = kind_module(tool["kind"])
+    except KeyError:
+        raise ToolFailure(f"tool kind {tool['kind']!r} is not supported by this pgagent version") from None
+    return mod.run(ctx, tool, args)

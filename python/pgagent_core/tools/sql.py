@@ -1,0 +1,69 @@
+"""``sql`` tools: a read-only query, with a timeout and a row cap, whose rows come back as JSON.
+
+config:
+  ``query``   a fixed SQL query using $1..$n; ``args`` names the arguments that fill them, in
+              order. Without ``query`` the model supplies the SQL in an argument named
+              ``query`` (an analyst tool).
+  ``max_rows`` cap on returned rows (default 100); ``truncated: true`` tells the model more exist.
+  ``search_path`` the schemas the query sees (default ``public``).
+The statement runs as a subquery (so it must be one SELECT/VALUES/TABLE; data-modifying
+statements and CTEs are refused by the parser) inside a subtransaction that is always rolled
+back, so nothing it calls can leave writes behind, and is cancelled after the tool's timeout_ms.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import ToolContext, ToolFailure
+from ._spi import guarded
+
+DEFAULT_MAX_ROWS = 100
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """Raises ValueError for a bad config."""
+    q = config.get("query")
+    if q is not None and (not isinstance(q, str) or not q.strip()):
+        raise ValueError("config.query must be a non-empty string")
+    args = config.get("args", [])
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise ValueError("config.args must be an array of argument names")
+    sp = config.get("search_path", "public")
+    if not isinstance(sp, str):
+        raise ValueError("config.search_path must be a string such as 'public' or 'demo, public'")
+    mr = config.get("max_rows", DEFAULT_MAX_ROWS)
+    if not isinstance(mr, int) or not 1 <= mr <= 100000:
+        raise ValueError("config.max_rows must be an integer between 1 and 100000")
+
+
+def run(ctx: ToolContext, tool: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+    """Rows of the query as {"rows": [...], "row_count": n, "truncated": bool}. Raises ToolFailure."""
+    config = tool.get("config") or {}
+    max_rows = int(config.get("max_rows", DEFAULT_MAX_ROWS))
+    query = config.get("query")
+    params: list[Any] = []
+    if query is None:
+        query = args.get("query")
+        if not isinstance(query, str) or not query.strip():
+            raise ToolFailure("argument 'query' (an SQL SELECT) is required")
+    else:
+        params = [args.get(name) for name in config.get("args", [])]
+    query = query.strip().rstrip(";").strip()
+    if ";" in query.replace("';'", ""):
+        raise ToolFailure("only one SQL statement is allowed")
+    wrapped = ("SELECT pg_catalog.coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t)), '[]') AS rows "
+               f"FROM (SELECT * FROM (\n{query}\n) AS q LIMIT {max_rows + 1}) AS t")
+    types = ["text"] * len(params)
+    texts = [None if p is None else (p if isinstance(p, str) else str(p)) for p in params]
+
+    search_path = str(config.get("search_path", "public"))
+
+    def body() -> Any:
+        ctx.db.all("SELECT pg_catalog.set_config('search_path', $1, true)", ["text"], [search_path])
+        return ctx.db.all(wrapped, types, texts, cache=False)[0]["rows"]
+
+    rows = guarded(ctx.db, int(tool["timeout_ms"]), body, rollback=True)
+    truncated = len(rows) > max_rows
+    rows = rows[:max_rows]
+    return {"rows": rows, "row_count": len(rows), "truncated": truncated}

@@ -1,0 +1,207 @@
+-- Tables. Every table carries tenant_id; primary, unique and foreign keys include it, so a row
+-- can never point at another tenant's row (and the tables can be distributed by tenant_id).
+
+CREATE TABLE pgagent.tenant (
+    tenant_id    uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    name         text NOT NULL UNIQUE CHECK (name ~ '^[a-z0-9_][a-z0-9_.-]{0,62}$'),
+    display_name text,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE pgagent.tenant IS
+  'A tenant: the unit of isolation. Every other pgagent row belongs to exactly one tenant. The tenant named ''default'' (all-zero uuid) serves single-tenant use.';
+
+INSERT INTO pgagent.tenant (tenant_id, name, display_name)
+VALUES ('00000000-0000-0000-0000-000000000000', 'default', 'Default tenant');
+
+-- The tenant a row belongs to when none is given; see pgagent.current_tenant() (20_tenancy.sql).
+CREATE FUNCTION pgagent.default_tenant_id() RETURNS uuid
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT '00000000-0000-0000-0000-000000000000'::uuid $$;
+COMMENT ON FUNCTION pgagent.default_tenant_id() IS 'The uuid of the built-in tenant named ''default''.';
+
+CREATE TABLE pgagent.model (
+    tenant_id             uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
+    model_id              bigint GENERATED ALWAYS AS IDENTITY,
+    name                  text NOT NULL CHECK (name ~ '^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}$'),
+    kind                  text NOT NULL DEFAULT 'chat' CHECK (kind IN ('chat', 'embedding')),
+    provider              text NOT NULL CHECK (provider IN ('openai', 'anthropic')),
+    base_url              text NOT NULL CHECK (base_url ~ '^https?://[^[:space:]]+$'),
+    model_name            text NOT NULL CHECK (model_name <> ''),
+    secret_name           text CHECK (secret_name ~ '^[A-Za-z_][A-Za-z0-9_]{0,127}$'),
+    params                jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(params) = 'object'),
+    tool_mode             text NOT NULL DEFAULT 'native' CHECK (tool_mode IN ('native', 'json_schema')),
+    input_usd_per_mtok    numeric(14,6) NOT NULL DEFAULT 0 CHECK (input_usd_per_mtok >= 0),
+    output_usd_per_mtok   numeric(14,6) NOT NULL DEFAULT 0 CHECK (output_usd_per_mtok >= 0),
+    context_window        integer CHECK (context_window > 0),
+    timeout_ms            integer NOT NULL DEFAULT 60000 CHECK (timeout_ms BETWEEN 1 AND 3600000),
+    max_retries           integer NOT NULL DEFAULT 2 CHECK (max_retries BETWEEN 0 AND 10),
+    is_default            boolean NOT NULL DEFAULT false,
+    created_at            timestamptz NOT NULL DEFAULT now(),
+    updated_at            timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, model_id),
+    UNIQUE (tenant_id, name)
+);
+CREATE UNIQUE INDEX model_one_default_per_tenant ON pgagent.model (tenant_id, kind) WHERE is_default;
+COMMENT ON TABLE pgagent.model IS
+  'Provider registry: where and how to call an LLM (provider openai = any OpenAI-compatible chat-completions server; anthropic = Anthropic Messages), the API key''s secret name (never the key), default request parameters, prices in USD per 1M tokens and the context window (tokens).';
+COMMENT ON COLUMN pgagent.model.tool_mode IS
+  'native: tools are sent as the API''s tools / tool_calls. json_schema: tools are described in the prompt and the reply is constrained by response_format json_schema (a oneOf over tool calls and a final answer) - for small local models.';
+COMMENT ON COLUMN pgagent.model.timeout_ms IS 'HTTP timeout of one LLM call, in ms (connect and read).';
+COMMENT ON COLUMN pgagent.model.max_retries IS 'Retries of one LLM call after HTTP 429/5xx, timeouts or malformed replies; each failed attempt is a recorded error step.';
+
+CREATE TABLE pgagent.persona (
+    tenant_id     uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
+    persona_id    bigint GENERATED ALWAYS AS IDENTITY,
+    name          text NOT NULL CHECK (name ~ '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$'),
+    system_prompt text NOT NULL,
+    traits        jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(traits) = 'object'),
+    params        jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(params) = 'object'),
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, persona_id),
+    UNIQUE (tenant_id, name)
+);
+COMMENT ON TABLE pgagent.persona IS
+  'A reusable personality: system prompt, traits (rendered into the prompt) and request parameters that override the model''s.';
+
+CREATE TABLE pgagent.tool (
+    tenant_id         uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
+    tool_id           bigint GENERATED ALWAYS AS IDENTITY,
+    name              text NOT NULL CHECK (name ~ '^[A-Za-z0-9_-]{1,64}$'),
+    description       text NOT NULL,
+    parameters        jsonb NOT NULL DEFAULT '{"type": "object", "properties": {}}'
+                      CHECK (jsonb_typeof(parameters) = 'object'),
+    kind              text NOT NULL CHECK (kind ~ '^[a-z][a-z0-9_]*$'),
+    config            jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(config) = 'object'),
+    requires_approval boolean NOT NULL DEFAULT false,
+    timeout_ms        integer NOT NULL DEFAULT 5000 CHECK (timeout_ms BETWEEN 1 AND 600000),
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    updated_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, tool_id),
+    UNIQUE (tenant_id, name)
+);
+COMMENT ON TABLE pgagent.tool IS
+  'A tool the model may call: name and description as the model sees them, a JSON Schema for the arguments (validated before every call), the kind that runs it (sql, function) with its config, whether a human must approve each call, and its timeout in ms.';
+
+CREATE TABLE pgagent.agent (
+    tenant_id     uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
+    agent_id      bigint GENERATED ALWAYS AS IDENTITY,
+    name          text NOT NULL CHECK (name ~ '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$'),
+    persona_id    bigint,
+    model_id      bigint NOT NULL,
+    instructions  text,
+    config        jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(config) = 'object'),
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, agent_id),
+    UNIQUE (tenant_id, name),
+    FOREIGN KEY (tenant_id, persona_id) REFERENCES pgagent.persona (tenant_id, persona_id),
+    FOREIGN KEY (tenant_id, model_id) REFERENCES pgagent.model (tenant_id, model_id)
+);
+COMMENT ON TABLE pgagent.agent IS
+  'An agent: a persona and instructions, a model, a set of tools (agent_tool) and config: max_steps (LLM calls per turn, default 8), auto_approve (true or an array of tool names), max_tool_errors (default 3), history_turns (default 20), params (request parameters).';
+
+CREATE TABLE pgagent.agent_tool (
+    tenant_id uuid NOT NULL,
+    agent_id  bigint NOT NULL,
+    tool_id   bigint NOT NULL,
+    PRIMARY KEY (tenant_id, agent_id, tool_id),
+    FOREIGN KEY (tenant_id, agent_id) REFERENCES pgagent.agent (tenant_id, agent_id) ON DELETE CASCADE,
+    FOREIGN KEY (tenant_id, tool_id) REFERENCES pgagent.tool (tenant_id, tool_id) ON DELETE CASCADE
+);
+COMMENT ON TABLE pgagent.agent_tool IS 'Which tools each agent may call.';
+
+CREATE TABLE pgagent.conversation (
+    tenant_id       uuid NOT NULL REFERENCES pgagent.tenant,
+    conversation_id bigint GENERATED ALWAYS AS IDENTITY,
+    agent_id        bigint NOT NULL,
+    title           text,
+    metadata        jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
+    created_by      name NOT NULL DEFAULT current_user,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, conversation_id),
+    FOREIGN KEY (tenant_id, agent_id) REFERENCES pgagent.agent (tenant_id, agent_id)
+);
+COMMENT ON TABLE pgagent.conversation IS 'A conversation with one agent: an ordered list of turns.';
+
+CREATE TABLE pgagent.turn (
+    tenant_id         uuid NOT NULL,
+    turn_id           bigint GENERATED ALWAYS AS IDENTITY,
+    conversation_id   bigint NOT NULL,
+    seq               integer NOT NULL CHECK (seq > 0),
+    status            text NOT NULL DEFAULT 'queued'
+                      CHECK (status IN ('queued', 'running', 'awaiting_approval', 'completed', 'failed', 'cancelled')),
+    user_message      text NOT NULL,
+    params            jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(params) = 'object'),
+    answer            text,
+    error             text,
+    llm_calls         integer NOT NULL DEFAULT 0 CHECK (llm_calls >= 0),
+    prompt_tokens     integer NOT NULL DEFAULT 0 CHECK (prompt_tokens >= 0),
+    completion_tokens integer NOT NULL DEFAULT 0 CHECK (completion_tokens >= 0),
+    cost_usd          numeric(14,8) NOT NULL DEFAULT 0 CHECK (cost_usd >= 0),
+    created_by        name NOT NULL DEFAULT current_user,
+    created_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
+    started_at        timestamptz,
+    finished_at       timestamptz,
+    updated_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (tenant_id, turn_id),
+    UNIQUE (tenant_id, conversation_id, seq),
+    FOREIGN KEY (tenant_id, conversation_id) REFERENCES pgagent.conversation (tenant_id, conversation_id),
+    CONSTRAINT turn_finished_iff_terminal
+      CHECK ((status IN ('completed', 'failed', 'cancelled')) = (finished_at IS NOT NULL)),
+    CONSTRAINT turn_started_unless_queued
+      CHECK (status IN ('queued', 'cancelled') OR started_at IS NOT NULL),
+    CONSTRAINT turn_completed_has_answer CHECK (status <> 'completed' OR answer IS NOT NULL),
+    CONSTRAINT turn_failed_has_error CHECK (status <> 'failed' OR error IS NOT NULL),
+    CONSTRAINT turn_times_ordered
+      CHECK (started_at >= created_at AND finished_at >= coalesce(started_at, created_at))
+);
+CREATE INDEX turn_active ON pgagent.turn (tenant_id, status) WHERE status IN ('queued', 'running', 'awaiting_approval');
+COMMENT ON TABLE pgagent.turn IS
+  'One user message and everything the agent did to answer it. A state machine: queued -> running -> awaiting_approval -> running -> completed | failed | cancelled (enforced by a trigger). Holds the changing state and the totals: llm_calls, prompt_tokens and completion_tokens (tokens), cost_usd (USD).';
+
+CREATE TABLE pgagent.step (
+    tenant_id         uuid NOT NULL,
+    step_id           bigint GENERATED ALWAYS AS IDENTITY,
+    turn_id           bigint NOT NULL,
+    seq               integer NOT NULL CHECK (seq > 0),
+    kind              text NOT NULL CHECK (kind IN ('user_message', 'llm_call', 'thinking', 'tool_call',
+                                                    'approval', 'tool_result', 'response', 'error')),
+    payload           jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(payload) = 'object'),
+    parent_step_id    bigint,
+    tool_call_id      text,
+    tool_name         text,
+    prompt_tokens     integer CHECK (prompt_tokens >= 0),
+    completion_tokens integer CHECK (completion_tokens >= 0),
+    cost_usd          numeric(14,8) CHECK (cost_usd >= 0),
+    latency_ms        numeric(12,3) CHECK (latency_ms >= 0),
+    created_by        name NOT NULL DEFAULT current_user,
+    created_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (tenant_id, step_id),
+    UNIQUE (tenant_id, turn_id, seq),
+    FOREIGN KEY (tenant_id, turn_id) REFERENCES pgagent.turn (tenant_id, turn_id),
+    FOREIGN KEY (tenant_id, parent_step_id) REFERENCES pgagent.step (tenant_id, step_id),
+    CONSTRAINT step_parent_iff_answering_a_call
+      CHECK ((kind IN ('tool_result', 'approval')) = (parent_step_id IS NOT NULL)),
+    CONSTRAINT step_tool_call_named
+      CHECK (kind NOT IN ('tool_call', 'tool_result') OR (tool_call_id IS NOT NULL AND tool_name IS NOT NULL)),
+    CONSTRAINT step_approval_decided
+      CHECK (kind <> 'approval' OR jsonb_typeof(payload -> 'approved') = 'boolean')
+);
+CREATE UNIQUE INDEX step_one_result_per_call ON pgagent.step (tenant_id, parent_step_id) WHERE kind = 'tool_result';
+CREATE UNIQUE INDEX step_one_decision_per_call ON pgagent.step (tenant_id, parent_step_id) WHERE kind = 'approval';
+CREATE INDEX step_created ON pgagent.step (tenant_id, created_at);
+COMMENT ON TABLE pgagent.step IS
+  'Append-only log of everything that happened in a turn, in order (seq): user_message, llm_call (request summary, reply, finish_reason, usage), thinking, tool_call, approval (who, when, why), tool_result, response, error. Tokens are per step; latency_ms in ms; cost_usd in USD. UPDATE, DELETE and TRUNCATE are refused.';
+COMMENT ON COLUMN pgagent.step.parent_step_id IS 'For tool_result and approval: the tool_call step they answer (same turn; at most one of each per call).';
+COMMENT ON COLUMN pgagent.step.tool_call_id IS 'The provider''s tool call id (OpenAI tool_calls[].id, Anthropic tool_use.id), or one pgagent made for calls recovered from text.';
+
+-- Keep user rows in pg_dump (extension member tables are skipped otherwise).
+SELECT pg_catalog.pg_extension_config_dump('pgagent.tenant', 'WHERE name <> ''default''');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.model', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.persona', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.tool', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.agent', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.agent_tool', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.conversation', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.turn', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.step', '');

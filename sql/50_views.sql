@@ -1,0 +1,75 @@
+-- Monitoring views (security_invoker: they show only what the caller may see).
+
+CREATE VIEW pgagent.turn_timeline WITH (security_invoker = true) AS
+SELECT s.tenant_id, c.conversation_id, a.name AS agent, t.turn_id, t.seq AS turn_seq, t.status AS turn_status,
+       s.step_id, s.seq, s.kind, s.tool_name, s.tool_call_id, s.parent_step_id,
+       CASE s.kind
+         WHEN 'user_message' THEN s.payload ->> 'content'
+         WHEN 'llm_call' THEN coalesce(
+              (SELECT string_agg((tc -> 'function' ->> 'name') || '(' || (tc -> 'function' ->> 'arguments') || ')', ', ')
+                 FROM jsonb_array_elements(s.payload -> 'message' -> 'tool_calls') tc),
+              s.payload -> 'message' ->> 'content')
+         WHEN 'thinking' THEN s.payload ->> 'content'
+         WHEN 'tool_call' THEN coalesce((s.payload -> 'arguments')::text, s.payload ->> 'raw_arguments')
+         WHEN 'approval' THEN CASE WHEN (s.payload ->> 'approved')::boolean THEN 'approved' ELSE 'rejected' END
+                              || ' by ' || (s.payload ->> 'decided_by') || coalesce(': ' || (s.payload ->> 'note'), '')
+         WHEN 'tool_result' THEN CASE WHEN (s.payload ->> 'is_error')::boolean THEN 'error: ' || (s.payload ->> 'error')
+                                      ELSE (s.payload -> 'result')::text END
+         WHEN 'response' THEN s.payload ->> 'content'
+         WHEN 'error' THEN s.payload ->> 'message'
+       END AS summary,
+       s.prompt_tokens, s.completion_tokens, s.cost_usd, s.latency_ms,
+       round(extract(epoch FROM s.created_at - t.created_at)::numeric * 1000, 3) AS at_ms,
+       s.created_by, s.created_at, s.payload
+  FROM pgagent.step s
+  JOIN pgagent.turn t ON t.tenant_id = s.tenant_id AND t.turn_id = s.turn_id
+  JOIN pgagent.conversation c ON c.tenant_id = t.tenant_id AND c.conversation_id = t.conversation_id
+  JOIN pgagent.agent a ON a.tenant_id = c.tenant_id AND a.agent_id = c.agent_id;
+COMMENT ON VIEW pgagent.turn_timeline IS
+  'Every step of every turn with a one-line summary, tokens, cost (USD), latency_ms and at_ms (ms since the turn was created). Order by turn_id, seq.';
+
+CREATE VIEW pgagent.pending_approvals WITH (security_invoker = true) AS
+SELECT s.tenant_id, s.step_id, s.turn_id, t.conversation_id, a.name AS agent, s.tool_name,
+       s.payload -> 'arguments' AS arguments, t.user_message, s.created_at,
+       round(extract(epoch FROM clock_timestamp() - s.created_at)::numeric, 3) AS waiting_s
+  FROM pgagent.step s
+  JOIN pgagent.turn t ON t.tenant_id = s.tenant_id AND t.turn_id = s.turn_id
+  JOIN pgagent.conversation c ON c.tenant_id = t.tenant_id AND c.conversation_id = t.conversation_id
+  JOIN pgagent.agent a ON a.tenant_id = c.tenant_id AND a.agent_id = c.agent_id
+ WHERE s.kind = 'tool_call' AND (s.payload ->> 'requires_approval')::boolean
+   AND t.status = 'awaiting_approval'
+   AND NOT EXISTS (SELECT 1 FROM pgagent.step d WHERE d.tenant_id = s.tenant_id AND d.parent_step_id = s.step_id
+                      AND d.kind IN ('approval', 'tool_result'));
+COMMENT ON VIEW pgagent.pending_approvals IS
+  'Tool calls waiting for a human decision (pgagent.approve_step), oldest first by created_at; waiting_s in seconds.';
+
+CREATE VIEW pgagent.turn_summary WITH (security_invoker = true) AS
+SELECT t.tenant_id, t.turn_id, t.conversation_id, a.name AS agent, t.seq, t.status, t.user_message, t.answer, t.error,
+       (SELECT count(*) FROM pgagent.step s WHERE s.tenant_id = t.tenant_id AND s.turn_id = t.turn_id) AS steps,
+       t.llm_calls, t.prompt_tokens, t.completion_tokens, t.cost_usd,
+       round(extract(epoch FROM coalesce(t.finished_at, clock_timestamp()) - t.created_at)::numeric * 1000, 3) AS duration_ms,
+       t.created_by, t.created_at, t.started_at, t.finished_at
+  FROM pgagent.turn t
+  JOIN pgagent.conversation c ON c.tenant_id = t.tenant_id AND c.conversation_id = t.conversation_id
+  JOIN pgagent.agent a ON a.tenant_id = c.tenant_id AND a.agent_id = c.agent_id;
+COMMENT ON VIEW pgagent.turn_summary IS
+  'One row per turn: status, answer or error, step count, LLM calls, tokens, cost (USD) and duration_ms (ms, to now for open turns).';
+
+CREATE VIEW pgagent.agent_stats WITH (security_invoker = true) AS
+SELECT a.tenant_id, a.agent_id, a.name AS agent, m.name AS model,
+       count(t.turn_id) AS turns,
+       count(t.turn_id) FILTER (WHERE t.status = 'completed') AS completed,
+       count(t.turn_id) FILTER (WHERE t.status = 'failed') AS failed,
+       count(t.turn_id) FILTER (WHERE t.status = 'awaiting_approval') AS awaiting_approval,
+       coalesce(sum(t.llm_calls), 0) AS llm_calls,
+       coalesce(sum(t.prompt_tokens), 0) AS prompt_tokens,
+       coalesce(sum(t.completion_tokens), 0) AS completion_tokens,
+       coalesce(sum(t.cost_usd), 0) AS cost_usd,
+       round(avg(extract(epoch FROM t.finished_at - t.created_at) * 1000)::numeric, 3) AS avg_turn_ms
+  FROM pgagent.agent a
+  JOIN pgagent.model m ON m.tenant_id = a.tenant_id AND m.model_id = a.model_id
+  LEFT JOIN pgagent.conversation c ON c.tenant_id = a.tenant_id AND c.agent_id = a.agent_id
+  LEFT JOIN pgagent.turn t ON t.tenant_id = c.tenant_id AND t.conversation_id = c.conversation_id
+ GROUP BY a.tenant_id, a.agent_id, a.name, m.name;
+COMMENT ON VIEW pgagent.agent_stats IS
+  'Per agent: turns by status, LLM calls, tokens, cost (USD) and average turn time (ms) of finished turns.';
