@@ -52,7 +52,7 @@ def run(ctx: ToolContext, tool: dict[str, Any], args: dict[str, Any]) -> dict[st
     query = query.strip().rstrip(";").strip()
     if ";" in query.replace("';'", ""):
         raise ToolFailure("only one SQL statement is allowed")
-    wrapped = ("SELECT pg_catalog.coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t)), '[]') AS rows "
+    wrapped = ("SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t)), '[]'::jsonb) AS rows "
                f"FROM (SELECT * FROM (\n{query}\n) AS q LIMIT {max_rows + 1}) AS t")
     types = ["text"] * len(params)
     texts = [None if p is None else (p if isinstance(p, str) else str(p)) for p in params]
