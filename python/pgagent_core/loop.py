@@ -266,6 +266,20 @@ def _session(gd: dict) -> requests.Session:
     return sess
 
 
+class Interrupted(Exception):
+    """The backend was asked to cancel (or terminate) during an LLM call; the turn is left as
+    it is (its committed steps stay) and can be resumed or cancelled."""
+
+
+def _interrupt_check(db: Db):
+    def check() -> None:
+        try:
+            db.all("SELECT 1")
+        except Exception as e:
+            raise Interrupted(str(e)) from e
+    return check
+
+
 def call_llm(db: Db, gd: dict, turn: Turn) -> Reply | None:
     """One LLM call with bounded retries; every failed attempt is an error step. Returns None
     (after failing the turn) when no attempt succeeded."""
@@ -286,7 +300,7 @@ def call_llm(db: Db, gd: dict, turn: Turn) -> Reply | None:
         messages = build_messages(db, turn, specs)
         try:
             return chat(_session(gd), model, messages, [] if json_mode else specs, params, api_key,
-                        toolcalls.action_schema(specs) if json_mode else None)
+                        toolcalls.action_schema(specs) if json_mode else None, check=_interrupt_check(db))
         except ProviderError as e:
             message = secrets.redact(e.message, turn.secret_values)
             will_retry = e.retryable and attempt < attempts
@@ -455,7 +469,7 @@ def drive(db: Db, gd: dict, turn: Turn) -> dict[str, Any]:
             commit(db)
             if turn.status in TERMINAL:
                 return summary(turn)
-    except (Busy, InvalidState, NotFound):
+    except (Busy, InvalidState, NotFound, Interrupted):
         raise
     except Exception as e:
         fail(db, turn, f"internal error: {type(e).__name__}: {e}", {"error_kind": "internal"})

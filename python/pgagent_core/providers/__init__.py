@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import requests
 
@@ -100,13 +102,36 @@ def post_json(session: requests.Session, url: str, headers: dict[str, str], body
     return data, latency
 
 
+_pool: ThreadPoolExecutor | None = None
+
+
+def interruptible(fn: Callable[[], Any], check: Callable[[], None] | None, every_s: float = 0.05) -> Any:
+    """Run ``fn()`` (network I/O only, never the database) on a worker thread while this thread
+    calls ``check()`` every ``every_s`` seconds. Inside PostgreSQL ``check`` runs a trivial
+    statement, so a pending pg_cancel_backend / pg_terminate_backend is acted on during a long
+    LLM call instead of after it; whatever ``check`` raises propagates. Without ``check`` it
+    just calls ``fn()``."""
+    global _pool
+    if check is None:
+        return fn()
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pgagent-http")
+    fut = _pool.submit(fn)
+    while True:
+        try:
+            return fut.result(timeout=every_s)
+        except FutureTimeout:
+            check()
+
+
 def chat(session: requests.Session, model: dict[str, Any], messages: list[dict[str, Any]],
          tools: list[dict[str, Any]], params: dict[str, Any], api_key: str | None,
-         response_format: dict[str, Any] | None = None) -> Reply:
+         response_format: dict[str, Any] | None = None, check: Callable[[], None] | None = None) -> Reply:
     """Call ``model`` (a pgagent.model row as a dict) once and return the normalized :class:`Reply`.
 
     ``tools`` are OpenAI function tools (``{"type": "function", "function": {...}}``); pass
-    ``response_format`` for schema-constrained replies. Raises :class:`ProviderError`.
+    ``response_format`` for schema-constrained replies, ``check`` to stay interruptible (see
+    :func:`interruptible`). Raises :class:`ProviderError`.
     """
     from . import anthropic, openai
 
@@ -114,7 +139,7 @@ def chat(session: requests.Session, model: dict[str, Any], messages: list[dict[s
     if impl is None:
         raise ProviderError(f"unknown provider {model['provider']!r}", kind="config")
     url, headers, body = impl.build_request(model, messages, tools, params, api_key, response_format)
-    data, latency = post_json(session, url, headers, body, int(model["timeout_ms"]))
+    data, latency = interruptible(lambda: post_json(session, url, headers, body, int(model["timeout_ms"])), check)
     reply = impl.parse_response(data)
     reply.latency_ms = latency
     return reply
