@@ -44,11 +44,11 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 """Project root (the parent of ``scripts/``)."""
@@ -167,10 +167,18 @@ def _owned_pid(name: str) -> int | None:
     return pid
 
 
+def _options(argv: list[str]) -> list[str]:
+    """Return the ``--flag value`` tail of ``argv`` (what configures a server)."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--"):
+            return argv[i:]
+    return []
+
+
 def _port_of(pid: int) -> int | None:
     """Return the ``--port`` value from a managed process's command line."""
     argv = _cmdline(pid)
-    for flag, value in zip(argv, argv[1:]):
+    for flag, value in zip(argv, argv[1:], strict=False):
         if flag == "--port":
             with contextlib.suppress(ValueError):
                 return int(value)
@@ -299,19 +307,22 @@ def _wait_ready(name: str, pid: int, port: int, deadline: float) -> None:
 
 def _ensure(name: str, port: int, n_ctx: int, threads: int, model: Path, deadline: float) -> bool:
     """Make sure service ``name`` runs healthy on ``port``; return True if it was started now."""
+    argv = _command(name, port, n_ctx, threads, model)
     pid = _owned_pid(name)
     if pid is not None:
-        if _port_of(pid) == port:
-            # Ours, on the right port: healthy already, or still loading from an earlier start.
+        running = _options(_cmdline(pid))
+        if running == _options(argv):
+            # Ours, same settings: healthy already, or still loading from an earlier start.
             _wait_ready(name, pid, port, deadline)
             return False
-        print(f"{name}: running on port {_port_of(pid)}, restarting on {port}", file=sys.stderr)
+        print(f"{name}: running with {' '.join(running)}; restarting with {' '.join(_options(argv))}",
+              file=sys.stderr)
         _terminate(pid)
     pid_file(name).unlink(missing_ok=True)
 
     if _port_in_use(port):
         raise ServerError(f"{name}: port {HOST}:{port} is already in use by a process this script did not start")
-    pid = _spawn(name, _command(name, port, n_ctx, threads, model))
+    pid = _spawn(name, argv)
     try:
         _wait_ready(name, pid, port, deadline)
     except ServerError:
@@ -332,9 +343,11 @@ def start(
 ) -> dict[str, str]:
     """Start both servers (idempotently) and wait until they are ready.
 
-    A server that this script already started on the requested port is left alone;
-    one it started on another port is restarted. ``n_ctx`` only applies when the chat
-    server is (re)started. ``timeout`` bounds the total wait in seconds.
+    A server that this script already started with the same settings (port, and for
+    chat ``n_ctx``/``threads``/``model``) is left alone; one started with other settings
+    is restarted. ``timeout`` bounds the total wait in seconds (a cold first start of
+    the chat model takes ~5 s, a warm one ~2 s). A server that fails is stopped; one
+    that already came up in the same call is left running for the next call to reuse.
 
     Returns the base URLs: ``{"chat": "http://127.0.0.1:8765/v1", "embed": ...}``.
     Raises :class:`ServerError` (with the log tail in its message) on failure, after

@@ -1,0 +1,156 @@
+"""pgagent demo: an analyst agent over a real dataset, answered by the offline local model.
+
+Run with ``make demo`` (installs everything first). It starts a throwaway PostgreSQL cluster
+and the local llama.cpp server (Qwen2.5-Coder-1.5B-Instruct), loads vega-datasets'
+seattle-weather.csv (1,461 days, 2012-2015) into a table, creates an analyst agent with a
+read-only ``sql`` tool and an approval-gated ``save_finding`` tool, asks real questions
+(one needing the data, one needing an approval, one needing no tool), approves the pending
+call, and prints each conversation's timeline. Everything it started is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import local_models  # noqa: E402
+from pgcluster import Cluster  # noqa: E402
+
+SETUP_SQL = """
+CREATE SCHEMA demo;
+CREATE TABLE demo.seattle_weather (date date PRIMARY KEY, precipitation real, temp_max real, temp_min real,
+                                   wind real, weather text);
+CREATE TABLE demo.findings (id serial PRIMARY KEY, finding text NOT NULL, saved_at timestamptz DEFAULT now());
+CREATE FUNCTION demo.save_finding(finding text) RETURNS text LANGUAGE sql AS
+  $$ INSERT INTO demo.findings(finding) VALUES (finding) RETURNING 'saved finding #' || id $$;
+"""
+
+SCHEMA_NOTE = ("Table seattle_weather(date date, precipitation real /*mm*/, temp_max real /*C*/, "
+               "temp_min real /*C*/, wind real /*m/s*/, weather text /*one of: drizzle, rain, sun, snow, fog*/), "
+               "one row per day from 2012-01-01 to 2015-12-31. Use extract(year from date) for years.")
+
+
+def setup(conn: psycopg.Connection, chat_url: str) -> None:
+    csv_path = Path(__import__("vega_datasets").__file__).parent / "_data" / "seattle-weather.csv"
+    conn.execute(SETUP_SQL)
+    with conn.cursor().copy("COPY demo.seattle_weather FROM STDIN WITH (FORMAT csv, HEADER true)") as cp:
+        cp.write(csv_path.read_bytes())
+    conn.execute("""SELECT pgagent.register_model('local-qwen', base_url => %s,
+                      model_name => 'qwen2.5-coder-1.5b-instruct', tool_mode => 'json_schema',
+                      params => '{"temperature": 0, "max_tokens": 256}', context_window => 8192,
+                      timeout_ms => 120000, is_default => true)""", [chat_url])
+    conn.execute("""SELECT pgagent.register_tool('run_sql',
+                      'Run one read-only PostgreSQL SELECT query and get its rows as JSON. ' || %s,
+                      '{"type": "object", "properties": {"query": {"type": "string", "description": "one SELECT"}},
+                        "required": ["query"]}',
+                      kind => 'sql', config => '{"search_path": "demo", "max_rows": 20}', timeout_ms => 5000)""",
+                 [SCHEMA_NOTE])
+    conn.execute("""SELECT pgagent.register_tool('save_finding',
+                      'Save a finding (one sentence) to the team''s findings table. A human approves each save.',
+                      '{"type": "object", "properties": {"finding": {"type": "string"}}, "required": ["finding"]}',
+                      kind => 'function', config => '{"function": "demo.save_finding"}', requires_approval => true)""")
+    conn.execute("""SELECT pgagent.create_persona('analyst',
+                      'You are a careful data analyst for a weather team. Use run_sql to look facts up in the '
+                      'database; never guess numbers. Answer in one or two sentences.',
+                      traits => '{"precise": true}')""")
+    conn.execute("""SELECT pgagent.create_agent('weather_analyst', tools => '{run_sql,save_finding}',
+                      persona => 'analyst', config => '{"max_steps": 6}')""")
+
+
+def show_turn(conn: psycopg.Connection, result: dict[str, Any]) -> None:
+    rows = conn.execute("""SELECT seq, kind, coalesce(tool_name, ''), summary, prompt_tokens, completion_tokens,
+                                  latency_ms, at_ms
+                             FROM pgagent.turn_timeline WHERE turn_id = %s ORDER BY seq""",
+                        [result["turn_id"]]).fetchall()
+    print(f"  turn {result['turn_id']}: {result['status']}, {len(rows)} steps, {result['llm_calls']} LLM calls, "
+          f"{result['usage']['total_tokens']} tokens")
+    for seq, kind, tool, summ, pt, ct, lat, at in rows:
+        tokens = f" tokens={pt}+{ct}" if pt is not None else ""
+        latency = f" {float(lat):.0f}ms" if lat is not None else ""
+        line = (summ or "").replace("\n", " ")
+        line = textwrap.shorten(line, 110, placeholder=" ...")
+        print(f"   {seq:>2} +{float(at):>7.0f}ms {kind:<12} {tool:<12}{latency}{tokens}  {line}")
+
+
+def ask(conn: psycopg.Connection, agent: str, question: str, timings: list[tuple[str, float, int]]) -> dict[str, Any]:
+    cid = conn.execute("SELECT pgagent.start_conversation(%s, title => %s)", [agent, question]).fetchone()[0]
+    print(f"\nQ: {question}")
+    t0 = time.perf_counter()
+    result = conn.execute("SELECT pgagent.send_message(%s, %s)", [cid, question]).fetchone()[0]
+    timings.append((question, (time.perf_counter() - t0) * 1000, result["steps"]))
+    show_turn(conn, result)
+    if result["answer"] is not None:
+        print(f"A: {result['answer']}")
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--keep-servers", action="store_true", help="leave the local model running afterwards")
+    args = ap.parse_args()
+    print("== starting the local model (llama.cpp, Qwen2.5-Coder-1.5B-Instruct Q4_K_M) on 127.0.0.1")
+    urls = local_models.start()
+    chat_url = urls["chat"] if isinstance(urls, dict) else local_models.base_url(local_models.DEFAULT_CHAT_PORT)
+    timings: list[tuple[str, float, int]] = []
+    try:
+        with Cluster() as cluster:
+            cluster.createdb("demo")
+            with psycopg.connect(cluster.dsn("demo"), autocommit=True) as conn:
+                conn.execute("CREATE EXTENSION pgagent CASCADE")
+                setup(conn, chat_url)
+                n = conn.execute("SELECT count(*) FROM demo.seattle_weather").fetchone()[0]
+                truth = conn.execute("SELECT count(*) FROM demo.seattle_weather WHERE weather = 'rain' "
+                                     "AND extract(year FROM date) = 2013").fetchone()[0]
+                wettest = conn.execute("SELECT date, precipitation FROM demo.seattle_weather "
+                                       "ORDER BY precipitation DESC LIMIT 1").fetchone()
+                print(f"== loaded {n} days of seattle-weather.csv; agent 'weather_analyst' ready")
+
+                ask(conn, "weather_analyst", "How many days of rain were there in 2013?", timings)
+                print(f"   (check, straight from SQL: {truth} days with weather = 'rain' in 2013)")
+                ask(conn, "weather_analyst", "Which date had the most precipitation, and how much was it?", timings)
+                print(f"   (check, straight from SQL: {wettest[0]} with {wettest[1]} mm)")
+
+                r = ask(conn, "weather_analyst",
+                        f"Save this finding: Seattle had {truth} days of rain in 2013.", timings)
+                if r["status"] == "awaiting_approval":
+                    for p in r["pending_approvals"]:
+                        print(f"   -> approval needed for step {p['step_id']}: {p['tool']}({json.dumps(p['arguments'])})")
+                        conn.execute("SELECT pgagent.approve_step(%s, true, 'demo: approved by the operator')",
+                                     [p["step_id"]])
+                        t0 = time.perf_counter()
+                        r = conn.execute("SELECT pgagent.process_tool_call(%s)", [p["step_id"]]).fetchone()[0]
+                        timings.append(("(after approval) " + p["tool"], (time.perf_counter() - t0) * 1000, r["steps"]))
+                    print("   after approval:")
+                    show_turn(conn, r)
+                    print(f"A: {r['answer']}")
+                saved = conn.execute("SELECT finding FROM demo.findings").fetchall()
+                print(f"   demo.findings now holds: {[s[0] for s in saved]}")
+
+                ask(conn, "weather_analyst", "In one sentence, what does a data analyst do?", timings)
+
+                print("\n== agent_stats")
+                for row in conn.execute("SELECT agent, turns, completed, failed, llm_calls, prompt_tokens, "
+                                        "completion_tokens, avg_turn_ms FROM pgagent.agent_stats"):
+                    print("  ", dict(zip(["agent", "turns", "completed", "failed", "llm_calls", "prompt_tokens",
+                                          "completion_tokens", "avg_turn_ms"], row)))
+    finally:
+        if not args.keep_servers:
+            local_models.stop()
+    print("\n== turn latencies")
+    for q, ms, steps in timings:
+        print(f"  {ms:>8.0f} ms  {steps:>2} steps  {q}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
