@@ -20,9 +20,15 @@ _TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
 _FENCED = re.compile(r"```(?:json|tool_call|tool)?\s*\n?(.*?)```", re.S)
 
 
-def _candidates(text: str) -> Iterable[str]:
-    yield from _TAGGED.findall(text)
-    yield from _FENCED.findall(text)
+def _candidates(text: str) -> Iterable[str | list[str]]:
+    """Places a call may be written, most specific first. All tagged blocks (and all fenced
+    blocks) form one candidate each, so parallel calls written one block per call are kept."""
+    tagged = _TAGGED.findall(text)
+    if tagged:
+        yield tagged
+    fenced = _FENCED.findall(text)
+    if fenced:
+        yield fenced
     stripped = text.strip()
     if stripped.startswith(("{", "[")):
         yield stripped
@@ -55,11 +61,13 @@ def recover_from_text(content: str | None, tool_names: set[str], id_prefix: str)
     if not content or not tool_names:
         return []
     for cand in _candidates(content):
-        try:
-            obj = json.loads(cand)
-        except ValueError:
-            continue
-        items = obj if isinstance(obj, list) else [obj]
+        items: list[Any] = []
+        for block in ([cand] if isinstance(cand, str) else cand):
+            try:
+                obj = json.loads(block)
+            except ValueError:
+                continue
+            items.extend(obj if isinstance(obj, list) else [obj])
         calls = []
         for item in items:
             call = _as_call(item)

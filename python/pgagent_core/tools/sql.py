@@ -33,7 +33,7 @@ def check_config(config: dict[str, Any]) -> None:
     if not isinstance(sp, str):
         raise ValueError("config.search_path must be a string such as 'public' or 'demo, public'")
     mr = config.get("max_rows", DEFAULT_MAX_ROWS)
-    if not isinstance(mr, int) or not 1 <= mr <= 100000:
+    if not isinstance(mr, int) or isinstance(mr, bool) or not 1 <= mr <= 100000:
         raise ValueError("config.max_rows must be an integer between 1 and 100000")
 
 
