@@ -1,0 +1,67 @@
+"""End to end on the offline default model: llama.cpp serving Qwen2.5-Coder-1.5B-Instruct
+(Q4_K_M, from PyPI) answers a real question over real data through pgagent's loop.
+
+Slow (about 20 s on 2 cores): the model reads the prompt at ~60 tokens/s. Uses the same
+settings as the demo (json_schema tool mode, temperature 0).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+import local_models  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not local_models.MODEL_PATH.is_file(),
+                                reason="offline model not installed (scripts/install-python-env.sh)")
+
+
+@pytest.fixture(scope="module")
+def chat_url() -> Iterator[str]:
+    was_running = all(s.healthy for s in local_models.status().values())
+    urls = local_models.start()
+    try:
+        yield urls["chat"]
+    finally:
+        if not was_running:
+            local_models.stop()
+
+
+def test_real_model_answers_from_the_data(conn, chat_url):
+    import vega_datasets
+    csv = Path(vega_datasets.__file__).parent / "_data" / "seattle-weather.csv"
+    conn.execute("CREATE TABLE public.seattle_weather (date date, precipitation real, temp_max real, "
+                 "temp_min real, wind real, weather text)")
+    with conn.cursor().copy("COPY public.seattle_weather FROM STDIN WITH (FORMAT csv, HEADER true)") as cp:
+        cp.write(csv.read_bytes())
+    truth = conn.execute("SELECT count(*) FROM seattle_weather WHERE weather = 'rain' "
+                         "AND extract(year FROM date) = 2013").fetchone()[0]
+    conn.execute("""SELECT pgagent.register_model('local-qwen', base_url => %s, tool_mode => 'json_schema',
+                    model_name => 'qwen2.5-coder-1.5b-instruct', params => '{"temperature": 0, "max_tokens": 256}',
+                    timeout_ms => 120000, is_default => true)""", [chat_url])
+    conn.execute("""SELECT pgagent.register_tool('run_sql',
+        'Run one read-only PostgreSQL SELECT query. Table seattle_weather(date date, precipitation real, '
+        'temp_max real, temp_min real, wind real, weather text /*drizzle, rain, sun, snow, fog*/), 2012-2015. '
+        'Use extract(year from date) for years.',
+        '{"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}', kind => 'sql')""")
+    conn.execute("SELECT pgagent.create_persona('analyst', 'You are a careful data analyst. Use run_sql to look "
+                 "facts up; never guess numbers. Answer in one sentence.')")
+    conn.execute("SELECT pgagent.create_agent('analyst', tools => '{run_sql}', persona => 'analyst')")
+    cid = conn.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
+    r = conn.execute("SELECT pgagent.send_message(%s, 'How many days of rain were there in 2013?')",
+                     [cid]).fetchone()[0]
+    timeline = conn.execute("SELECT kind, tool_name, summary FROM pgagent.turn_timeline WHERE turn_id = %s "
+                            "ORDER BY seq", [r["turn_id"]]).fetchall()
+    assert r["status"] == "completed", json.dumps(r)
+    calls = [t for t in timeline if t[0] == "tool_call"]
+    assert calls and calls[0][1] == "run_sql", timeline
+    results = [t[2] for t in timeline if t[0] == "tool_result"]
+    assert any(str(truth) in res for res in results), timeline  # a query of the model's found the true count
+    assert str(truth) in r["answer"], r["answer"]
+    assert r["usage"]["prompt_tokens"] > 100 and r["llm_calls"] >= 2
