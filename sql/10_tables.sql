@@ -185,7 +185,7 @@ CREATE TABLE pgagent.step (
     CONSTRAINT step_tool_call_named
       CHECK (kind NOT IN ('tool_call', 'tool_result') OR (tool_call_id IS NOT NULL AND tool_name IS NOT NULL)),
     CONSTRAINT step_approval_decided
-      CHECK (kind <> 'approval' OR jsonb_typeof(payload -> 'approved') = 'boolean')
+      CHECK (kind <> 'approval' OR coalesce(jsonb_typeof(payload -> 'approved'), 'missing') = 'boolean')
 );
 CREATE UNIQUE INDEX step_one_result_per_call ON pgagent.step (tenant_id, parent_step_id) WHERE kind = 'tool_result';
 CREATE UNIQUE INDEX step_one_decision_per_call ON pgagent.step (tenant_id, parent_step_id) WHERE kind = 'approval';

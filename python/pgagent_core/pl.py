@@ -18,7 +18,9 @@ def _guard(plpy: Any, fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except PgAgentError as e:
-        plpy.error(e.message, hint=e.hint, sqlstate=e.sqlstate)
+        if e.hint:
+            plpy.error(e.message, hint=e.hint, sqlstate=e.sqlstate)
+        plpy.error(e.message, sqlstate=e.sqlstate)
     except loop.Interrupted as e:
         plpy.error(f"pgagent: interrupted during an LLM call: {e}", sqlstate="57014",
                    hint="The turn keeps its committed steps: CALL pgagent.run_turn to resume it or "
