@@ -1,0 +1,24 @@
+-- pgagent quick start for psql. Needs the local model running (scripts/local_models.py start)
+-- or another model: see docs/providers.md.
+--   psql -v ON_ERROR_STOP=1 -f examples/quickstart.sql
+CREATE EXTENSION IF NOT EXISTS pgagent CASCADE;
+
+SELECT pgagent.register_model('local-qwen', base_url => 'http://127.0.0.1:8765/v1',
+         model_name => 'qwen2.5-coder-1.5b-instruct', tool_mode => 'json_schema',
+         params => '{"temperature": 0, "max_tokens": 256}', timeout_ms => 120000, is_default => true);
+
+CREATE TABLE IF NOT EXISTS public.city (name text PRIMARY KEY, country text, population bigint);
+INSERT INTO public.city VALUES ('Oslo', 'Norway', 709000), ('Bergen', 'Norway', 291000),
+                               ('Lyon', 'France', 522000) ON CONFLICT DO NOTHING;
+
+SELECT pgagent.register_tool('run_sql',
+         'Run one read-only SELECT. Table city(name text, country text, population bigint).',
+         '{"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}',
+         kind => 'sql');
+SELECT pgagent.create_agent('geo', tools => '{run_sql}',
+         instructions => 'Look facts up with run_sql; never guess. Answer in one sentence.');
+
+SELECT pgagent.start_conversation('geo') AS conversation \gset
+SELECT pgagent.send_message(:conversation, 'Which Norwegian city in the table is the largest?') ->> 'answer' AS answer;
+SELECT seq, kind, tool_name, left(summary, 80) AS summary, latency_ms
+  FROM pgagent.turn_timeline WHERE conversation_id = :conversation ORDER BY turn_id, seq;
