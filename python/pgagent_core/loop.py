@@ -336,8 +336,10 @@ def record_reply(db: Db, turn: Turn, reply: Reply) -> None:
             answer = None
     cost = (reply.prompt_tokens * float(model["input_usd_per_mtok"])
             + reply.completion_tokens * float(model["output_usd_per_mtok"])) / 1e6
-    message: dict[str, Any] = {"role": "assistant", "content": reply.content if not calls or
-                               model["tool_mode"] == "json_schema" else (reply.content if reply.tool_calls else "")}
+    # A call recovered from text in native mode is re-sent as a proper tool call, without the
+    # text it was dug out of (the model then sees a clean, well-formed history).
+    recovered = bool(calls) and not reply.tool_calls and model["tool_mode"] == "native"
+    message: dict[str, Any] = {"role": "assistant", "content": "" if recovered else reply.content}
     if calls:
         message["tool_calls"] = [{"id": c.id, "type": "function",
                                   "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
