@@ -426,3 +426,35 @@ def test_secret_by_name_is_sent_and_redacted(conn, llm):
     logged = conn.execute("SELECT string_agg(payload::text, ' ') FROM pgagent.step").fetchone()[0]
     assert key not in logged and "[REDACTED]" in logged
     assert key not in conn.execute("SELECT string_agg(error, ' ') FROM pgagent.turn").fetchone()[0]
+
+
+def test_cancel_backend_interrupts_an_llm_call_and_keeps_the_turn(conn, llm, dsn):
+    cid = setup_agent(conn, llm, timeout_ms=60000)
+    turn_id = conn.execute("SELECT pgagent.enqueue_message(%s, 'slow')", [cid]).fetchone()[0]
+    llm.script(hang(30))
+    worker = psycopg.connect(dsn, autocommit=True)
+    pid = worker.info.backend_pid
+    caught: list[BaseException] = []
+    th = threading.Thread(target=lambda: _call_catching(worker, turn_id, caught))
+    th.start()
+    deadline = time.monotonic() + 10
+    while not llm.requests and time.monotonic() < deadline:
+        time.sleep(0.02)
+    t0 = time.monotonic()
+    assert conn.execute("SELECT pg_cancel_backend(%s)", [pid]).fetchone()[0]
+    th.join(5)
+    assert not th.is_alive() and time.monotonic() - t0 < 2  # not the 30 s the server hangs
+    assert isinstance(caught[0], errors.QueryCanceled) and "interrupted during an LLM call" in str(caught[0])
+    worker.close()
+    status = conn.execute("SELECT status FROM pgagent.turn WHERE turn_id = %s", [turn_id]).fetchone()[0]
+    assert status == "running" and kinds(conn, turn_id) == ["user_message"]
+    llm.reset()
+    llm.script(text("finally"))
+    assert conn.execute("CALL pgagent.run_turn(%s)", [turn_id]).fetchone()[0]["answer"] == "finally"
+
+
+def _call_catching(c: psycopg.Connection, turn_id: int, caught: list[BaseException]) -> None:
+    try:
+        c.execute("CALL pgagent.run_turn(%s)", [turn_id])
+    except BaseException as e:
+        caught.append(e)
