@@ -5,10 +5,13 @@ CREATE TABLE pgagent.tenant (
     tenant_id    uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     name         text NOT NULL UNIQUE CHECK (name ~ '^[a-z0-9_][a-z0-9_.-]{0,62}$'),
     display_name text,
+    role_name    name,
     created_at   timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE pgagent.tenant IS
   'A tenant: the unit of isolation. Every other pgagent row belongs to exactly one tenant. The tenant named ''default'' (all-zero uuid) serves single-tenant use.';
+COMMENT ON COLUMN pgagent.tenant.role_name IS
+  'Optional per-tenant role: every member of it (pg_has_role MEMBER) may act for the tenant, like a pgagent.tenant_member row.';
 
 INSERT INTO pgagent.tenant (tenant_id, name, display_name)
 VALUES ('00000000-0000-0000-0000-000000000000', 'default', 'Default tenant');

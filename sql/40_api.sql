@@ -59,6 +59,10 @@ BEGIN
            timeout_ms = excluded.timeout_ms, max_retries = excluded.max_retries,
            is_default = excluded.is_default, updated_at = now()
     RETURNING m.model_id INTO id;
+    PERFORM pgagent._audit('model_registered', 'model', id::text,
+        pg_catalog.jsonb_build_object('name', register_model.name, 'provider', register_model.provider,
+            'base_url', register_model.base_url, 'model_name', coalesce(register_model.model_name, register_model.name),
+            'secret_name', register_model.secret_name, 'is_default', register_model.is_default));
     RETURN id;
 END $$;
 COMMENT ON FUNCTION pgagent.register_model(text, text, text, text, text, jsonb, text, numeric, numeric, integer, integer, integer, boolean, text) IS
@@ -157,6 +161,9 @@ BEGIN
     DELETE FROM pgagent.agent_tool at WHERE at.tenant_id = tid AND at.agent_id = aid;
     INSERT INTO pgagent.agent_tool (tenant_id, agent_id, tool_id)
     SELECT tid, aid, t.tool_id FROM pgagent.tool t WHERE t.tenant_id = tid AND t.name = ANY (coalesce(tools, '{}'));
+    PERFORM pgagent._audit('agent_created', 'agent', aid::text,
+        pg_catalog.jsonb_build_object('name', create_agent.name, 'model_id', mid, 'persona_id', pid,
+                                      'tools', coalesce(tools, '{}'), 'config', coalesce(config, '{}')));
     RETURN aid;
 END $$;
 COMMENT ON FUNCTION pgagent.create_agent(text, text, text[], text, text, jsonb) IS

@@ -14,6 +14,32 @@ from .db import Db, PlpyDb, one
 from .errors import InvalidArgument, InvalidState, NotFound, PgAgentError
 
 
+def _audit(db: Db, action: str, object_type: str, object_id: Any, payload: dict[str, Any] | None = None) -> None:
+    """Append an event to the tenant's hash-chained audit log (pgagent.audit_event)."""
+    db.all("SELECT pgagent._audit($1, $2, $3, $4)", ["text", "text", "text", "jsonb"],
+           [action, object_type, None if object_id is None else str(object_id), payload or {}])
+
+
+def stored_secret(db: Db, name: str) -> str | None:
+    """The loop's ``lookup_stored`` callback: the current tenant's secret from pgagent.secret.
+    For roles other than superusers a secret must be stored there: the server's environment and
+    ``pgagent.secret.*`` settings are not consulted (they are not per tenant, and a tenant admin
+    could otherwise send any environment variable to a base_url of their choosing)."""
+    row = one(db, """SELECT pgagent._secret_value($1) AS v,
+                            (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) AS su""",
+              ["text"], [name])
+    if row and row["v"]:
+        return row["v"]
+    if not (row and row["su"]):
+        raise KeyError(name)
+    return None
+
+
+def _wire(gd: dict) -> dict:
+    gd.setdefault("pgagent_secret_lookup", stored_secret)
+    return gd
+
+
 def _guard(plpy: Any, fn: Callable[[], Any]) -> Any:
     try:
         return fn()
@@ -61,6 +87,8 @@ def register_tool(plpy: Any, gd: dict, name: str, description: str, parameters: 
                    timeout_ms = excluded.timeout_ms, updated_at = now()
             RETURNING tool_id""", ["text", "text", "jsonb", "text", "jsonb", "bool", "int4"],
             [name, description, params, kind, cfg, requires_approval, timeout_ms])
+        _audit(db, "tool_registered", "tool", row["tool_id"],
+               {"name": name, "kind": kind, "config": cfg, "requires_approval": requires_approval})
         return row["tool_id"]
     return _guard(plpy, go)
 
@@ -118,7 +146,7 @@ def send_message(plpy: Any, gd: dict, conversation: int, content: str, params: s
         turn_id = _new_turn(db, conversation, _content(content), _params(params), "running")
         turn = loop.load(db, turn_id)
         loop.lock_turn(db, turn.tenant_id, turn_id)
-        return _jsonb(loop.drive(db, gd, turn))
+        return _jsonb(loop.drive(db, _wire(gd), turn))
     return _guard(plpy, go)
 
 
@@ -130,7 +158,7 @@ def enqueue_message(plpy: Any, gd: dict, conversation: int, content: str, params
 
 def run_turn(plpy: Any, gd: dict, turn_id: int) -> str:
     """Run or resume a turn, committing after every step (procedure context)."""
-    return _guard(plpy, lambda: _jsonb(loop.run_turn(PlpyDb(plpy, gd, atomic=False), gd, turn_id)))
+    return _guard(plpy, lambda: _jsonb(loop.run_turn(PlpyDb(plpy, gd, atomic=False), _wire(gd), turn_id)))
 
 
 def _locked_call(db: Db, step: int) -> tuple[loop.Turn, dict[str, Any]]:
@@ -164,6 +192,8 @@ def approve_step(plpy: Any, gd: dict, step: int, approved: bool, note: str | Non
         who = one(db, "SELECT current_user::text AS u, pg_catalog.clock_timestamp()::text AS at", [], [])
         d = loop.add_step(db, turn, "approval", {"approved": approved, "note": note, "decided_by": who["u"],
                                                  "decided_at": who["at"]}, parent=step)
+        _audit(db, "approval_decided", "step", step, {"approved": approved, "note": note, "turn_id": turn.turn_id,
+                                                       "tool": call["tool_name"], "approval_step_id": d["step_id"]})
         if not approved:
             loop.reject_result(db, turn, call, d)
         return _jsonb({"approval_step_id": d["step_id"], "tool_call_step_id": step, "approved": approved,
@@ -177,6 +207,8 @@ def process_tool_call(plpy: Any, gd: dict, step: int, resume: bool) -> str:
     """Run an approved (or approval-free) tool call and, with ``resume``, continue the turn in
     the caller's transaction. A rejected call (already answered) just resumes. Returns the loop
     summary. Raises 22023, 42704, 55000 (not yet approved; turn finished)."""
+    _wire(gd)
+
     def go() -> str:
         db = PlpyDb(plpy, gd, atomic=True)
         turn, call = _locked_call(db, step)
@@ -213,5 +245,6 @@ def cancel_turn(plpy: Any, gd: dict, turn_id: int, reason: str | None) -> str:
                                           "error_kind": "cancelled", "cancelled_by": who["u"]})
         turn.error = reason or "cancelled"
         loop.set_status(db, turn, "cancelled")
+        _audit(db, "turn_cancelled", "turn", turn_id, {"reason": reason})
         return _jsonb(loop.summary(turn))
     return _guard(plpy, go)

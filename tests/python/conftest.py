@@ -28,6 +28,12 @@ def cluster() -> Iterator[Cluster]:
         c.createdb("pgagent_template")
         with psycopg.connect(c.dsn("pgagent_template"), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION pgagent CASCADE")
+            # sql tools run as pgagent_sandbox: let it read (and, in the always rolled back
+            # subtransaction, write) the tables the tests create in public
+            conn.execute("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT ON TABLES TO pgagent_sandbox")
+            # the key-encryption key for pgagent.secret ($PGDATA/pgagent.kek, see docs/security.md)
+            datadir = conn.execute("SHOW data_directory").fetchone()[0]
+            conn.execute(f"COPY (SELECT 'test-kek-0123456789abcdef0123456789') TO '{datadir}/pgagent.kek'")
         yield c
     finally:
         c.stop(keep=bool(os.environ.get("PGAGENT_KEEP_CLUSTER")))

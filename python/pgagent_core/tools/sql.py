@@ -9,6 +9,9 @@ config:
 The statement runs as a subquery (so it must be one SELECT/VALUES/TABLE; data-modifying
 statements and CTEs are refused by the parser) inside a subtransaction that is always rolled
 back, so nothing it calls can leave writes behind, and is cancelled after the tool's timeout_ms.
+It runs as the role ``pgagent_sandbox`` (through the SECURITY DEFINER function
+pgagent._sandbox_query, owned by that role): it sees only what that role was granted, never
+pgagent's own tables, and cannot switch roles.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from . import ToolContext, ToolFailure
 from ._spi import guarded
 
 DEFAULT_MAX_ROWS = 100
+SANDBOX_SQL = """
+SELECT pgagent._sandbox_query($1, ARRAY(SELECT a.v FROM pg_catalog.jsonb_array_elements_text($2) WITH ORDINALITY AS a(v, i)
+                                         ORDER BY a.i), $3, $4) AS rows"""
 
 
 def check_config(config: dict[str, Any]) -> None:
@@ -52,16 +58,16 @@ def run(ctx: ToolContext, tool: dict[str, Any], args: dict[str, Any]) -> dict[st
     query = query.strip().rstrip(";").strip()
     if ";" in query.replace("';'", ""):
         raise ToolFailure("only one SQL statement is allowed")
-    wrapped = ("SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t)), '[]'::jsonb) AS rows "
-               f"FROM (SELECT * FROM (\n{query}\n) AS q LIMIT {max_rows + 1}) AS t")
-    types = ["text"] * len(params)
+    if len(params) > 20:
+        raise ToolFailure("at most 20 query arguments are supported")
     texts = [None if p is None else (p if isinstance(p, str) else str(p)) for p in params]
-
     search_path = str(config.get("search_path", "public"))
 
     def body() -> Any:
-        ctx.db.all("SELECT pg_catalog.set_config('search_path', $1, true)", ["text"], [search_path])
-        return ctx.db.all(wrapped, types, texts, cache=False)[0]["rows"]
+        # pgagent._sandbox_query is SECURITY DEFINER owned by the role pgagent_sandbox: the query
+        # runs with the sandbox's privileges only and cannot SET ROLE back (see docs/security.md).
+        return ctx.db.all(SANDBOX_SQL, ["text", "jsonb", "text", "int4"],
+                          [query, texts, search_path, max_rows])[0]["rows"]
 
     rows = guarded(ctx.db, int(tool["timeout_ms"]), body, rollback=True)
     truncated = len(rows) > max_rows

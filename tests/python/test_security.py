@@ -1,0 +1,352 @@
+"""Tenant isolation, grants, the audit chain, stored secrets and the SQL-tool sandbox, tested by
+attacking: two tenants (acme, globex), each with a login role per pgagent group role, and every
+role of one tenant tries to read, write or drive the other tenant's rows in every way we know."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import psycopg
+import pytest
+from psycopg import errors, sql
+
+from scripted_llm import ScriptedLLM, http_error, text, tool_calls
+
+ROOT = Path(__file__).resolve().parents[2]
+GROUPS = ("viewer", "user", "operator", "admin")
+TENANTS = ("acme", "globex")
+TABLES = ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent_tool", "conversation", "turn",
+          "step", "audit_event", "secret")
+VIEWS = ("turn_timeline", "pending_approvals", "turn_summary", "agent_stats")
+RUN_SQL_SCHEMA = {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}
+BUMP_SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+
+
+def key_of(tenant: str) -> str:
+    return f"sk-{tenant}-0123456789abcdef"
+
+
+class World:
+    """The two tenants, their roles and the ids of their rows."""
+
+    def __init__(self, cluster: Any, dbname: str, llm: ScriptedLLM) -> None:
+        self.cluster, self.dbname, self.llm = cluster, dbname, llm
+        self.roles: list[str] = []
+        self.ids: dict[str, dict[str, Any]] = {}
+
+    def role(self, tenant: str, group: str | None = None) -> str:
+        return f"{self.dbname}_{tenant}" + (f"_{group}" if group else "")
+
+    def connect(self, tenant: str, group: str, *, autocommit: bool = True) -> psycopg.Connection:
+        return psycopg.connect(self.cluster.dsn(self.dbname, user=self.role(tenant, group)), autocommit=autocommit)
+
+
+@pytest.fixture
+def world(cluster, dbname, conn, llm) -> Iterator[World]:
+    w = World(cluster, dbname, llm)
+    conn.execute("CREATE TABLE public.bumps (n int)")
+    conn.execute("GRANT SELECT, INSERT ON public.bumps TO PUBLIC")
+    conn.execute("CREATE FUNCTION public.bump(n int) RETURNS text LANGUAGE sql AS "
+                 "$$ INSERT INTO public.bumps VALUES (n) RETURNING 'bumped ' || n $$")
+    conn.execute("CREATE TABLE public.shared_data (x int)")  # what the sandbox was granted (default privileges)
+    conn.execute("INSERT INTO public.shared_data VALUES (42)")
+    try:
+        for t in TENANTS:
+            group = w.role(t)
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(group)))
+            w.roles.append(group)
+            for g in GROUPS:
+                r = w.role(t, g)
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}, {}").format(
+                    sql.Identifier(r), sql.Identifier(f"pgagent_{g}"), sql.Identifier(group)))
+                w.roles.append(r)
+            conn.execute("SELECT pgagent.add_tenant(%s, %s)", [t, group])
+        for t in TENANTS:
+            w.ids[t] = setup_tenant(w, t)
+        yield w
+    finally:
+        for r in reversed(w.roles):
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(r)))
+
+
+def setup_tenant(w: World, t: str) -> dict[str, Any]:
+    """Configure a tenant as its admin and run two turns as its user (the second one parks on an
+    approval), so that every pgagent table has rows of the tenant."""
+    with w.connect(t, "admin") as a:
+        a.execute("SELECT pgagent.set_secret('KEY', %s)", [key_of(t)])
+        a.execute("SELECT pgagent.register_model('scripted', base_url => %s, secret_name => 'KEY')", [w.llm.base_url])
+        a.execute("SELECT pgagent.register_tool('run_sql', 'Run SQL', %s, kind => 'sql')", [json.dumps(RUN_SQL_SCHEMA)])
+        a.execute("""SELECT pgagent.register_tool('bump', 'Bump', %s, kind => 'function',
+                     config => '{"function": "public.bump"}', requires_approval => true)""", [json.dumps(BUMP_SCHEMA)])
+        a.execute("SELECT pgagent.create_persona('p', %s)", [f"You work for {t}."])
+        a.execute("SELECT pgagent.create_agent('analyst', model => 'scripted', tools => '{run_sql,bump}', "
+                  "persona => 'p')")
+        a.execute("SELECT pgagent.add_member(%s, %s)", [t, w.role(t, "viewer")])
+    with w.connect(t, "user") as u:
+        cid = u.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
+        w.llm.script(tool_calls([("run_sql", {"query": "SELECT x FROM shared_data"})]), text(f"MARK-{t} answer"))
+        r1 = u.execute("SELECT pgagent.send_message(%s, %s)", [cid, f"MARK-{t} question"]).fetchone()[0]
+        assert r1["status"] == "completed", r1
+        assert w.llm.requests[-1]["headers"]["authorization"] == f"Bearer {key_of(t)}"
+        w.llm.script(tool_calls([("bump", {"n": 1})]))
+        r2 = u.execute("SELECT pgagent.send_message(%s, %s)", [cid, f"MARK-{t} bump"]).fetchone()[0]
+        assert r2["status"] == "awaiting_approval", r2
+        tenant_id = u.execute("SELECT pgagent.current_tenant()::text").fetchone()[0]
+    return {"tenant_id": tenant_id, "conversation": cid, "done_turn": r1["turn_id"], "parked_turn": r2["turn_id"],
+            "pending_step": r2["pending_approvals"][0]["step_id"], "key": key_of(t), "marker": f"MARK-{t}"}
+
+
+def snapshot(conn: psycopg.Connection, tenant_id: str) -> dict[str, str]:
+    """Per table: a digest of all the tenant's rows (as the superuser, which bypasses RLS)."""
+    out = {}
+    for t in TABLES:
+        col = "tenant_id"
+        out[t] = conn.execute(sql.SQL("SELECT count(*)::text || ':' || coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '') "
+                                      "FROM pgagent.{} x WHERE {} = %s").format(sql.Identifier(t), sql.Identifier(col)),
+                              [tenant_id]).fetchone()[0]
+    return out
+
+
+class Matrix:
+    def __init__(self, victim: dict[str, Any]) -> None:
+        self.victim = victim
+        self.attempts = 0
+        self.leaks: list[str] = []
+
+    def leaked(self, value: Any) -> bool:
+        s = json.dumps(value, default=str)
+        return any(m in s for m in (self.victim["tenant_id"], self.victim["key"], self.victim["marker"]))
+
+    def attempt(self, conn: psycopg.Connection, label: str, query: str, params: Any = None, *,
+                write: bool = False) -> None:
+        """Run one attack in its own transaction (rolled back). A leak: the victim's data in the
+        result, or a write that touched rows (write=True)."""
+        self.attempts += 1
+        try:
+            with conn.transaction(force_rollback=True):
+                cur = conn.execute(query, params)
+                rows = cur.fetchall() if cur.description else []
+                if self.leaked(rows) or (write and cur.rowcount > 0):
+                    self.leaks.append(f"{label}: {query} -> {rows!r} ({cur.rowcount} rows)")
+        except psycopg.Error:
+            pass
+
+
+def test_adversarial_matrix(world, conn):
+    before = {t: snapshot(conn, world.ids[t]["tenant_id"]) for t in TENANTS}
+    total, leaks = 0, []
+    for attacker, victim_name in (("acme", "globex"), ("globex", "acme")):
+        v = world.ids[victim_name]
+        vt = v["tenant_id"]
+        m = Matrix(v)
+        for g in GROUPS:
+            who = f"{attacker}/{g}"
+            with world.connect(attacker, g, autocommit=False) as c:
+                for t in TABLES:
+                    tbl = sql.Identifier("pgagent", t).as_string(c)
+                    m.attempt(c, who, f"SELECT * FROM {tbl}")
+                    m.attempt(c, who, f"SELECT * FROM {tbl} WHERE tenant_id = %s", [vt])
+                    m.attempt(c, who, f"UPDATE {tbl} SET tenant_id = tenant_id WHERE tenant_id = %s", [vt], write=True)
+                    m.attempt(c, who, f"DELETE FROM {tbl} WHERE tenant_id = %s", [vt], write=True)
+                    m.attempt(c, who, f"TRUNCATE {tbl}", write=True)
+                    # insert a copy of one of our own rows into the victim tenant
+                    m.attempt(c, who, f"INSERT INTO {tbl} OVERRIDING SYSTEM VALUE SELECT (pg_catalog.jsonb_populate_record("
+                                      f"NULL::{tbl}, pg_catalog.to_jsonb(x) || pg_catalog.jsonb_build_object('tenant_id', %s::uuid))).* "
+                                      f"FROM {tbl} x LIMIT 1 RETURNING *", [vt], write=True)
+                    # ... and under the victim's tenant setting
+                    m.attempt(c, who, f"SELECT pg_catalog.set_config('pgagent.tenant', %s, true), * FROM {tbl}",
+                              [victim_name])
+                for view in VIEWS:
+                    m.attempt(c, who, f"SELECT * FROM pgagent.{view}")
+                    m.attempt(c, who, f"SELECT * FROM pgagent.{view} WHERE tenant_id = %s", [vt])
+                fn_attacks = [
+                    ("SELECT pgagent.approve_step(%s, true, 'pwned')", [v["pending_step"]]),
+                    ("SELECT pgagent.approve_step(%s, false)", [v["pending_step"]]),
+                    ("SELECT pgagent.process_tool_call(%s)", [v["pending_step"]]),
+                    ("SELECT pgagent.cancel_turn(%s)", [v["parked_turn"]]),
+                    ("SELECT pgagent.send_message(%s, 'hi')", [v["conversation"]]),
+                    ("SELECT pgagent.enqueue_message(%s, 'hi')", [v["conversation"]]),
+                    ("SELECT pgagent.verify_audit_chain(%s)", [vt]),
+                    ("SELECT * FROM pgagent.verify_audit_chain(%s) WHERE events > 0", [vt]),
+                    ("SELECT pgagent._secret_value('KEY')", None),
+                    ("SELECT pgagent.add_member(%s, current_user)", [victim_name]),
+                    ("SELECT pgagent.add_member(%s, current_user)", [vt]),
+                    ("SELECT pgagent.add_tenant(%s)", [victim_name]),
+                    ("SELECT pgagent._kek()", None),
+                    ("SHOW pgagent.kek", None),
+                    ("SELECT pg_catalog.pg_read_file('pgagent.kek')", None),
+                    ("SELECT pgagent.current_tenant()::text FROM pg_catalog.set_config('pgagent.tenant', %s, true)", [victim_name]),
+                    ("SELECT pgagent.current_tenant()::text FROM pg_catalog.set_config('pgagent.tenant', %s, true)", [vt]),
+                    ("SELECT pgagent._sandbox_query('SELECT * FROM pgagent.secret', NULL, 'public', 10)", None),
+                    ("SELECT pgagent._sandbox_query('SELECT pg_catalog.set_config(''role'', current_user, true)', NULL, 'public', 10)", None),
+                ]
+                for q, p in fn_attacks:
+                    m.attempt(c, who, q, p, write=q.startswith("SELECT pgagent.add_"))
+                for target in (world.role(victim_name), world.role(victim_name, g), world.role(victim_name, "admin")):
+                    m.attempt(c, who, sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(target)).as_string(c) +
+                              "; SELECT * FROM pgagent.step", write=True)
+                    m.attempt(c, who, "SELECT pg_catalog.set_config('role', %s, true), (SELECT count(*) FROM pgagent.step)",
+                              [target], write=True)
+            with world.connect(attacker, g) as c:  # CALL run_turn must run outside a transaction block
+                m.attempts += 1
+                try:
+                    res = c.execute("CALL pgagent.run_turn(%s)", [v["parked_turn"]]).fetchall()
+                    if m.leaked(res):
+                        m.leaks.append(f"{who}: run_turn -> {res}")
+                except psycopg.Error:
+                    pass
+        # the sql tool: the model (driven by a user of the attacker's tenant) tries to read across
+        probes = ["SELECT * FROM pgagent.step", "SELECT * FROM pgagent.secret", "SELECT * FROM pgagent.turn_timeline",
+                  "SELECT pgagent.current_tenant()", "SELECT pgagent._secret_value('KEY')",
+                  "SELECT pg_catalog.set_config('role', session_user, true), (SELECT count(*) FROM pgagent.step)",
+                  "SELECT * FROM pg_catalog.query_to_xml('SELECT * FROM pgagent.step', true, false, '') AS q",
+                  f"SELECT pg_catalog.set_config('pgagent.tenant', '{victim_name}', true), "
+                  "(SELECT pg_catalog.count(*) FROM pgagent.audit_event)"]
+        cid = world.ids[attacker]["conversation"]
+        with world.connect(attacker, "operator") as o:
+            o.execute("SELECT pgagent.cancel_turn(%s)", [world.ids[attacker]["parked_turn"]])
+            world.llm.script(tool_calls([("run_sql", {"query": q}) for q in probes]), text("done"))
+            r = o.execute("SELECT pgagent.send_message(%s, 'probe')", [cid]).fetchone()[0]
+            assert r["status"] == "completed", r
+            results = o.execute("SELECT payload FROM pgagent.step WHERE turn_id = %s AND kind = 'tool_result' "
+                                "ORDER BY seq", [r["turn_id"]]).fetchall()
+            assert len(results) == len(probes)
+            for q, (payload,) in zip(probes, results):
+                m.attempts += 1
+                if not payload["is_error"] or m.leaked(payload):
+                    m.leaks.append(f"{attacker} sql tool: {q} -> {payload}")
+        total += m.attempts
+        leaks += m.leaks
+    after = {t: snapshot(conn, world.ids[t]["tenant_id"]) for t in TENANTS}
+    # the attackers changed only their own tenants (the probes above); the victims are untouched
+    for t in TENANTS:
+        for tbl in ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent_tool", "secret"):
+            if before[t][tbl] != after[t][tbl]:
+                leaks.append(f"{t}.{tbl} changed by an attacker")
+    out = ROOT / "results" / "security_matrix.txt"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(f"security matrix: {total} attempts, {len(leaks)} leaks\n" + "".join(f"LEAK {x}\n" for x in leaks))
+    print(f"security matrix: {total} attempts, {len(leaks)} leaks")
+    assert leaks == []
+    assert total > 500
+
+
+def test_each_role_can_do_its_job_and_no_more(world):
+    acme = world.ids["acme"]
+    with world.connect("acme", "viewer") as c:
+        assert c.execute("SELECT count(*) FROM pgagent.turn_summary").fetchone()[0] == 2
+        assert {r[0] for r in c.execute("SELECT DISTINCT tenant_id::text FROM pgagent.turn_timeline")} == {acme["tenant_id"]}
+        with pytest.raises(errors.InsufficientPrivilege):
+            c.execute("SELECT pgagent.send_message(%s, 'hi')", [acme["conversation"]])
+        with pytest.raises(errors.InsufficientPrivilege):
+            c.execute("SELECT * FROM pgagent.secret")
+    with world.connect("acme", "user") as c:
+        with pytest.raises(errors.InsufficientPrivilege):
+            c.execute("SELECT pgagent.approve_step(%s, true)", [acme["pending_step"]])
+        with pytest.raises(errors.InsufficientPrivilege):
+            c.execute("SELECT pgagent.register_model('x', base_url => 'http://x')")
+        for stmt in ("UPDATE pgagent.step SET payload = '{}'", "DELETE FROM pgagent.step",
+                     "DELETE FROM pgagent.audit_event", "TRUNCATE pgagent.turn"):
+            with pytest.raises(errors.InsufficientPrivilege):
+                c.execute(stmt)
+    with world.connect("acme", "operator") as c:
+        world.llm.script(text("bumped it"))
+        c.execute("SELECT pgagent.approve_step(%s, true, 'ok')", [acme["pending_step"]])
+        r = c.execute("SELECT pgagent.process_tool_call(%s)", [acme["pending_step"]]).fetchone()[0]
+        assert r["status"] == "completed"
+        with pytest.raises(errors.InsufficientPrivilege):
+            c.execute("SELECT pgagent.create_agent('a2', model => 'scripted')")
+    with world.connect("acme", "admin") as c:
+        actions = [r[0] for r in c.execute("SELECT action FROM pgagent.audit_event ORDER BY chain_seq")]
+        for a in ("tenant_added", "secret_set", "model_registered", "tool_registered", "agent_created",
+                  "member_added", "secret_read", "approval_decided"):
+            assert a in actions, (a, actions)
+        assert c.execute("SELECT ok FROM pgagent.verify_audit_chain()").fetchone()[0] is True
+        for stmt in ("UPDATE pgagent.audit_event SET payload = '{}'", "UPDATE pgagent.step SET payload = '{}'"):
+            with pytest.raises(errors.InsufficientPrivilege):
+                c.execute(stmt)
+
+
+def test_tenant_selection(world, cluster, dbname, conn):
+    # a role of exactly one tenant gets it without SET; a member of two must choose
+    both = f"{dbname}_both"
+    conn.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE pgagent_viewer, {}, {}").format(
+        sql.Identifier(both), sql.Identifier(world.role("acme")), sql.Identifier(world.role("globex"))))
+    try:
+        with psycopg.connect(cluster.dsn(dbname, user=both), autocommit=True) as c:
+            with pytest.raises(errors.InsufficientPrivilege) as e:
+                c.execute("SELECT pgagent.current_tenant()")
+            assert "SET pgagent.tenant" in (e.value.diag.message_hint or "")
+            c.execute("SET pgagent.tenant = 'globex'")
+            assert c.execute("SELECT pgagent.current_tenant()::text").fetchone()[0] == world.ids["globex"]["tenant_id"]
+            assert c.execute("SELECT count(*) FROM pgagent.turn").fetchone()[0] == 2
+            c.execute("SET pgagent.tenant = 'no-such-tenant'")
+            with pytest.raises(errors.InsufficientPrivilege):
+                c.execute("SELECT pgagent.current_tenant()")
+    finally:
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(both)))
+    # the superuser may pick any tenant and gets the default tenant when unset
+    assert conn.execute("SELECT pgagent.current_tenant() = pgagent.default_tenant_id()").fetchone()[0]
+    conn.execute("SET pgagent.tenant = 'acme'")
+    assert conn.execute("SELECT pgagent.current_tenant()::text").fetchone()[0] == world.ids["acme"]["tenant_id"]
+
+
+def test_audit_chain_detects_tampering(world, conn):
+    tid = world.ids["acme"]["tenant_id"]
+    ok, n, broken = conn.execute("SELECT * FROM pgagent.verify_audit_chain(%s)", [tid]).fetchone()
+    assert ok and n >= 6 and broken is None
+    with pytest.raises(errors.InsufficientPrivilege):  # even the superuser, while the trigger is on
+        conn.execute("UPDATE pgagent.audit_event SET payload = '{}' WHERE tenant_id = %s", [tid])
+    victim = conn.execute("SELECT event_id FROM pgagent.audit_event WHERE tenant_id = %s AND action = 'model_registered'",
+                          [tid]).fetchone()[0]
+    conn.execute("ALTER TABLE pgagent.audit_event DISABLE TRIGGER audit_no_update_delete")
+    conn.execute("UPDATE pgagent.audit_event SET payload = payload || '{\"base_url\": \"http://evil\"}' "
+                 "WHERE tenant_id = %s AND event_id = %s", [tid, victim])
+    conn.execute("ALTER TABLE pgagent.audit_event ENABLE TRIGGER audit_no_update_delete")
+    assert conn.execute("SELECT * FROM pgagent.verify_audit_chain(%s)", [tid]).fetchone() == (False, n, victim)
+    # the other tenant's chain is intact
+    assert conn.execute("SELECT ok FROM pgagent.verify_audit_chain(%s)", [world.ids["globex"]["tenant_id"]]).fetchone()[0]
+
+
+def test_stored_secret_is_encrypted_and_redacted(world, conn):
+    acme = world.ids["acme"]
+    ct = conn.execute("SELECT ciphertext FROM pgagent.secret WHERE tenant_id = %s", [acme["tenant_id"]]).fetchone()[0]
+    assert acme["key"].encode() not in bytes(ct)
+    with world.connect("acme", "operator") as c:
+        c.execute("SELECT pgagent.cancel_turn(%s)", [acme["parked_turn"]])
+        world.llm.script(http_error(401, body={"error": {"message": f"Incorrect API key provided: {acme['key']}"}}))
+        r = c.execute("SELECT pgagent.send_message(%s, 'hi')", [acme["conversation"]]).fetchone()[0]
+        assert world.llm.requests[-1]["headers"]["authorization"] == f"Bearer {acme['key']}"
+        assert r["status"] == "failed" and "[REDACTED]" in r["error"] and acme["key"] not in r["error"]
+    everything = conn.execute("SELECT (SELECT string_agg(payload::text, ' ') FROM pgagent.step) || "
+                              "(SELECT string_agg(coalesce(error, ''), ' ') FROM pgagent.turn) || "
+                              "(SELECT string_agg(payload::text, ' ') FROM pgagent.audit_event)").fetchone()[0]
+    assert acme["key"] not in everything and world.ids["globex"]["key"] not in everything
+    # a non-superuser never falls back to the server's environment or pgagent.secret.* settings
+    with world.connect("acme", "admin") as c:
+        c.execute("SELECT set_config('pgagent.secret.OTHER', 'sk-from-a-setting-123', false)")
+        c.execute("SELECT pgagent.register_model('scripted', base_url => %s, secret_name => 'OTHER')",
+                  [world.llm.base_url])
+        r = c.execute("SELECT pgagent.send_message(%s, 'hi')", [acme["conversation"]]).fetchone()[0]
+        assert r["status"] == "failed" and "'OTHER'" in r["error"]
+
+
+def test_sql_tool_sandbox(world):
+    acme = world.ids["acme"]
+    probes = ["SELECT x FROM shared_data", "SELECT count(*) FROM pgagent.step", "SELECT count(*) FROM pgagent.secret",
+              "SELECT public.bump(5)", "SELECT current_user::text AS u",
+              "SELECT pg_catalog.set_config('role', session_user, true)"]
+    with world.connect("acme", "operator") as c:
+        c.execute("SELECT pgagent.cancel_turn(%s)", [acme["parked_turn"]])
+        world.llm.script(tool_calls([("run_sql", {"query": q}) for q in probes]), text("ok"))
+        r = c.execute("SELECT pgagent.send_message(%s, 'probe')", [acme["conversation"]]).fetchone()[0]
+        res = [p for (p,) in c.execute("SELECT payload FROM pgagent.step WHERE turn_id = %s AND kind = 'tool_result' "
+                                       "ORDER BY seq", [r["turn_id"]])]
+    assert res[0]["result"]["rows"] == [{"x": 42}]
+    assert res[1]["is_error"] and "permission denied for schema pgagent" in res[1]["error"]
+    assert res[2]["is_error"] and "permission denied" in res[2]["error"]
+    assert res[3]["is_error"] or res[3]["result"]["rows"] == [{"bump": "bumped 5"}]
+    assert res[4]["result"]["rows"] == [{"u": "pgagent_sandbox"}]
+    assert res[5]["is_error"] and "role" in res[5]["error"]
