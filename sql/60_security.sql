@@ -196,32 +196,60 @@ BEGIN
     IF value IS NULL OR value = '' THEN
         RAISE EXCEPTION 'pgagent: a secret value must be non-empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    INSERT INTO pgagent.secret AS s (tenant_id, name, ciphertext)
-    VALUES (pgagent.current_tenant(), set_secret.name, pgagent._secret_encrypt(set_secret.value))
-    ON CONFLICT (tenant_id, name) DO UPDATE SET ciphertext = excluded.ciphertext, updated_at = now(),
-                                                created_by = current_user;
+    -- UPDATE, then INSERT: admins have no SELECT on ciphertext, which ON CONFLICT DO UPDATE needs
+    UPDATE pgagent.secret s SET ciphertext = pgagent._secret_encrypt(set_secret.value), updated_at = now(),
+                                created_by = current_user
+     WHERE s.tenant_id = pgagent.current_tenant() AND s.name = set_secret.name;
+    IF NOT FOUND THEN
+        INSERT INTO pgagent.secret (tenant_id, name, ciphertext)
+        VALUES (pgagent.current_tenant(), set_secret.name, pgagent._secret_encrypt(set_secret.value));
+    END IF;
     PERFORM pgagent._audit('secret_set', 'secret', set_secret.name, '{}');
 END $$;
 COMMENT ON FUNCTION pgagent.set_secret(text, text) IS
   'Store (or replace) the current tenant''s secret (an API key) under name, encrypted; models refer to it by secret_name. Admin only. Needs the key-encryption key (docs/security.md).';
 
-CREATE FUNCTION pgagent._secret_value(name text) RETURNS text
-LANGUAGE plpgsql
+-- The role the caller acts as outside any SECURITY DEFINER function: SET ROLE's role, else the
+-- session user (SECURITY DEFINER changes current_user but not the role setting).
+CREATE FUNCTION pgagent._outer_user() RETURNS name
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_column
-DECLARE ct bytea;
-BEGIN
-    SELECT s.ciphertext INTO ct FROM pgagent.secret s
-     WHERE s.tenant_id = pgagent.current_tenant() AND s.name = _secret_value.name;
-    IF ct IS NULL THEN
-        RETURN NULL;
-    END IF;
-    PERFORM pgagent._audit('secret_read', 'secret', _secret_value.name, '{}');
-    RETURN pgagent._secret_decrypt(ct);
-END $$;
-COMMENT ON FUNCTION pgagent._secret_value(text) IS
-  'Internal (used by the agent loop): the decrypted value of the current tenant''s secret, or NULL; records a secret_read audit event.';
+    SELECT CASE WHEN pg_catalog.current_setting('role') = 'none' THEN session_user
+                ELSE pg_catalog.current_setting('role')::name END
+$$;
+COMMENT ON FUNCTION pgagent._outer_user() IS
+  'Internal: the role the session acts as (SET ROLE''s role, else session_user), also inside SECURITY DEFINER functions.';
+
+CREATE FUNCTION pgagent._may_act(tenant uuid) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM pgagent.tenant t
+         WHERE t.tenant_id = tenant
+           AND (coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = pgagent._outer_user()), false)
+                OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                            WHERE r.rolname = t.role_name
+                              AND pg_catalog.pg_has_role(pgagent._outer_user(), r.oid, 'MEMBER'))
+                OR EXISTS (SELECT 1 FROM pgagent.tenant_member m JOIN pg_catalog.pg_roles r ON r.rolname = m.role_name
+                            WHERE m.tenant_id = t.tenant_id
+                              AND pg_catalog.pg_has_role(pgagent._outer_user(), r.oid, 'MEMBER'))))
+$$;
+COMMENT ON FUNCTION pgagent._may_act(uuid) IS
+  'Internal (used inside SECURITY DEFINER code): whether the session''s outer role (pgagent._outer_user) may act for the tenant.';
+
+-- The only code that ever holds a decrypted key: it makes the LLM request itself and returns the
+-- normalized reply (or error) with the key redacted, so no tenant role can obtain a key.
+CREATE FUNCTION pgagent._llm_call(model bigint, request jsonb) RETURNS jsonb
+LANGUAGE plpython3u SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+if 'pgagent' not in GD: plpy.execute('SELECT pgagent._load()')
+return GD['pgagent'].llm_call(plpy, GD, model, request)
+$$;
+COMMENT ON FUNCTION pgagent._llm_call(bigint, jsonb) IS
+  'Internal (the agent loop, for models with a secret_name): check that the caller may act for the model''s tenant (42501), decrypt the key, call the provider and return {"reply": ...} or {"error": ...} with the key redacted. request: {messages, tools, params, response_format}. The key never leaves this function.';
 
 -- ---------------------------------------------------------------------------- tenants
 CREATE FUNCTION pgagent.add_tenant(name text, role_name name DEFAULT NULL, display_name text DEFAULT NULL)
@@ -353,13 +381,11 @@ GRANT EXECUTE ON FUNCTION pgagent.current_tenant(), pgagent.default_tenant_id(),
 GRANT EXECUTE ON FUNCTION pgagent._load(), pgagent.start_conversation(text, text, jsonb),
                           pgagent.send_message(bigint, text, jsonb), pgagent.enqueue_message(bigint, text, jsonb),
                           pgagent._audit(text, text, text, jsonb), pgagent._audit_hash(pgagent.audit_event),
-                          pgagent._secret_value(text), pgagent._secret_decrypt(bytea),
-                          pgagent._sandbox_query(text, text[], text, integer)
+                          pgagent._llm_call(bigint, jsonb), pgagent._sandbox_query(text, text[], text, integer)
    TO pgagent_user;
 GRANT EXECUTE ON PROCEDURE pgagent.run_turn(bigint, jsonb) TO pgagent_user;
 GRANT INSERT ON pgagent.conversation, pgagent.turn, pgagent.step, pgagent.audit_event TO pgagent_user;
 GRANT UPDATE ON pgagent.turn TO pgagent_user;
-GRANT SELECT ON pgagent.secret TO pgagent_user;
 
 -- operator: decide approvals, run approved calls, cancel turns
 GRANT EXECUTE ON FUNCTION pgagent.approve_step(bigint, boolean, text), pgagent.process_tool_call(bigint, boolean),
@@ -375,5 +401,7 @@ GRANT EXECUTE ON FUNCTION pgagent.register_model(text, text, text, text, text, j
                           pgagent.add_tenant(text, name, text), pgagent.add_member(text, name)
    TO pgagent_admin;
 GRANT INSERT, UPDATE ON pgagent.model, pgagent.persona, pgagent.tool, pgagent.agent, pgagent.secret TO pgagent_admin;
+-- admins see which secrets exist, never the ciphertext (set_secret's upsert needs these columns)
+GRANT SELECT (tenant_id, name, created_by, created_at, updated_at) ON pgagent.secret TO pgagent_admin;
 GRANT INSERT, DELETE ON pgagent.agent_tool TO pgagent_admin;
 GRANT INSERT ON pgagent.tenant_member TO pgagent_admin;

@@ -36,3 +36,9 @@ class Busy(PgAgentError):
     """Another session is running this turn (SQLSTATE 55P03 lock_not_available)."""
 
     sqlstate = "55P03"
+
+
+class Forbidden(PgAgentError):
+    """The caller may not act for the tenant that owns the object (SQLSTATE 42501 insufficient_privilege)."""
+
+    sqlstate = "42501"

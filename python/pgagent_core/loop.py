@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import requests
 
-from . import secrets, toolcalls, tools, validation
+from . import toolcalls, tools, validation
 from .db import Db, one
 from .errors import Busy, InvalidState, NotFound
 from .providers import ProviderError, Reply, ToolCall, chat, dumps
@@ -92,7 +92,6 @@ class Turn:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     tool_errors: int = 0
-    secret_values: list[str] = field(default_factory=list)
 
     @property
     def tenant_id(self) -> str:
@@ -138,8 +137,7 @@ def add_step(db: Db, turn: Turn, kind: str, payload: dict[str, Any], *, parent: 
              tool_call_id: str | None = None, tool_name: str | None = None, prompt_tokens: int | None = None,
              completion_tokens: int | None = None, cost_usd: float | None = None,
              latency_ms: float | None = None) -> dict[str, Any]:
-    """Append one step (secrets redacted from its payload) and return it as loaded rows are."""
-    payload = secrets.redact(payload, turn.secret_values)
+    """Append one step and return it as loaded rows are."""
     seq = turn.next_seq
     row = one(db, INSERT_STEP_SQL, INSERT_STEP_TYPES,
               [turn.tenant_id, turn.turn_id, seq, kind, payload, parent, tool_call_id, tool_name,
@@ -155,7 +153,7 @@ def set_status(db: Db, turn: Turn, status: str) -> None:
     turn.status = status
     db.all(UPDATE_TURN_SQL, UPDATE_TURN_TYPES,
            [turn.tenant_id, turn.turn_id, status, turn.answer,
-            secrets.redact(turn.error, turn.secret_values), turn.llm_calls, turn.prompt_tokens,
+            turn.error, turn.llm_calls, turn.prompt_tokens,
             turn.completion_tokens, round(turn.cost_usd, 8)])
 
 
@@ -259,7 +257,8 @@ def build_messages(db: Db, turn: Turn, specs: list[dict[str, Any]]) -> list[dict
 
 # ---------------------------------------------------------------------------- the LLM call
 
-def _session(gd: dict) -> requests.Session:
+def http_session(gd: dict) -> requests.Session:
+    """The backend's one HTTP session (keep-alive connections are reused across calls)."""
     sess = gd.get("pgagent_http")
     if sess is None:
         sess = gd["pgagent_http"] = requests.Session()
@@ -271,7 +270,9 @@ class Interrupted(Exception):
     it is (its committed steps stay) and can be resumed or cancelled."""
 
 
-def _interrupt_check(db: Db):
+def interrupt_check(db: Db) -> Callable[[], None]:
+    """A check for :func:`providers.interruptible`: a trivial statement, so PostgreSQL acts on a
+    pending cancel or terminate; raises Interrupted."""
     def check() -> None:
         try:
             db.all("SELECT 1")
@@ -280,35 +281,52 @@ def _interrupt_check(db: Db):
     return check
 
 
+LLM_CALL_SQL = "SELECT pgagent._llm_call($1, $2) AS r"
+
+
+def keyed_chat(db: Db, model: dict[str, Any], request: dict[str, Any]) -> Reply:
+    """A call for a model with a secret_name, through the SECURITY DEFINER pgagent._llm_call:
+    the key is decrypted and used there and never reaches this (the caller's) code. Raises
+    ProviderError (as the provider call would) or Interrupted."""
+    try:
+        res = one(db, LLM_CALL_SQL, ["int8", "jsonb"], [model["model_id"], request])["r"]
+    except Exception as e:
+        if getattr(e, "sqlstate", None) == "57014":
+            raise Interrupted(str(e)) from e
+        raise
+    if "error" in res:
+        err = res["error"]
+        raise ProviderError(err["message"], status=err.get("status"), retryable=bool(err.get("retryable")),
+                            kind=err.get("kind") or "http_error", retry_after_s=err.get("retry_after_s"))
+    r = res["reply"]
+    return Reply(**{**r, "tool_calls": [ToolCall(**t) for t in r["tool_calls"]]})
+
+
 def call_llm(db: Db, gd: dict, turn: Turn) -> Reply | None:
     """One LLM call with bounded retries; every failed attempt is an error step. Returns None
     (after failing the turn) when no attempt succeeded."""
     cfg, model = turn.cfg, turn.cfg["model"]
     specs = tool_specs(turn)
     params = {**model["params"], **cfg["persona_params"], **(turn.settings.get("params") or {}), **cfg["turn_params"]}
-    try:
-        api_key = secrets.resolve(db, model.get("secret_name"), gd.get("pgagent_secret_lookup"))
-    except KeyError as e:
-        fail(db, turn, f"secret {e.args[0]!r} for model {model['name']!r} is not set",
-             {"error_kind": "config"})
-        return None
-    if api_key:
-        turn.secret_values.append(api_key)
     json_mode = model["tool_mode"] == "json_schema" and bool(specs)
+    tools_sent = [] if json_mode else specs
+    response_format = toolcalls.action_schema(specs) if json_mode else None
     attempts = int(model["max_retries"]) + 1
     for attempt in range(1, attempts + 1):
         messages = build_messages(db, turn, specs)
         try:
-            return chat(_session(gd), model, messages, [] if json_mode else specs, params, api_key,
-                        toolcalls.action_schema(specs) if json_mode else None, check=_interrupt_check(db))
+            if model.get("secret_name"):
+                return keyed_chat(db, model, {"messages": messages, "tools": tools_sent, "params": params,
+                                              "response_format": response_format})
+            return chat(http_session(gd), model, messages, tools_sent, params, None, response_format,
+                        check=interrupt_check(db))
         except ProviderError as e:
-            message = secrets.redact(e.message, turn.secret_values)
             will_retry = e.retryable and attempt < attempts
-            add_step(db, turn, "error", {"message": message, "error_kind": e.kind, "http_status": e.status,
+            add_step(db, turn, "error", {"message": e.message, "error_kind": e.kind, "http_status": e.status,
                                          "attempt": attempt, "will_retry": will_retry, "source": "llm"})
             commit(db)
             if not will_retry:
-                fail(db, turn, f"LLM call failed after {attempt} attempt(s): {message}",
+                fail(db, turn, f"LLM call failed after {attempt} attempt(s): {e.message}",
                      {"error_kind": e.kind, "http_status": e.status})
                 return None
             backoff = int(turn.settings["retry_backoff_ms"]) / 1000.0 * (2 ** (attempt - 1))

@@ -6,12 +6,13 @@ through ``plpy.error`` (see :mod:`pgagent_core.errors`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Callable
 
-from . import loop, tools, validation
+from . import loop, providers, secrets, tools, validation
 from .db import Db, PlpyDb, one
-from .errors import InvalidArgument, InvalidState, NotFound, PgAgentError
+from .errors import Forbidden, InvalidArgument, InvalidState, NotFound, PgAgentError
 
 
 def _audit(db: Db, action: str, object_type: str, object_id: Any, payload: dict[str, Any] | None = None) -> None:
@@ -20,24 +21,58 @@ def _audit(db: Db, action: str, object_type: str, object_id: Any, payload: dict[
            [action, object_type, None if object_id is None else str(object_id), payload or {}])
 
 
-def stored_secret(db: Db, name: str) -> str | None:
-    """The loop's ``lookup_stored`` callback: the current tenant's secret from pgagent.secret.
-    For roles other than superusers a secret must be stored there: the server's environment and
-    ``pgagent.secret.*`` settings are not consulted (they are not per tenant, and a tenant admin
-    could otherwise send any environment variable to a base_url of their choosing)."""
-    row = one(db, """SELECT pgagent._secret_value($1) AS v,
-                            (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) AS su""",
-              ["text"], [name])
-    if row and row["v"]:
-        return row["v"]
-    if not (row and row["su"]):
-        raise KeyError(name)
-    return None
+LLM_MODEL_SQL = """
+SELECT pg_catalog.to_jsonb(m) AS model, pgagent._may_act(m.tenant_id) AS ok,
+       coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = pgagent._outer_user()), false) AS su
+  FROM pgagent.model m WHERE m.model_id = $1"""
+LLM_KEY_SQL = """
+SELECT pgagent._secret_decrypt(s.ciphertext) AS v FROM pgagent.secret s
+ WHERE s.tenant_id = $1::uuid AND s.name = $2"""
 
 
-def _wire(gd: dict) -> dict:
-    gd.setdefault("pgagent_secret_lookup", stored_secret)
-    return gd
+def llm_call(plpy: Any, gd: dict, model_id: int, request: str) -> str:
+    """Body of the SECURITY DEFINER ``pgagent._llm_call``: one provider call for a model that has
+    a secret_name, made here so that the decrypted key never reaches the caller.
+
+    Checks that the session's outer role may act for the model's tenant (42501 otherwise), takes
+    the key from pgagent.secret (for superusers also the server environment or the setting
+    ``pgagent.secret.<name>``; never for tenant roles, who could otherwise aim any environment
+    variable at a server of their own), calls the provider and returns, as JSON text,
+    ``{"reply": <Reply fields>}`` or ``{"error": {message, kind, status, retryable,
+    retry_after_s}}`` with every occurrence of the key replaced by [REDACTED]."""
+    def go() -> str:
+        db = PlpyDb(plpy, gd, atomic=True)
+        row = one(db, LLM_MODEL_SQL, ["int8"], [model_id])
+        if row is None or not row["ok"]:
+            raise Forbidden(f"role may not use model {model_id}")
+        model, name = row["model"], row["model"]["secret_name"]
+        req = json.loads(request)
+        key = None
+        try:
+            found = one(db, LLM_KEY_SQL, ["text", "text"], [model["tenant_id"], name])
+            key = found["v"] if found else None
+        except Exception as e:  # no key-encryption key, or a ciphertext it cannot open
+            return _jsonb({"error": {"message": f"cannot decrypt secret {name!r}: {getattr(e, 'message', e)}",
+                                     "kind": "config", "status": None, "retryable": False}})
+        if key is None and row["su"]:
+            try:
+                key = secrets.resolve(db, name)
+            except KeyError:
+                key = None
+        if key is None:
+            return _jsonb({"error": {"message": f"secret {name!r} for model {model['name']!r} is not set "
+                                                f"(pgagent.set_secret)", "kind": "config", "status": None,
+                                     "retryable": False}})
+        try:
+            reply = providers.chat(loop.http_session(gd), model, req["messages"], req.get("tools") or [],
+                                   req.get("params") or {}, key, req.get("response_format"),
+                                   check=loop.interrupt_check(db))
+        except providers.ProviderError as e:
+            return _jsonb(secrets.redact({"error": {"message": e.message, "kind": e.kind, "status": e.status,
+                                                    "retryable": e.retryable, "retry_after_s": e.retry_after_s}},
+                                         [key]))
+        return _jsonb(secrets.redact({"reply": dataclasses.asdict(reply)}, [key]))
+    return _guard(plpy, go)
 
 
 def _guard(plpy: Any, fn: Callable[[], Any]) -> Any:
@@ -146,7 +181,7 @@ def send_message(plpy: Any, gd: dict, conversation: int, content: str, params: s
         turn_id = _new_turn(db, conversation, _content(content), _params(params), "running")
         turn = loop.load(db, turn_id)
         loop.lock_turn(db, turn.tenant_id, turn_id)
-        return _jsonb(loop.drive(db, _wire(gd), turn))
+        return _jsonb(loop.drive(db, gd, turn))
     return _guard(plpy, go)
 
 
@@ -158,7 +193,7 @@ def enqueue_message(plpy: Any, gd: dict, conversation: int, content: str, params
 
 def run_turn(plpy: Any, gd: dict, turn_id: int) -> str:
     """Run or resume a turn, committing after every step (procedure context)."""
-    return _guard(plpy, lambda: _jsonb(loop.run_turn(PlpyDb(plpy, gd, atomic=False), _wire(gd), turn_id)))
+    return _guard(plpy, lambda: _jsonb(loop.run_turn(PlpyDb(plpy, gd, atomic=False), gd, turn_id)))
 
 
 def _locked_call(db: Db, step: int) -> tuple[loop.Turn, dict[str, Any]]:
@@ -207,7 +242,6 @@ def process_tool_call(plpy: Any, gd: dict, step: int, resume: bool) -> str:
     """Run an approved (or approval-free) tool call and, with ``resume``, continue the turn in
     the caller's transaction. A rejected call (already answered) just resumes. Returns the loop
     summary. Raises 22023, 42704, 55000 (not yet approved; turn finished)."""
-    _wire(gd)
 
     def go() -> str:
         db = PlpyDb(plpy, gd, atomic=True)

@@ -1,29 +1,28 @@
-"""API keys: looked up by secret name at call time, never stored, and redacted from text.
+"""API keys: looked up by secret name at call time, never stored in steps, redacted from text.
 
-Lookup order: the pgagent.secret table (encrypted, when the extension provides it), the
-server's environment (``os.environ[name]``), then the setting ``pgagent.secret.<name>``.
+Tenant keys live encrypted in pgagent.secret and are only ever decrypted inside the SECURITY
+DEFINER function pgagent._llm_call (see :func:`pgagent_core.pl.llm_call`). For superusers,
+:func:`resolve` also reads the server's environment (``os.environ[name]``) and then the setting
+``pgagent.secret.<name>`` (development and tests).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from .db import Db, one
 
 
-def resolve(db: Db, name: str | None, lookup_stored: Callable[[Db, str], str | None] | None = None) -> str | None:
-    """The value of secret ``name`` or None when the model needs no key (``name`` is None).
+def resolve(db: Db, name: str | None) -> str | None:
+    """The value of secret ``name`` from the server environment or the setting
+    ``pgagent.secret.<name>``; None when ``name`` is None.
 
     Raises KeyError(name) when a name is given but found nowhere; the message never contains
     a value.
     """
     if not name:
         return None
-    if lookup_stored is not None:
-        value = lookup_stored(db, name)
-        if value:
-            return value
     value = os.environ.get(name)
     if value:
         return value

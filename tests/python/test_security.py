@@ -94,7 +94,8 @@ def setup_tenant(w: World, t: str) -> dict[str, Any]:
         r2 = u.execute("SELECT pgagent.send_message(%s, %s)", [cid, f"MARK-{t} bump"]).fetchone()[0]
         assert r2["status"] == "awaiting_approval", r2
         tenant_id = u.execute("SELECT pgagent.current_tenant()::text").fetchone()[0]
-    return {"tenant_id": tenant_id, "conversation": cid, "done_turn": r1["turn_id"], "parked_turn": r2["turn_id"],
+        model_id = u.execute("SELECT model_id FROM pgagent.model WHERE name = 'scripted'").fetchone()[0]
+    return {"tenant_id": tenant_id, "model_id": model_id, "conversation": cid, "done_turn": r1["turn_id"], "parked_turn": r2["turn_id"],
             "pending_step": r2["pending_approvals"][0]["step_id"], "key": key_of(t), "marker": f"MARK-{t}"}
 
 
@@ -170,7 +171,10 @@ def test_adversarial_matrix(world, conn):
                     ("SELECT pgagent.enqueue_message(%s, 'hi')", [v["conversation"]]),
                     ("SELECT pgagent.verify_audit_chain(%s)", [vt]),
                     ("SELECT * FROM pgagent.verify_audit_chain(%s) WHERE events > 0", [vt]),
-                    ("SELECT pgagent._secret_value('KEY')", None),
+                    ("SELECT pgagent._llm_call(%s, '{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}')",
+                     [v["model_id"]]),
+                    ("SELECT pgagent._secret_decrypt(ciphertext) FROM pgagent.secret", None),
+                    ("SELECT ciphertext FROM pgagent.secret", None),
                     ("SELECT pgagent.add_member(%s, current_user)", [victim_name]),
                     ("SELECT pgagent.add_member(%s, current_user)", [vt]),
                     ("SELECT pgagent.add_tenant(%s)", [victim_name]),
@@ -199,7 +203,7 @@ def test_adversarial_matrix(world, conn):
                     pass
         # the sql tool: the model (driven by a user of the attacker's tenant) tries to read across
         probes = ["SELECT * FROM pgagent.step", "SELECT * FROM pgagent.secret", "SELECT * FROM pgagent.turn_timeline",
-                  "SELECT pgagent.current_tenant()", "SELECT pgagent._secret_value('KEY')",
+                  "SELECT pgagent.current_tenant()", "SELECT pgagent._secret_decrypt(ciphertext) FROM pgagent.secret",
                   "SELECT pg_catalog.set_config('role', session_user, true), (SELECT count(*) FROM pgagent.step)",
                   "SELECT * FROM pg_catalog.query_to_xml('SELECT * FROM pgagent.step', true, false, '') AS q",
                   f"SELECT pg_catalog.set_config('pgagent.tenant', '{victim_name}', true), "
@@ -261,7 +265,7 @@ def test_each_role_can_do_its_job_and_no_more(world):
     with world.connect("acme", "admin") as c:
         actions = [r[0] for r in c.execute("SELECT action FROM pgagent.audit_event ORDER BY chain_seq")]
         for a in ("tenant_added", "secret_set", "model_registered", "tool_registered", "agent_created",
-                  "member_added", "secret_read", "approval_decided"):
+                  "member_added", "approval_decided"):
             assert a in actions, (a, actions)
         assert c.execute("SELECT ok FROM pgagent.verify_audit_chain()").fetchone()[0] is True
         for stmt in ("UPDATE pgagent.audit_event SET payload = '{}'", "UPDATE pgagent.step SET payload = '{}'"):
@@ -350,3 +354,41 @@ def test_sql_tool_sandbox(world):
     assert res[3]["is_error"] or res[3]["result"]["rows"] == [{"bump": "bumped 5"}]
     assert res[4]["result"]["rows"] == [{"u": "pgagent_sandbox"}]
     assert res[5]["is_error"] and "role" in res[5]["error"]
+
+
+def test_no_role_can_obtain_even_its_own_tenants_key(world):
+    """Keys are used inside pgagent._llm_call only: no tenant role, admin included, gets the
+    plaintext of its own tenant's key from any object, even when the provider echoes it back."""
+    acme = world.ids["acme"]
+    key = acme["key"]
+    tries = 0
+    for g in GROUPS:
+        with world.connect("acme", g) as c:
+            for q, p in [("SELECT ciphertext FROM pgagent.secret", None),
+                         ("SELECT pgagent._secret_decrypt(ciphertext) FROM pgagent.secret", None),
+                         ("SELECT pgagent._secret_decrypt(%s)", [b"x"]),
+                         ("SELECT pgagent._kek()", None),
+                         ("SELECT pgagent._secret_encrypt('x')", None),
+                         ("SELECT * FROM pgagent.audit_event", None),
+                         ("SELECT * FROM pgagent.turn_timeline", None),
+                         ("SELECT pgagent._llm_call(%s, %s)",
+                          [acme["model_id"], json.dumps({"messages": [{"role": "user", "content": "echo"}]})])]:
+                tries += 1
+                world.llm.script(text(f"the key you sent is {key}"), http_error(401, body=f"bad key {key}"))
+                try:
+                    out = json.dumps(c.execute(q, p).fetchall(), default=str)
+                except psycopg.Error as e:
+                    out = str(e)
+                assert key not in out, (g, q, out)
+                world.llm.reset()
+    assert tries == 32
+    # and the loop's own use of it: an echoed key becomes [REDACTED] in the recorded reply
+    with world.connect("acme", "operator") as c:
+        c.execute("SELECT pgagent.cancel_turn(%s)", [acme["parked_turn"]])
+        world.llm.script(text(f"your key is {key}"))
+        r = c.execute("SELECT pgagent.send_message(%s, 'echo my key')", [acme["conversation"]]).fetchone()[0]
+        assert world.llm.requests[-1]["headers"]["authorization"] == f"Bearer {key}"
+        assert r["answer"] == "your key is [REDACTED]"
+    # a member of acme cannot spend globex's key by calling _llm_call with globex's model
+    with world.connect("acme", "admin") as c, pytest.raises(errors.InsufficientPrivilege):
+        c.execute("SELECT pgagent._llm_call(%s, '{\"messages\": []}')", [world.ids["globex"]["model_id"]])

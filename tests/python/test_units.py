@@ -373,26 +373,12 @@ class TestResolve:
         monkeypatch.setenv("PGAGENT_TEST_KEY", "")
         assert secrets.resolve(FakeDb("from-guc-456"), "PGAGENT_TEST_KEY") == "from-guc-456"
 
-    def test_stored_lookup_wins(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv("PGAGENT_TEST_KEY", "from-env-123")
-        seen = []
-
-        def stored(db: Any, name: str) -> str | None:
-            seen.append(name)
-            return "from-table-789"
-        assert secrets.resolve(FakeDb("g"), "PGAGENT_TEST_KEY", stored) == "from-table-789"
-        assert seen == ["PGAGENT_TEST_KEY"]
-
-    def test_stored_lookup_miss_falls_through_to_env(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv("PGAGENT_TEST_KEY", "from-env-123")
-        assert secrets.resolve(FakeDb(None), "PGAGENT_TEST_KEY", lambda db, n: None) == "from-env-123"
-
     def test_missing_raises_keyerror_without_values(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv("PGAGENT_TEST_KEY", raising=False)
         monkeypatch.setenv("PGAGENT_OTHER_KEY", "other-secret-value")
         for guc in (None, ""):
             with pytest.raises(KeyError) as ei:
-                secrets.resolve(FakeDb(guc), "PGAGENT_TEST_KEY", lambda db, n: "")
+                secrets.resolve(FakeDb(guc), "PGAGENT_TEST_KEY")
             assert ei.value.args == ("PGAGENT_TEST_KEY",)
             assert "other-secret-value" not in str(ei.value)
             assert str(ei.value) == "'PGAGENT_TEST_KEY'"
