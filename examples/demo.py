@@ -6,6 +6,11 @@ seattle-weather.csv (1,461 days, 2012-2015) into a table, creates an analyst age
 read-only ``sql`` tool and an approval-gated ``save_finding`` tool, asks real questions
 (one needing the data, one needing an approval, one needing no tool), approves the pending
 call, and prints each conversation's timeline. Everything it started is stopped at the end.
+
+Only the set-up (extension, data, roles, tenant) runs as the superuser. The tenant
+``weather_team`` is then used through login roles, as in production: ``wt_admin``
+(pgagent_admin) configures the model, tools and agent, ``wt_analyst`` (pgagent_user) asks,
+``wt_operator`` (pgagent_operator) approves.
 """
 
 from __future__ import annotations
@@ -27,12 +32,25 @@ import local_models  # noqa: E402
 from pgcluster import Cluster  # noqa: E402
 
 SETUP_SQL = """
+CREATE ROLE weather_team NOLOGIN;
+CREATE ROLE wt_admin LOGIN IN ROLE pgagent_admin, weather_team;
+CREATE ROLE wt_analyst LOGIN IN ROLE pgagent_user, weather_team;
+CREATE ROLE wt_operator LOGIN IN ROLE pgagent_operator, weather_team;
+SELECT pgagent.add_tenant('weather_team', 'weather_team', 'Weather team');
 CREATE SCHEMA demo;
 CREATE TABLE demo.seattle_weather (date date PRIMARY KEY, precipitation real, temp_max real, temp_min real,
                                    wind real, weather text);
 CREATE TABLE demo.findings (id serial PRIMARY KEY, finding text NOT NULL, saved_at timestamptz DEFAULT now());
 CREATE FUNCTION demo.save_finding(finding text) RETURNS text LANGUAGE sql AS
   $$ INSERT INTO demo.findings(finding) VALUES (finding) RETURNING 'saved finding #' || id $$;
+-- sql tools run as pgagent_sandbox: it reads the weather data and nothing else
+GRANT USAGE ON SCHEMA demo TO pgagent_sandbox;
+GRANT SELECT ON demo.seattle_weather TO pgagent_sandbox;
+-- the function tool runs as whoever runs the call (the operator, after approval)
+GRANT USAGE ON SCHEMA demo TO weather_team;
+GRANT EXECUTE ON FUNCTION demo.save_finding(text) TO weather_team;
+GRANT INSERT, SELECT ON demo.findings TO weather_team;
+GRANT USAGE ON SEQUENCE demo.findings_id_seq TO weather_team;
 """
 
 SCHEMA_NOTE = ("Table seattle_weather(date date, precipitation real /*mm*/, temp_max real /*C*/, "
@@ -40,11 +58,17 @@ SCHEMA_NOTE = ("Table seattle_weather(date date, precipitation real /*mm*/, temp
                "one row per day from 2012-01-01 to 2015-12-31. Use extract(year from date) for years.")
 
 
-def setup(conn: psycopg.Connection, chat_url: str) -> None:
+def setup_database(conn: psycopg.Connection) -> None:
+    """As the superuser: the extension, the data, the tenant and its login roles."""
     csv_path = Path(__import__("vega_datasets").__file__).parent / "_data" / "seattle-weather.csv"
+    conn.execute("CREATE EXTENSION pgagent CASCADE")
     conn.execute(SETUP_SQL)
     with conn.cursor().copy("COPY demo.seattle_weather FROM STDIN WITH (FORMAT csv, HEADER true)") as cp:
         cp.write(csv_path.read_bytes())
+
+
+def setup_agent(conn: psycopg.Connection, chat_url: str) -> None:
+    """As the tenant's admin (wt_admin): the model, the tools, the persona and the agent."""
     conn.execute("""SELECT pgagent.register_model('local-qwen', base_url => %s,
                       model_name => 'qwen2.5-coder-1.5b-instruct', tool_mode => 'json_schema',
                       params => '{"temperature": 0, "max_tokens": 256}', context_window => 8192,
@@ -105,15 +129,20 @@ def main() -> int:
     try:
         with Cluster() as cluster:
             cluster.createdb("demo")
-            with psycopg.connect(cluster.dsn("demo"), autocommit=True) as conn:
-                conn.execute("CREATE EXTENSION pgagent CASCADE")
-                setup(conn, chat_url)
-                n = conn.execute("SELECT count(*) FROM demo.seattle_weather").fetchone()[0]
-                truth = conn.execute("SELECT count(*) FROM demo.seattle_weather WHERE weather = 'rain' "
-                                     "AND extract(year FROM date) = 2013").fetchone()[0]
-                wettest = conn.execute("SELECT date, precipitation FROM demo.seattle_weather "
-                                       "ORDER BY precipitation DESC LIMIT 1").fetchone()
-                print(f"== loaded {n} days of seattle-weather.csv; agent 'weather_analyst' ready")
+            with psycopg.connect(cluster.dsn("demo"), autocommit=True) as su:
+                setup_database(su)
+                n = su.execute("SELECT count(*) FROM demo.seattle_weather").fetchone()[0]
+                truth = su.execute("SELECT count(*) FROM demo.seattle_weather WHERE weather = 'rain' "
+                                   "AND extract(year FROM date) = 2013").fetchone()[0]
+                wettest = su.execute("SELECT date, precipitation FROM demo.seattle_weather "
+                                     "ORDER BY precipitation DESC LIMIT 1").fetchone()
+            with psycopg.connect(cluster.dsn("demo", user="wt_admin"), autocommit=True) as admin:
+                setup_agent(admin, chat_url)
+            print(f"== loaded {n} days of seattle-weather.csv; tenant 'weather_team'; agent 'weather_analyst' "
+                  "configured by wt_admin")
+            with psycopg.connect(cluster.dsn("demo", user="wt_analyst"), autocommit=True) as conn, \
+                 psycopg.connect(cluster.dsn("demo", user="wt_operator"), autocommit=True) as operator:
+                print(f"== asking as {conn.info.user}; approving as {operator.info.user}")
 
                 ask(conn, "weather_analyst", "How many days of rain were there in 2013?", timings)
                 print(f"   (check, straight from SQL: {truth} days with weather = 'rain' in 2013)")
@@ -125,10 +154,10 @@ def main() -> int:
                 if r["status"] == "awaiting_approval":
                     for p in r["pending_approvals"]:
                         print(f"   -> approval needed for step {p['step_id']}: {p['tool']}({json.dumps(p['arguments'])})")
-                        conn.execute("SELECT pgagent.approve_step(%s, true, 'demo: approved by the operator')",
-                                     [p["step_id"]])
+                        operator.execute("SELECT pgagent.approve_step(%s, true, 'demo: approved by the operator')",
+                                         [p["step_id"]])
                         t0 = time.perf_counter()
-                        r = conn.execute("SELECT pgagent.process_tool_call(%s)", [p["step_id"]]).fetchone()[0]
+                        r = operator.execute("SELECT pgagent.process_tool_call(%s)", [p["step_id"]]).fetchone()[0]
                         timings.append(("(after approval) " + p["tool"], (time.perf_counter() - t0) * 1000, r["steps"]))
                     print("   after approval:")
                     show_turn(conn, r)
@@ -136,13 +165,16 @@ def main() -> int:
                 saved = conn.execute("SELECT finding FROM demo.findings").fetchall()
                 print(f"   demo.findings now holds: {[s[0] for s in saved]}")
 
-                ask(conn, "weather_analyst", "In one sentence, what does a data analyst do?", timings)
+                ask(conn, "weather_analyst", "Hi! Please greet the weather team in one short sentence.", timings)
 
-                print("\n== agent_stats")
+                print("\n== agent_stats (as wt_analyst; row level security shows only weather_team)")
                 for row in conn.execute("SELECT agent, turns, completed, failed, llm_calls, prompt_tokens, "
                                         "completion_tokens, avg_turn_ms FROM pgagent.agent_stats"):
                     print("  ", dict(zip(["agent", "turns", "completed", "failed", "llm_calls", "prompt_tokens",
                                           "completion_tokens", "avg_turn_ms"], row)))
+                ok, events, broken = operator.execute("SELECT * FROM pgagent.verify_audit_chain()").fetchone()
+                actions = [r[0] for r in operator.execute("SELECT action FROM pgagent.audit_event ORDER BY chain_seq")]
+                print(f"== audit chain of weather_team: ok={ok}, {events} events: {', '.join(actions)}")
     finally:
         if not args.keep_servers:
             local_models.stop()

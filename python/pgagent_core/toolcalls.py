@@ -97,8 +97,9 @@ def action_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
 def action_instructions(tools: list[dict[str, Any]]) -> str:
     """System-prompt text that describes the tools for json_schema mode."""
     lines = ["You can call tools. Reply with exactly one JSON object, either",
-             '{"tool": "<tool name>", "arguments": {...}} to call a tool, or',
+             '{"tool": "<tool name>", "arguments": {...}} to call a tool when you need data you do not have, or',
              '{"answer": "<your final answer to the user>"} when you can answer.',
+             "Greetings, small talk and general knowledge need no tool: answer them directly.",
              "Never guess data that a tool can look up: call the tool first. Tools:"]
     for t in tools:
         fn = t["function"]
