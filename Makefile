@@ -43,7 +43,7 @@ install-python:
 	@chmod -R a+rX "$(DESTDIR)$(PYLIBROOT)"
 	@echo "installed pgagent_core into $(DESTDIR)$(PYLIBDIR)"
 
-.PHONY: deps demo test test-sql test-python bench check-not-pgadmin install-python
+.PHONY: deps demo test bench check-not-pgadmin install-python print-sharedir
 deps:
 	bash scripts/install-system-deps.sh
 	bash scripts/install-python-env.sh
@@ -57,3 +57,6 @@ test: deps
 
 bench: deps
 	.venv/bin/python bench/bench_turn.py
+
+print-sharedir:
+	@echo $(datadir)
