@@ -10,6 +10,7 @@ SELECT pgagent.register_model('local-qwen', base_url => 'http://127.0.0.1:8765/v
 CREATE TABLE IF NOT EXISTS public.city (name text PRIMARY KEY, country text, population bigint);
 INSERT INTO public.city VALUES ('Oslo', 'Norway', 709000), ('Bergen', 'Norway', 291000),
                                ('Lyon', 'France', 522000) ON CONFLICT DO NOTHING;
+GRANT SELECT ON public.city TO pgagent_sandbox;   -- sql tools run as this low-privilege role
 
 SELECT pgagent.register_tool('run_sql',
          'Run one read-only SELECT. Table city(name text, country text, population bigint).',
