@@ -103,7 +103,7 @@ if 'pgagent' not in GD: plpy.execute('SELECT pgagent._load()')
 return GD['pgagent'].register_tool(plpy, GD, name, description, parameters, kind, config, requires_approval, timeout_ms)
 $$;
 COMMENT ON FUNCTION pgagent.register_tool(text, text, jsonb, text, jsonb, boolean, integer) IS
-  'Register (or update, by name) a tool: parameters is the JSON Schema of its arguments (checked to be a valid schema of an object), kind is sql or function with its config (sql: {query?, args?, max_rows?}; function: {function}), requires_approval parks each call for a human, timeout_ms bounds one run (ms). Returns tool_id. Raises 22023 for a bad kind, config or schema.';
+  'Register (or update, by name) a tool: parameters is the JSON Schema of its arguments (checked to be a valid schema of an object), kind is sql, function or http with its config (sql: {query?, args?, max_rows?}; function: {function}; http: {url?, method?, headers?, body_arg?, max_bytes?, max_redirects?}, calling only hosts on the tenant''s egress allowlist, see pgagent.allow_egress), requires_approval parks each call for a human, timeout_ms bounds one run (ms). Returns tool_id. Raises 22023 for a bad kind, config or schema.';
 
 CREATE FUNCTION pgagent.create_agent(
     name text,

@@ -418,7 +418,7 @@ def execute_call(db: Db, gd: dict, turn: Turn, call: dict[str, Any]) -> dict[str
         result = tools.run(tools.ToolContext(db, turn.tenant_id, turn.turn_id, gd), tool, call["payload"]["arguments"])
         payload = {"is_error": False, "result": result}
     except tools.ToolFailure as e:
-        payload = {"is_error": True, "error": str(e)}
+        payload = {**e.details, "is_error": True, "error": str(e)}
     except Exception as e:  # a bug in a tool kind must not lose the turn
         payload = {"is_error": True, "error": f"{type(e).__name__}: {e}"}
     return add_step(db, turn, "tool_result", payload, parent=call["step_id"], tool_call_id=call["tool_call_id"],

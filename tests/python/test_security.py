@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GROUPS = ("viewer", "user", "operator", "admin")
 TENANTS = ("acme", "globex")
 TABLES = ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent_tool", "conversation", "turn",
-          "step", "audit_event", "secret")
+          "step", "audit_event", "secret", "egress_allow", "egress_exception")
 VIEWS = ("turn_timeline", "pending_approvals", "turn_summary", "agent_stats")
 RUN_SQL_SCHEMA = {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}
 BUMP_SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
@@ -65,6 +65,8 @@ def world(cluster, dbname, conn, llm) -> Iterator[World]:
             conn.execute("SELECT pgagent.add_tenant(%s, %s)", [t, group])
         for t in TENANTS:
             w.ids[t] = setup_tenant(w, t)
+            conn.execute("INSERT INTO pgagent.egress_exception (tenant_id, network, note) VALUES (%s, %s, %s)",
+                         [w.ids[t]["tenant_id"], "10.99.0.0/16" if t == "acme" else "10.98.0.0/16", f"MARK-{t} net"])
         yield w
     finally:
         for r in reversed(w.roles):
@@ -84,6 +86,7 @@ def setup_tenant(w: World, t: str) -> dict[str, Any]:
         a.execute("SELECT pgagent.create_agent('analyst', model => 'scripted', tools => '{run_sql,bump}', "
                   "persona => 'p')")
         a.execute("SELECT pgagent.add_member(%s, %s)", [t, w.role(t, "viewer")])
+        a.execute("SELECT pgagent.allow_egress(%s)", [f"api.{t}.example"])
     with w.connect(t, "user") as u:
         cid = u.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
         w.llm.script(tool_calls([("run_sql", {"query": "SELECT x FROM shared_data"})]), text(f"MARK-{t} answer"))
@@ -226,7 +229,8 @@ def test_adversarial_matrix(world, conn):
     after = {t: snapshot(conn, world.ids[t]["tenant_id"]) for t in TENANTS}
     # the attackers changed only their own tenants (the probes above); the victims are untouched
     for t in TENANTS:
-        for tbl in ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent_tool", "secret"):
+        for tbl in ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent_tool", "secret",
+                    "egress_allow", "egress_exception"):
             if before[t][tbl] != after[t][tbl]:
                 leaks.append(f"{t}.{tbl} changed by an attacker")
     out = ROOT / "results" / "security_matrix.txt"

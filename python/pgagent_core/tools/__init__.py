@@ -13,11 +13,17 @@ from typing import Any
 
 from ..db import Db
 
-KINDS: dict[str, str] = {"sql": "sql", "function": "function"}
+KINDS: dict[str, str] = {"sql": "sql", "function": "function", "http": "http"}
 
 
 class ToolFailure(Exception):
-    """A tool ran and failed in a way the model should be told about (the message is shown)."""
+    """A tool ran and failed in a way the model should be told about (the message is shown).
+    ``details`` (JSON-able) are recorded in the tool_result step beside the message, e.g. the
+    http kind's method, url and status."""
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or {}
 
 
 @dataclass
