@@ -49,6 +49,7 @@ class Deadline:
 
     @property
     def elapsed_ms(self) -> float:
+        """Milliseconds since the timer was armed."""
         return (time.monotonic() - self.started) * 1000.0
 
 

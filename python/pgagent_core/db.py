@@ -59,10 +59,12 @@ class PlpyDb:
 
     @property
     def can_commit(self) -> bool:
+        """True inside ``CALL pgagent.run_turn`` (a procedure may commit), False in a function."""
         return not self._atomic
 
     def all(self, sql: str, types: Sequence[str] = (), args: Sequence[Any] = (), *,
             cache: bool = True) -> list[dict[str, Any]]:
+        """See :meth:`Db.all`; raises plpy.SPIError (with the server's SQLSTATE) on SQL errors."""
         key = (sql, tuple(types))
         plan = self._plans.get(key) if cache else None
         if plan is None:
@@ -85,9 +87,11 @@ class PlpyDb:
         return rows
 
     def commit(self) -> None:
+        """``plpy.commit()``; RuntimeError in an atomic (function) context."""
         if self._atomic:
             raise RuntimeError("commit() inside an atomic context")
         self._plpy.commit()
 
     def subtransaction(self) -> AbstractContextManager[Any]:
+        """``plpy.subtransaction()``: a savepoint rolled back if the block raises."""
         return self._plpy.subtransaction()

@@ -95,21 +95,26 @@ class Turn:
 
     @property
     def tenant_id(self) -> str:
+        """The turn's tenant (uuid as text)."""
         return self.cfg["tenant_id"]
 
     @property
     def turn_id(self) -> int:
+        """The turn's id."""
         return int(self.cfg["turn_id"])
 
     @property
     def settings(self) -> dict[str, Any]:
+        """The agent's config over :data:`DEFAULTS` (max_steps, auto_approve, ...)."""
         return {**DEFAULTS, **(self.cfg.get("agent_config") or {})}
 
     @property
     def next_seq(self) -> int:
+        """The seq the next step of this turn gets."""
         return (self.steps[-1]["seq"] + 1) if self.steps else 1
 
     def tool(self, name: str) -> dict[str, Any] | None:
+        """The agent's tool (a pgagent.tool row) of that name, or None."""
         return next((t for t in self.cfg["tools"] if t["name"] == name), None)
 
 
@@ -158,6 +163,7 @@ def set_status(db: Db, turn: Turn, status: str) -> None:
 
 
 def commit(db: Db) -> None:
+    """Commit if the context allows it (run_turn); a no-op inside send_message."""
     if db.can_commit:
         db.commit()
 
@@ -197,6 +203,7 @@ def lock_turn(db: Db, tenant_id: str, turn_id: int) -> None:
 
 
 def unlock_turn(db: Db, tenant_id: str, turn_id: int) -> None:
+    """Release the session-level lock taken by :func:`lock_turn` (transaction-level locks end by themselves)."""
     if db.can_commit:
         db.all(f"SELECT pg_catalog.pg_advisory_unlock({LOCK_KEY_SQL})", ["text", "int8"], [tenant_id, turn_id])
 
@@ -210,6 +217,7 @@ def tool_specs(turn: Turn) -> list[dict[str, Any]]:
 
 
 def system_prompt(turn: Turn, specs: list[dict[str, Any]]) -> str:
+    """Persona prompt, traits, agent instructions and (json_schema mode) the tool descriptions."""
     cfg = turn.cfg
     parts = [cfg.get("system_prompt") or "You are a helpful assistant."]
     if cfg.get("traits"):
@@ -404,6 +412,7 @@ def pending_calls(turn: Turn) -> list[dict[str, Any]]:
 
 
 def decision(turn: Turn, call_step_id: int) -> dict[str, Any] | None:
+    """The approval step answering a tool_call step, or None if undecided."""
     return next((s for s in turn.steps if s["kind"] == "approval" and s["parent_step_id"] == call_step_id), None)
 
 

@@ -195,12 +195,14 @@ class Target:
 
     @property
     def host_header(self) -> str:
+        """The Host header value (with the port when it is not the scheme's default)."""
         name = f"[{self.host}]" if ":" in self.host else self.host
         default = 443 if self.scheme == "https" else 80
         return name if self.port == default else f"{name}:{self.port}"
 
     @property
     def origin(self) -> tuple[str, str, int]:
+        """(scheme, host, port): where static headers may be sent."""
         return (self.scheme, self.host, self.port)
 
 
