@@ -292,12 +292,14 @@ def interrupt_check(db: Db) -> Callable[[], None]:
 LLM_CALL_SQL = "SELECT pgagent._llm_call($1, $2) AS r"
 
 
-def keyed_chat(db: Db, model: dict[str, Any], request: dict[str, Any]) -> Reply:
-    """A call for a model with a secret_name, through the SECURITY DEFINER pgagent._llm_call:
-    the key is decrypted and used there and never reaches this (the caller's) code. Raises
-    ProviderError (as the provider call would) or Interrupted."""
+def via_llm_call(db: Db, model_id: int, request: dict[str, Any]) -> dict[str, Any]:
+    """Send ``request`` (chat: {messages, tools, params, response_format}; embeddings: {input,
+    params}) through the SECURITY DEFINER pgagent._llm_call, which decrypts and uses the model's
+    key so that it never reaches this (the caller's) code. Returns the success object
+    (``{"reply": ...}`` or ``{"embeddings": ...}``). Raises ProviderError (as the provider call
+    would) or Interrupted (the backend was cancelled during the call)."""
     try:
-        res = one(db, LLM_CALL_SQL, ["int8", "jsonb"], [model["model_id"], request])["r"]
+        res = one(db, LLM_CALL_SQL, ["int8", "jsonb"], [model_id, request])["r"]
     except Exception as e:
         if getattr(e, "sqlstate", None) == "57014":
             raise Interrupted(str(e)) from e
@@ -306,7 +308,12 @@ def keyed_chat(db: Db, model: dict[str, Any], request: dict[str, Any]) -> Reply:
         err = res["error"]
         raise ProviderError(err["message"], status=err.get("status"), retryable=bool(err.get("retryable")),
                             kind=err.get("kind") or "http_error", retry_after_s=err.get("retry_after_s"))
-    r = res["reply"]
+    return res
+
+
+def keyed_chat(db: Db, model: dict[str, Any], request: dict[str, Any]) -> Reply:
+    """A chat call for a model with a secret_name, through :func:`via_llm_call`."""
+    r = via_llm_call(db, model["model_id"], request)["reply"]
     return Reply(**{**r, "tool_calls": [ToolCall(**t) for t in r["tool_calls"]]})
 
 

@@ -314,10 +314,7 @@ def embed(plpy: Any, gd: dict, inputs: list[str], model: str | None, params: str
         body = {**m["params"], **extra}
         try:
             if m.get("secret_name"):
-                res = one(db, loop.LLM_CALL_SQL, ["int8", "jsonb"], [m["model_id"], {"input": inputs, "params": body}])["r"]
-                if "error" in res:
-                    raise providers.ProviderError(res["error"]["message"], kind=res["error"].get("kind") or "http_error")
-                vectors = res["embeddings"]
+                vectors = loop.via_llm_call(db, m["model_id"], {"input": inputs, "params": body})["embeddings"]
             else:
                 vectors, _, _ = providers.embed(loop.http_session(gd), m, inputs, body, None,
                                                 check=loop.interrupt_check(db))
