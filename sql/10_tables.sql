@@ -39,6 +39,7 @@ CREATE TABLE pgagent.model (
     timeout_ms            integer NOT NULL DEFAULT 60000 CHECK (timeout_ms BETWEEN 1 AND 3600000),
     max_retries           integer NOT NULL DEFAULT 2 CHECK (max_retries BETWEEN 0 AND 10),
     is_default            boolean NOT NULL DEFAULT false,
+    enabled               boolean NOT NULL DEFAULT true,
     created_at            timestamptz NOT NULL DEFAULT now(),
     updated_at            timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, model_id),
@@ -60,6 +61,7 @@ CREATE TABLE pgagent.persona (
     traits        jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(traits) = 'object'),
     params        jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(params) = 'object'),
     created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, persona_id),
     UNIQUE (tenant_id, name)
 );
@@ -77,6 +79,7 @@ CREATE TABLE pgagent.tool (
     config            jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(config) = 'object'),
     requires_approval boolean NOT NULL DEFAULT false,
     timeout_ms        integer NOT NULL DEFAULT 5000 CHECK (timeout_ms BETWEEN 1 AND 600000),
+    enabled           boolean NOT NULL DEFAULT true,
     created_at        timestamptz NOT NULL DEFAULT now(),
     updated_at        timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, tool_id),
@@ -93,6 +96,7 @@ CREATE TABLE pgagent.agent (
     model_id      bigint NOT NULL,
     instructions  text,
     config        jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(config) = 'object'),
+    enabled       boolean NOT NULL DEFAULT true,
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, agent_id),
@@ -119,6 +123,7 @@ CREATE TABLE pgagent.conversation (
     agent_id        bigint NOT NULL,
     title           text,
     metadata        jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
+    user_id         text CHECK (length(user_id) BETWEEN 1 AND 256),
     created_by      name NOT NULL DEFAULT current_user,
     created_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, conversation_id),
@@ -138,9 +143,9 @@ CREATE TABLE pgagent.turn (
     answer            text,
     error             text,
     llm_calls         integer NOT NULL DEFAULT 0 CHECK (llm_calls >= 0),
-    prompt_tokens     integer NOT NULL DEFAULT 0 CHECK (prompt_tokens >= 0),
-    completion_tokens integer NOT NULL DEFAULT 0 CHECK (completion_tokens >= 0),
-    cost_usd          numeric(14,8) NOT NULL DEFAULT 0 CHECK (cost_usd >= 0),
+    prompt_tokens     bigint NOT NULL DEFAULT 0 CHECK (prompt_tokens >= 0),
+    completion_tokens bigint NOT NULL DEFAULT 0 CHECK (completion_tokens >= 0),
+    cost_usd          numeric(20,8) NOT NULL DEFAULT 0 CHECK (cost_usd >= 0),
     created_by        name NOT NULL DEFAULT current_user,
     created_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
     started_at        timestamptz,
@@ -158,6 +163,7 @@ CREATE TABLE pgagent.turn (
     CONSTRAINT turn_times_ordered
       CHECK (started_at >= created_at AND finished_at >= coalesce(started_at, created_at))
 );
+CREATE INDEX conversation_user ON pgagent.conversation (tenant_id, user_id) WHERE user_id IS NOT NULL;
 CREATE INDEX turn_active ON pgagent.turn (tenant_id, status) WHERE status IN ('queued', 'running', 'awaiting_approval');
 COMMENT ON TABLE pgagent.turn IS
   'One user message and everything the agent did to answer it. A state machine: queued -> running -> awaiting_approval -> running -> completed | failed | cancelled (enforced by a trigger). Holds the changing state and the totals: llm_calls, prompt_tokens and completion_tokens (tokens), cost_usd (USD).';
@@ -173,12 +179,14 @@ CREATE TABLE pgagent.step (
     parent_step_id    bigint,
     tool_call_id      text,
     tool_name         text,
-    prompt_tokens     integer CHECK (prompt_tokens >= 0),
-    completion_tokens integer CHECK (completion_tokens >= 0),
-    cost_usd          numeric(14,8) CHECK (cost_usd >= 0),
+    prompt_tokens     bigint CHECK (prompt_tokens >= 0),
+    completion_tokens bigint CHECK (completion_tokens >= 0),
+    cost_usd          numeric(20,8) CHECK (cost_usd >= 0),
     latency_ms        numeric(12,3) CHECK (latency_ms >= 0),
     created_by        name NOT NULL DEFAULT current_user,
     created_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
+    prev_hash         bytea,
+    hash              bytea NOT NULL,
     PRIMARY KEY (tenant_id, step_id),
     UNIQUE (tenant_id, turn_id, seq),
     FOREIGN KEY (tenant_id, turn_id) REFERENCES pgagent.turn (tenant_id, turn_id),

@@ -1,9 +1,52 @@
 -- Which tenant the current session acts for, and who may act for which tenant.
 
+-- ---------------------------------------------------------------------------- roles
+-- Cluster-wide NOLOGIN group roles, created if missing (CREATE EXTENSION runs as a superuser).
+-- admin > operator > user > viewer (each inherits the one below). pgagent_sandbox runs the
+-- model's SQL (sql tools) and has no privilege on schema pgagent.
+DO $$
+DECLARE r text;
+BEGIN
+  FOREACH r IN ARRAY ARRAY['pgagent_viewer', 'pgagent_user', 'pgagent_operator', 'pgagent_admin', 'pgagent_sandbox'] LOOP
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
+      EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+    END IF;
+  END LOOP;
+END $$;
+GRANT pgagent_viewer TO pgagent_user;
+GRANT pgagent_user TO pgagent_operator;
+GRANT pgagent_operator TO pgagent_admin;
+
+
+-- The role the caller acts as outside any SECURITY DEFINER function: SET ROLE's role, else the
+-- session user (SECURITY DEFINER changes current_user but not the role setting). Every API
+-- function runs as the extension owner, so this, not current_user, is "who did it".
+CREATE FUNCTION pgagent._outer_user() RETURNS name
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN pg_catalog.current_setting('role') = 'none' THEN session_user
+                ELSE pg_catalog.current_setting('role')::name END
+$$;
+COMMENT ON FUNCTION pgagent._outer_user() IS
+  'Internal: the role the session acts as (SET ROLE''s role, else session_user), also inside SECURITY DEFINER functions. Recorded as created_by, decided_by and the audit actor.';
+
+-- Whether the session's outer role is a member of role_name (false for unknown roles).
+CREATE FUNCTION pgagent._outer_is_member(role_name name) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT role_name IS NOT NULL AND EXISTS (
+        SELECT 1 FROM pg_catalog.pg_roles r
+         WHERE r.rolname = role_name AND pg_catalog.pg_has_role(pgagent._outer_user(), r.oid, 'MEMBER'))
+$$;
+COMMENT ON FUNCTION pgagent._outer_is_member(name) IS
+  'Internal: whether the session''s outer role (pgagent._outer_user) is a member, directly or through other roles, of the named role; false for unknown roles.';
+
 CREATE TABLE pgagent.tenant_member (
     tenant_id  uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
     role_name  name NOT NULL,
-    added_by   name NOT NULL DEFAULT current_user,
+    added_by   name NOT NULL DEFAULT pgagent._outer_user(),
     added_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, role_name)
 );
@@ -24,32 +67,34 @@ $$;
 COMMENT ON FUNCTION pgagent._is_member(name) IS
   'Internal: whether current_user is a member (directly or through other roles) of the named role; false for unknown roles.';
 
--- Runs as the caller (not SECURITY DEFINER: inside a SECURITY DEFINER function current_user is
--- the owner, so membership could not be checked). It sees only the tenants the caller belongs to
--- because row level security on pgagent.tenant and pgagent.tenant_member limits it to them.
+-- Not SECURITY DEFINER; it checks the session's outer role (pgagent._outer_user), so it gives
+-- the same answer in a query of the caller and inside the SECURITY DEFINER API functions.
 CREATE FUNCTION pgagent.current_tenant() RETURNS uuid
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    who      name := pgagent._outer_user();
     wanted   text := nullif(current_setting('pgagent.tenant', true), '');
-    is_super boolean := coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user), false);
+    is_super boolean := coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = who), false);
     found    uuid;
     mine     uuid[];
 BEGIN
     IF wanted IS NOT NULL THEN
         SELECT t.tenant_id INTO found FROM pgagent.tenant t
          WHERE (t.name = wanted OR t.tenant_id::text = wanted)
-           AND (is_super OR pgagent._is_member(t.role_name)
+           AND (is_super OR pgagent._outer_is_member(t.role_name)
                 OR EXISTS (SELECT 1 FROM pgagent.tenant_member m
-                            WHERE m.tenant_id = t.tenant_id AND pgagent._is_member(m.role_name)));
+                            WHERE m.tenant_id = t.tenant_id AND pgagent._outer_is_member(m.role_name)));
         IF found IS NULL AND is_super THEN
             RAISE EXCEPTION 'pgagent: unknown tenant "%"', wanted
-              USING ERRCODE = 'invalid_parameter_value', HINT = 'SET pgagent.tenant to a tenant name or id.';
+              USING ERRCODE = 'invalid_parameter_value', DETAIL = 'No tenant has that name or id.',
+                    HINT = 'SET pgagent.tenant to a tenant name or id (SELECT name FROM pgagent.tenant).';
         ELSIF found IS NULL THEN
             -- the same error for "no such tenant" and "not yours": no existence oracle
-            RAISE EXCEPTION 'pgagent: role "%" may not act for tenant "%"', current_user, wanted
+            RAISE EXCEPTION 'pgagent: role "%" may not act for tenant "%"', who, wanted
               USING ERRCODE = 'insufficient_privilege',
+                    DETAIL = 'The setting pgagent.tenant names a tenant this role is not a member of.',
                     HINT = 'Ask a pgagent admin of that tenant to run pgagent.add_member.';
         END IF;
         RETURN found;
@@ -58,27 +103,31 @@ BEGIN
         RETURN pgagent.default_tenant_id();
     END IF;
     SELECT array_agg(t.tenant_id ORDER BY t.name) INTO mine FROM pgagent.tenant t
-     WHERE pgagent._is_member(t.role_name)
+     WHERE pgagent._outer_is_member(t.role_name)
         OR EXISTS (SELECT 1 FROM pgagent.tenant_member m
-                    WHERE m.tenant_id = t.tenant_id AND pgagent._is_member(m.role_name));
+                    WHERE m.tenant_id = t.tenant_id AND pgagent._outer_is_member(m.role_name));
     IF cardinality(mine) = 1 THEN
         RETURN mine[1];
     ELSIF pgagent.default_tenant_id() = ANY (mine) THEN
         RETURN pgagent.default_tenant_id();
     END IF;
-    RAISE EXCEPTION 'pgagent: role "%" %', current_user,
+    RAISE EXCEPTION 'pgagent: role "%" %', who,
           CASE WHEN mine IS NULL THEN 'is not a member of any pgagent tenant'
                ELSE 'belongs to several tenants and pgagent.tenant is not set' END
       USING ERRCODE = 'insufficient_privilege',
+            DETAIL = 'A session acts for one tenant, chosen by role membership.',
             HINT = 'SET pgagent.tenant = ''<tenant name>'' (or ask an admin to run pgagent.add_member).';
 END $$;
 COMMENT ON FUNCTION pgagent.current_tenant() IS
-  'The tenant this session acts for. With the setting pgagent.tenant (a name or uuid): that tenant if current_user may act for it (a member of tenant.role_name or of a pgagent.tenant_member role), else 42501. Unset: the only tenant the user belongs to, else the default tenant if the user belongs to it, else 42501. Superusers may pick any tenant (22023 for an unknown one) and get the default tenant when unset.';
+  'The tenant this session acts for, judged for the session''s outer role (SET ROLE''s role, else session_user). With the setting pgagent.tenant (a name or uuid): that tenant if the role may act for it (a member of tenant.role_name or of a pgagent.tenant_member role), else 42501. Unset: the only tenant the role belongs to, else the default tenant if it belongs to it, else 42501. Superusers may pick any tenant (22023 for an unknown one) and get the default tenant when unset.';
 
 DO $$
 DECLARE t text;
 BEGIN
   FOREACH t IN ARRAY ARRAY['model','persona','tool','agent','agent_tool','conversation','turn','step','tenant_member'] LOOP
     EXECUTE format('ALTER TABLE pgagent.%I ALTER COLUMN tenant_id SET DEFAULT pgagent.current_tenant()', t);
+  END LOOP;
+  FOREACH t IN ARRAY ARRAY['conversation','turn','step'] LOOP
+    EXECUTE format('ALTER TABLE pgagent.%I ALTER COLUMN created_by SET DEFAULT pgagent._outer_user()', t);
   END LOOP;
 END $$;

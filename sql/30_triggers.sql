@@ -51,11 +51,17 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- pgagent.delete_conversation (an audited admin act) removes whole turns; nothing else may
+    IF TG_TABLE_NAME = 'step' AND TG_OP = 'DELETE' AND TG_LEVEL = 'ROW'
+       AND pg_catalog.current_setting('pgagent.purging', true) = 'on' THEN
+        RETURN OLD;
+    END IF;
     RAISE EXCEPTION 'pgagent: % is append-only (% refused)', TG_TABLE_NAME, TG_OP
-      USING ERRCODE = 'insufficient_privilege';
+      USING ERRCODE = 'insufficient_privilege', DETAIL = 'Steps and audit events are never changed or removed.',
+            HINT = 'pgagent.delete_conversation removes a whole conversation (audited).';
 END $$;
 COMMENT ON FUNCTION pgagent.step_append_only() IS
-  'Trigger: refuses UPDATE, DELETE and TRUNCATE on append-only logs. Raises 42501.';
+  'Trigger: refuses UPDATE, DELETE and TRUNCATE on append-only logs (step, audit_event); only pgagent.delete_conversation may delete whole turns'' steps. Raises 42501.';
 CREATE TRIGGER step_no_update_delete BEFORE UPDATE OR DELETE ON pgagent.step
   FOR EACH ROW EXECUTE FUNCTION pgagent.step_append_only();
 CREATE TRIGGER step_no_truncate BEFORE TRUNCATE ON pgagent.step
@@ -86,3 +92,92 @@ COMMENT ON FUNCTION pgagent.step_insert_guard() IS
   'Trigger: a tool_result or approval must answer a tool_call step of the same turn, with the same tool_call_id and tool name. Raises 23503.';
 CREATE TRIGGER step_insert_guard BEFORE INSERT ON pgagent.step
   FOR EACH ROW EXECUTE FUNCTION pgagent.step_insert_guard();
+
+-- ---------------------------------------------------------------------------- the step hash chain
+CREATE FUNCTION pgagent._step_hash(s pgagent.step) RETURNS bytea
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.sha256(coalesce(s.prev_hash, '\x'::bytea) || pg_catalog.convert_to(
+             pg_catalog.jsonb_build_array(s.tenant_id, s.step_id, s.turn_id, s.seq, s.kind, s.payload,
+                 s.parent_step_id, s.tool_call_id, s.tool_name, s.prompt_tokens, s.completion_tokens,
+                 s.cost_usd, s.latency_ms, s.created_by,
+                 pg_catalog.to_char(s.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))::text, 'UTF8'))
+$$;
+COMMENT ON FUNCTION pgagent._step_hash(pgagent.step) IS
+  'Internal: a step''s hash: sha256(prev_hash || every column but the hashes as a canonical JSON array). See pgagent.verify_turn.';
+
+CREATE FUNCTION pgagent.step_chain() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    last record;
+BEGIN
+    SELECT s.seq, s.hash INTO last FROM pgagent.step s
+     WHERE s.tenant_id = NEW.tenant_id AND s.turn_id = NEW.turn_id ORDER BY s.seq DESC LIMIT 1;
+    NEW.created_at := pg_catalog.clock_timestamp();
+    NEW.prev_hash := last.hash;
+    NEW.hash := pgagent._step_hash(NEW);
+    RETURN NEW;
+END $$;
+COMMENT ON FUNCTION pgagent.step_chain() IS
+  'Trigger: links a new step into its turn''s hash chain (prev_hash = the hash of the step with the highest seq so far, hash) and stamps created_at. A gap in seq is reported by pgagent.verify_turn.';
+CREATE TRIGGER step_chain BEFORE INSERT ON pgagent.step
+  FOR EACH ROW EXECUTE FUNCTION pgagent.step_chain();
+
+CREATE FUNCTION pgagent.verify_turn(turn bigint)
+RETURNS TABLE (ok boolean, steps bigint, first_broken_step_id bigint, problem text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s       pgagent.step;
+    t       pgagent.turn;
+    prev    bytea;
+    n       bigint := 0;
+    broken  bigint;
+    why     text;
+    calls   bigint := 0;
+    ptok    bigint := 0;
+    ctok    bigint := 0;
+    cost    numeric := 0;
+    answer  text;
+BEGIN
+    SELECT * INTO t FROM pgagent.turn x WHERE x.turn_id = verify_turn.turn;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'pgagent: turn % does not exist (for this tenant)', verify_turn.turn
+          USING ERRCODE = 'undefined_object', DETAIL = 'No visible turn has that id.',
+                HINT = 'SELECT turn_id FROM pgagent.turn_summary lists the turns you may see.';
+    END IF;
+    FOR s IN SELECT * FROM pgagent.step x WHERE x.tenant_id = t.tenant_id AND x.turn_id = t.turn_id ORDER BY x.seq LOOP
+        n := n + 1;
+        IF broken IS NULL AND (s.seq <> n OR s.prev_hash IS DISTINCT FROM prev OR s.hash IS DISTINCT FROM pgagent._step_hash(s)) THEN
+            broken := s.step_id;
+            why := CASE WHEN s.seq <> n THEN format('step %s: seq %s where %s was expected', s.step_id, s.seq, n)
+                        WHEN s.prev_hash IS DISTINCT FROM prev THEN format('step %s: prev_hash does not match the previous step''s hash', s.step_id)
+                        ELSE format('step %s: hash does not match its contents', s.step_id) END;
+        END IF;
+        prev := s.hash;
+        IF s.kind = 'llm_call' THEN
+            calls := calls + 1;
+            ptok := ptok + coalesce(s.prompt_tokens, 0);
+            ctok := ctok + coalesce(s.completion_tokens, 0);
+            cost := cost + coalesce(s.cost_usd, 0);
+        ELSIF s.kind = 'response' THEN
+            answer := s.payload ->> 'content';
+        END IF;
+    END LOOP;
+    IF why IS NULL AND (t.llm_calls <> calls OR t.prompt_tokens <> ptok OR t.completion_tokens <> ctok
+                        OR abs(t.cost_usd - cost) > 0.000001) THEN
+        why := format('turn %s: totals (llm_calls %s, tokens %s/%s, cost %s) differ from its steps (%s, %s/%s, %s)',
+                      t.turn_id, t.llm_calls, t.prompt_tokens, t.completion_tokens, t.cost_usd, calls, ptok, ctok, cost);
+    ELSIF why IS NULL AND t.status = 'completed' AND t.answer IS DISTINCT FROM answer THEN
+        why := format('turn %s: the answer differs from its response step', t.turn_id);
+    ELSIF why IS NULL AND t.status = 'completed' AND answer IS NULL THEN
+        why := format('turn %s: completed without a response step', t.turn_id);
+    END IF;
+    RETURN QUERY SELECT why IS NULL, n, broken, why;
+END $$;
+COMMENT ON FUNCTION pgagent.verify_turn(bigint) IS
+  'Check a turn''s integrity: recompute its steps'' hash chain (ok, the number of steps, the first step whose seq, prev_hash or hash does not match) and compare the turn''s totals (llm_calls, tokens, cost in USD) and answer with its steps. problem says what is wrong (NULL when ok). Detects even a superuser''s edit of a step or of the turn row. Raises 42704 for a turn the caller cannot see.';

@@ -1,30 +1,13 @@
 -- Security: group roles and grants, row level security, the hash-chained audit log, encrypted
 -- secrets and the SQL-tool sandbox. See docs/security.md.
 
--- ---------------------------------------------------------------------------- roles
--- Cluster-wide NOLOGIN group roles, created if missing (CREATE EXTENSION runs as a superuser).
--- admin > operator > user > viewer (each inherits the one below). pgagent_sandbox runs the
--- model's SQL (sql tools) and has no privilege on schema pgagent.
-DO $$
-DECLARE r text;
-BEGIN
-  FOREACH r IN ARRAY ARRAY['pgagent_viewer', 'pgagent_user', 'pgagent_operator', 'pgagent_admin', 'pgagent_sandbox'] LOOP
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
-      EXECUTE format('CREATE ROLE %I NOLOGIN', r);
-    END IF;
-  END LOOP;
-END $$;
-GRANT pgagent_viewer TO pgagent_user;
-GRANT pgagent_user TO pgagent_operator;
-GRANT pgagent_operator TO pgagent_admin;
-
 -- ---------------------------------------------------------------------------- tables
 CREATE TABLE pgagent.audit_event (
     tenant_id   uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
     event_id    bigint GENERATED ALWAYS AS IDENTITY,
     chain_seq   bigint NOT NULL,
     at          timestamptz NOT NULL DEFAULT clock_timestamp(),
-    actor       name NOT NULL DEFAULT current_user,
+    actor       name NOT NULL DEFAULT pgagent._outer_user(),
     action      text NOT NULL CHECK (action ~ '^[a-z][a-z0-9_]*$'),
     object_type text,
     object_id   text,
@@ -43,7 +26,7 @@ CREATE TABLE pgagent.secret (
     tenant_id  uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE DEFAULT pgagent.current_tenant(),
     name       text NOT NULL CHECK (name ~ '^[A-Za-z_][A-Za-z0-9_]{0,127}$'),
     ciphertext bytea NOT NULL,
-    created_by name NOT NULL DEFAULT current_user,
+    created_by name NOT NULL DEFAULT pgagent._outer_user(),
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, name)
@@ -99,11 +82,11 @@ RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    INSERT INTO pgagent.audit_event (tenant_id, action, object_type, object_id, payload)
-    VALUES (pgagent.current_tenant(), action, object_type, object_id, coalesce(payload, '{}'))
+    INSERT INTO pgagent.audit_event (tenant_id, actor, action, object_type, object_id, payload)
+    VALUES (pgagent.current_tenant(), pgagent._outer_user(), action, object_type, object_id, coalesce(payload, '{}'))
 $$;
 COMMENT ON FUNCTION pgagent._audit(text, text, text, jsonb) IS
-  'Internal: record an audit event for the current tenant, by current_user.';
+  'Internal (owner only): record an audit event for the current tenant; actor is the calling role (pgagent._outer_user), not current_user.';
 
 CREATE FUNCTION pgagent.verify_audit_chain(tenant uuid DEFAULT NULL)
 RETURNS TABLE (ok boolean, events bigint, first_broken_event_id bigint)
@@ -187,40 +170,6 @@ END $$;
 COMMENT ON FUNCTION pgagent._secret_decrypt(bytea) IS
   'Internal: decrypt a ciphertext of pgagent.secret. Callers only ever hold their own tenant''s ciphertexts (row level security on pgagent.secret).';
 
-CREATE FUNCTION pgagent.set_secret(name text, value text) RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-#variable_conflict use_column
-BEGIN
-    IF value IS NULL OR value = '' THEN
-        RAISE EXCEPTION 'pgagent: a secret value must be non-empty' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    -- UPDATE, then INSERT: admins have no SELECT on ciphertext, which ON CONFLICT DO UPDATE needs
-    UPDATE pgagent.secret s SET ciphertext = pgagent._secret_encrypt(set_secret.value), updated_at = now(),
-                                created_by = current_user
-     WHERE s.tenant_id = pgagent.current_tenant() AND s.name = set_secret.name;
-    IF NOT FOUND THEN
-        INSERT INTO pgagent.secret (tenant_id, name, ciphertext)
-        VALUES (pgagent.current_tenant(), set_secret.name, pgagent._secret_encrypt(set_secret.value));
-    END IF;
-    PERFORM pgagent._audit('secret_set', 'secret', set_secret.name, '{}');
-END $$;
-COMMENT ON FUNCTION pgagent.set_secret(text, text) IS
-  'Store (or replace) the current tenant''s secret (an API key) under name, encrypted; models refer to it by secret_name. Admin only. Needs the key-encryption key (docs/security.md).';
-
--- The role the caller acts as outside any SECURITY DEFINER function: SET ROLE's role, else the
--- session user (SECURITY DEFINER changes current_user but not the role setting).
-CREATE FUNCTION pgagent._outer_user() RETURNS name
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT CASE WHEN pg_catalog.current_setting('role') = 'none' THEN session_user
-                ELSE pg_catalog.current_setting('role')::name END
-$$;
-COMMENT ON FUNCTION pgagent._outer_user() IS
-  'Internal: the role the session acts as (SET ROLE''s role, else session_user), also inside SECURITY DEFINER functions.';
-
 CREATE FUNCTION pgagent._may_act(tenant uuid) RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -260,42 +209,19 @@ AS $$
 #variable_conflict use_column
 DECLARE tid uuid;
 BEGIN
+    PERFORM pgagent._require('admin');
     IF role_name IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = add_tenant.role_name) THEN
         RAISE EXCEPTION 'pgagent: role "%" does not exist', add_tenant.role_name USING ERRCODE = 'undefined_object';
     END IF;
     INSERT INTO pgagent.tenant (name, display_name, role_name)
     VALUES (add_tenant.name, add_tenant.display_name, add_tenant.role_name) RETURNING tenant_id INTO tid;
     INSERT INTO pgagent.audit_event (tenant_id, actor, action, object_type, object_id, payload)
-    VALUES (tid, session_user, 'tenant_added', 'tenant', add_tenant.name,
+    VALUES (tid, pgagent._outer_user(), 'tenant_added', 'tenant', add_tenant.name,
             pg_catalog.jsonb_build_object('role_name', add_tenant.role_name));
     RETURN tid;
 END $$;
 COMMENT ON FUNCTION pgagent.add_tenant(text, name, text) IS
   'Admin: create a tenant; members of role_name (optional) may act for it. Returns tenant_id. Add more roles with pgagent.add_member.';
-
-CREATE FUNCTION pgagent.add_member(tenant text, role_name name) RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-#variable_conflict use_column
-DECLARE tid uuid;
-BEGIN
-    -- runs as the caller: only tenants the caller belongs to are visible, and row level security
-    -- checks the new row against the tenant the caller acts for
-    SELECT t.tenant_id INTO tid FROM pgagent.tenant t WHERE t.name = add_member.tenant OR t.tenant_id::text = add_member.tenant;
-    IF tid IS NULL OR tid <> pgagent.current_tenant() THEN
-        RAISE EXCEPTION 'pgagent: role "%" may not manage members of tenant "%"', current_user, add_member.tenant
-          USING ERRCODE = 'insufficient_privilege', HINT = 'SET pgagent.tenant to that tenant first (you must belong to it).';
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = add_member.role_name) THEN
-        RAISE EXCEPTION 'pgagent: role "%" does not exist', add_member.role_name USING ERRCODE = 'undefined_object';
-    END IF;
-    INSERT INTO pgagent.tenant_member (tenant_id, role_name) VALUES (tid, add_member.role_name)
-    ON CONFLICT DO NOTHING;
-    PERFORM pgagent._audit('member_added', 'tenant_member', add_member.role_name, '{}');
-END $$;
-COMMENT ON FUNCTION pgagent.add_member(text, name) IS
-  'Admin: let the members of role_name act for tenant (which must be the tenant the caller acts for).';
 
 -- ---------------------------------------------------------------------------- sql tool sandbox
 -- Owned by pgagent_sandbox and SECURITY DEFINER: the query runs with the sandbox's privileges
@@ -323,6 +249,79 @@ COMMENT ON FUNCTION pgagent._sandbox_query(text, text[], text, integer) IS
   'Internal (sql tools): run one read query as the role pgagent_sandbox (owner, SECURITY DEFINER) with $1..$20 as text arguments; returns up to max_rows + 1 rows as a jsonb array.';
 ALTER FUNCTION pgagent._sandbox_query(text, text[], text, integer) OWNER TO pgagent_sandbox;
 
+-- ---------------------------------------------------------------------------- function tool runners
+-- A function tool runs as the role in its config.run_as through pgagent._run_as_<role oid>: a
+-- SECURITY DEFINER function owned by that role (so the call has that role's rights, not the
+-- owner's, and SET ROLE is refused inside it). EXECUTE for nobody but its owner and superusers
+-- (the loop runs as the extension owner). Created on first use (by register_tool or the first
+-- call) as ordinary objects: pg_dump keeps them, DROP OWNED BY <role> removes a role's runner,
+-- and DROP EXTENSION pgagent needs CASCADE once one exists.
+CREATE FUNCTION pgagent._runner(role_name name) RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r   pg_catalog.pg_roles;
+    fn  text;
+BEGIN
+    SELECT * INTO r FROM pg_catalog.pg_roles x WHERE x.rolname = role_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'pgagent: role "%" does not exist', role_name USING ERRCODE = 'undefined_object';
+    END IF;
+    IF r.rolsuper OR r.rolbypassrls THEN
+        RAISE EXCEPTION 'pgagent: tools may not run as "%" (a superuser or BYPASSRLS role)', role_name
+          USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT format('pgagent.%I', p.proname) INTO fn FROM pg_catalog.pg_proc p
+     WHERE p.pronamespace = 'pgagent'::regnamespace AND p.proowner = r.oid AND p.proname LIKE '\_run\_as\_%'
+     LIMIT 1;
+    IF fn IS NOT NULL THEN
+        RETURN fn;
+    END IF;
+    fn := format('pgagent.%I', '_run_as_' || r.oid::text);
+    EXECUTE format($f$CREATE FUNCTION %s(call text, args jsonb) RETURNS jsonb
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $b$
+        DECLARE result jsonb;
+        BEGIN
+            EXECUTE call INTO result USING args;
+            RETURN result;
+        END $b$ $f$, fn);
+    EXECUTE format('REVOKE ALL ON FUNCTION %s(text, jsonb) FROM PUBLIC', fn);
+    EXECUTE format('ALTER FUNCTION %s(text, jsonb) OWNER TO %I', fn, role_name);
+    EXECUTE format('COMMENT ON FUNCTION %s(text, jsonb) IS %L', fn,
+                   'Internal (pgagent function tools that run as ' || role_name || '): run one built call as that role.');
+    RETURN fn;
+END $$;
+COMMENT ON FUNCTION pgagent._runner(name) IS
+  'Internal (owner only): the SECURITY DEFINER function, owned by role_name, through which function tools run as that role; created on first use. Refuses superuser and BYPASSRLS roles (42501).';
+
+-- The sandbox's runner ships with the extension (function tools run as pgagent_sandbox by default).
+CREATE FUNCTION pgagent._run_as_sandbox(call text, args jsonb) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE result jsonb;
+BEGIN
+    EXECUTE call INTO result USING args;
+    RETURN result;
+END $$;
+COMMENT ON FUNCTION pgagent._run_as_sandbox(text, jsonb) IS
+  'Internal (function tools that run as pgagent_sandbox, the default): run one built call as that role.';
+ALTER FUNCTION pgagent._run_as_sandbox(text, jsonb) OWNER TO pgagent_sandbox;
+
+CREATE FUNCTION pgagent._require(grp text) RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT (coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = pgagent._outer_user()), false)
+            OR pg_catalog.pg_has_role(pgagent._outer_user(), 'pgagent_' || grp, 'MEMBER')) THEN
+        RAISE EXCEPTION 'pgagent: role "%" is not a member of pgagent_%', pgagent._outer_user(), grp
+          USING ERRCODE = 'insufficient_privilege', DETAIL = format('This function needs the pgagent_%s role.', grp),
+                HINT = format('Ask an admin to GRANT pgagent_%s TO %I.', grp, pgagent._outer_user());
+    END IF;
+END $$;
+COMMENT ON FUNCTION pgagent._require(text) IS
+  'Internal: raise 42501 unless the session''s outer role is a superuser or a member of pgagent_<grp>.';
+
 -- ---------------------------------------------------------------------------- row level security
 ALTER TABLE pgagent.tenant ENABLE ROW LEVEL SECURITY;
 ALTER TABLE pgagent.tenant FORCE ROW LEVEL SECURITY;
@@ -333,8 +332,6 @@ CREATE POLICY tenant_select ON pgagent.tenant FOR SELECT
 ALTER TABLE pgagent.tenant_member ENABLE ROW LEVEL SECURITY;
 ALTER TABLE pgagent.tenant_member FORCE ROW LEVEL SECURITY;
 CREATE POLICY member_select ON pgagent.tenant_member FOR SELECT USING (pgagent._is_member(role_name));
-CREATE POLICY member_insert ON pgagent.tenant_member FOR INSERT
-  WITH CHECK (tenant_id = (SELECT pgagent.current_tenant()));
 
 DO $$
 DECLARE
@@ -345,20 +342,16 @@ BEGIN
                            'audit_event','secret'] LOOP
     EXECUTE format('ALTER TABLE pgagent.%I ENABLE ROW LEVEL SECURITY', t);
     EXECUTE format('ALTER TABLE pgagent.%I FORCE ROW LEVEL SECURITY', t);
+    -- reads only: no tenant role may write (no grants, no policies); the API functions run
+    -- as the extension owner, a superuser, who bypasses row level security and names the
+    -- tenant in every statement
     EXECUTE format('CREATE POLICY tenant_select ON pgagent.%I FOR SELECT USING (%s)', t, same);
-    IF t = 'audit_event' THEN
-      EXECUTE format('CREATE POLICY tenant_insert ON pgagent.%I FOR INSERT WITH CHECK (%s AND actor = current_user)', t, same);
-    ELSE
-      EXECUTE format('CREATE POLICY tenant_insert ON pgagent.%I FOR INSERT WITH CHECK (%s)', t, same);
-    END IF;
-    IF t NOT IN ('step', 'audit_event') THEN
-      EXECUTE format('CREATE POLICY tenant_update ON pgagent.%I FOR UPDATE USING (%s) WITH CHECK (%s)', t, same, same);
-      EXECUTE format('CREATE POLICY tenant_delete ON pgagent.%I FOR DELETE USING (%s)', t, same);
-    END IF;
   END LOOP;
 END $$;
 
 -- ---------------------------------------------------------------------------- grants
+-- Tenant roles read (row level security limits them to their tenant) and call API functions;
+-- they hold no INSERT, UPDATE, DELETE or TRUNCATE on any pgagent table.
 REVOKE ALL ON ALL TABLES IN SCHEMA pgagent FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA pgagent FROM PUBLIC;
 REVOKE ALL ON ALL ROUTINES IN SCHEMA pgagent FROM PUBLIC;
@@ -366,7 +359,8 @@ REVOKE ALL ON SCHEMA pgagent FROM PUBLIC;
 
 GRANT USAGE ON SCHEMA pgagent TO pgagent_viewer;
 
--- viewer: read its tenants' rows (views are security_invoker, so the tables they read too)
+-- viewer: read its tenants' rows (views are security_invoker, so the tables they read too).
+-- The functions row level security and the verifiers call run as the reader, so it needs them.
 GRANT SELECT ON pgagent.turn_timeline, pgagent.pending_approvals, pgagent.turn_summary, pgagent.agent_stats
    TO pgagent_viewer;
 GRANT SELECT ON pgagent.tenant, pgagent.tenant_member, pgagent.model, pgagent.persona, pgagent.tool,
@@ -374,35 +368,13 @@ GRANT SELECT ON pgagent.tenant, pgagent.tenant_member, pgagent.model, pgagent.pe
                 pgagent.audit_event
    TO pgagent_viewer;
 GRANT EXECUTE ON FUNCTION pgagent.current_tenant(), pgagent.default_tenant_id(), pgagent._is_member(name),
-                          pgagent.verify_audit_chain(uuid)
+                          pgagent._outer_user(), pgagent._outer_is_member(name),
+                          pgagent.verify_audit_chain(uuid), pgagent._audit_hash(pgagent.audit_event),
+                          pgagent.verify_turn(bigint), pgagent._step_hash(pgagent.step)
    TO pgagent_viewer;
-
--- user: talk to agents (the loop runs as the caller)
-GRANT EXECUTE ON FUNCTION pgagent._load(), pgagent.start_conversation(text, text, jsonb),
-                          pgagent.send_message(bigint, text, jsonb), pgagent.enqueue_message(bigint, text, jsonb),
-                          pgagent._audit(text, text, text, jsonb), pgagent._audit_hash(pgagent.audit_event),
-                          pgagent._llm_call(bigint, jsonb), pgagent._sandbox_query(text, text[], text, integer)
-   TO pgagent_user;
-GRANT EXECUTE ON PROCEDURE pgagent.run_turn(bigint, jsonb) TO pgagent_user;
-GRANT EXECUTE ON FUNCTION pgagent.embed(text, text, jsonb), pgagent.embed(text[], text, jsonb) TO pgagent_user;
-GRANT INSERT ON pgagent.conversation, pgagent.turn, pgagent.step, pgagent.audit_event TO pgagent_user;
-GRANT UPDATE ON pgagent.turn TO pgagent_user;
-
--- operator: decide approvals, run approved calls, cancel turns
-GRANT EXECUTE ON FUNCTION pgagent.approve_step(bigint, boolean, text), pgagent.process_tool_call(bigint, boolean),
-                          pgagent.cancel_turn(bigint, text)
-   TO pgagent_operator;
-
--- admin: configure models, tools, personas, agents, secrets and tenant membership
-GRANT EXECUTE ON FUNCTION pgagent.register_model(text, text, text, text, text, jsonb, text, numeric, numeric, integer, integer, integer, boolean, text),
-                          pgagent.register_tool(text, text, jsonb, text, jsonb, boolean, integer),
-                          pgagent.create_persona(text, text, jsonb, jsonb),
-                          pgagent.create_agent(text, text, text[], text, text, jsonb),
-                          pgagent.set_secret(text, text), pgagent._secret_encrypt(text),
-                          pgagent.add_tenant(text, name, text), pgagent.add_member(text, name)
-   TO pgagent_admin;
-GRANT INSERT, UPDATE ON pgagent.model, pgagent.persona, pgagent.tool, pgagent.agent, pgagent.secret TO pgagent_admin;
--- admins see which secrets exist, never the ciphertext (set_secret's upsert needs these columns)
+-- admins see which secrets exist, never the ciphertext
 GRANT SELECT (tenant_id, name, created_by, created_at, updated_at) ON pgagent.secret TO pgagent_admin;
-GRANT INSERT, DELETE ON pgagent.agent_tool TO pgagent_admin;
-GRANT INSERT ON pgagent.tenant_member TO pgagent_admin;
+GRANT EXECUTE ON FUNCTION pgagent.add_tenant(text, name, text) TO pgagent_admin;
+-- Every other grant of an API function stands beside the function (sql/40_api.sql). Internal
+-- functions (_py, _load, _audit, _llm_call, _secret_*, _kek, _runner, _run_as_*, _sandbox_query,
+-- _require) are the owner's only.

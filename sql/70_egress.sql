@@ -7,7 +7,7 @@ CREATE TABLE pgagent.egress_allow (
     host       text NOT NULL CHECK (length(host) <= 253 AND (
                    host ~ '^(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$'
                    OR (host ~ '^[0-9a-f:.]+$' AND strpos(host, ':') > 0))),
-    added_by   name NOT NULL DEFAULT current_user,
+    added_by   name NOT NULL DEFAULT pgagent._outer_user(),
     added_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, host)
 );
@@ -21,7 +21,7 @@ CREATE TABLE pgagent.egress_exception (
     tenant_id  uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE DEFAULT pgagent.current_tenant(),
     network    cidr NOT NULL,
     note       text,
-    added_by   name NOT NULL DEFAULT current_user,
+    added_by   name NOT NULL DEFAULT pgagent._outer_user(),
     added_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, network)
 );
@@ -60,7 +60,7 @@ COMMENT ON FUNCTION pgagent._egress_host(text) IS
   'Internal: the allowlist form of a host (trimmed, lower case, no trailing dot or IPv6 brackets, canonical IPv6 text); 22023 for something that is not a bare host (scheme, port, path, user).';
 
 CREATE FUNCTION pgagent.allow_egress(host text) RETURNS boolean
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
@@ -68,6 +68,7 @@ DECLARE
     h   text := pgagent._egress_host(allow_egress.host);
     added boolean;
 BEGIN
+    PERFORM pgagent._require('admin');
     INSERT INTO pgagent.egress_allow (tenant_id, host) VALUES (pgagent.current_tenant(), h)
     ON CONFLICT DO NOTHING;
     added := FOUND;
@@ -78,7 +79,7 @@ COMMENT ON FUNCTION pgagent.allow_egress(text) IS
   'Admin: let the current tenant''s http tools call host (an exact host name or IP literal, or "*.suffix"; no scheme, port or path). Returns false if it was already allowed. Audited (egress_allowed). Resolved addresses must still be public unless a superuser added an egress_exception.';
 
 CREATE FUNCTION pgagent.revoke_egress(host text) RETURNS boolean
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
@@ -86,6 +87,7 @@ DECLARE
     h       text := pgagent._egress_host(revoke_egress.host);
     removed boolean;
 BEGIN
+    PERFORM pgagent._require('admin');
     DELETE FROM pgagent.egress_allow a WHERE a.tenant_id = pgagent.current_tenant() AND a.host = h;
     removed := FOUND;
     PERFORM pgagent._audit('egress_revoked', 'egress_allow', h, pg_catalog.jsonb_build_object('removed', removed));
@@ -99,10 +101,6 @@ ALTER TABLE pgagent.egress_allow ENABLE ROW LEVEL SECURITY;
 ALTER TABLE pgagent.egress_allow FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_select ON pgagent.egress_allow FOR SELECT
   USING (tenant_id = (SELECT pgagent.current_tenant()));
-CREATE POLICY admin_insert ON pgagent.egress_allow FOR INSERT
-  WITH CHECK (tenant_id = (SELECT pgagent.current_tenant()) AND pgagent._is_member('pgagent_admin'));
-CREATE POLICY admin_delete ON pgagent.egress_allow FOR DELETE
-  USING (tenant_id = (SELECT pgagent.current_tenant()) AND pgagent._is_member('pgagent_admin'));
 
 -- Only a SELECT policy: with row level security forced, no role but a superuser (who bypasses it)
 -- can write, whatever is granted.
@@ -115,9 +113,8 @@ CREATE POLICY tenant_select ON pgagent.egress_exception FOR SELECT
 REVOKE ALL ON pgagent.egress_allow, pgagent.egress_exception FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgagent._egress_host(text), pgagent.allow_egress(text), pgagent.revoke_egress(text) FROM PUBLIC;
 
--- viewer and up (the loop runs as the caller, so users must read the policy)
+-- viewer and up read their tenant's policy
 GRANT SELECT ON pgagent.egress_allow, pgagent.egress_exception TO pgagent_viewer;
--- admin: manage the allowlist; nobody but a superuser writes egress_exception
-GRANT EXECUTE ON FUNCTION pgagent._egress_host(text), pgagent.allow_egress(text), pgagent.revoke_egress(text)
-   TO pgagent_admin;
-GRANT INSERT, DELETE ON pgagent.egress_allow TO pgagent_admin;
+-- admin: manage the allowlist through the (SECURITY DEFINER, audited) functions only; nobody but
+-- a superuser writes egress_exception
+GRANT EXECUTE ON FUNCTION pgagent.allow_egress(text), pgagent.revoke_egress(text) TO pgagent_admin;

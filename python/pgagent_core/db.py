@@ -38,9 +38,10 @@ def one(db: Db, sql: str, types: Sequence[str] = (), args: Sequence[Any] = ()) -
     return rows[0] if rows else None
 
 
-def encode(value: Any) -> Any:
-    """Python value -> parameter: dicts and lists become JSON text (for ``jsonb`` parameters)."""
-    if isinstance(value, (dict, list)):
+def encode(value: Any, type_name: str = "jsonb") -> Any:
+    """Python value -> parameter: dicts and lists become JSON text for ``json``/``jsonb``
+    parameters (and for untyped ones); lists stay lists for array types such as ``text[]``."""
+    if isinstance(value, dict) or (isinstance(value, list) and not type_name.endswith("[]")):
         return json.dumps(value, default=str)
     return value
 
@@ -71,7 +72,7 @@ class PlpyDb:
             plan = self._plpy.prepare(sql, list(types))
             if cache:
                 self._plans[key] = plan
-        res = plan.execute([encode(a) for a in args]) if types else plan.execute()
+        res = plan.execute([encode(a, t) for a, t in zip(args, types)]) if types else plan.execute()
         if res.nrows() == 0 and not len(res):
             return []
         try:

@@ -1,29 +1,49 @@
-"""Exceptions raised by pgagent_core, with the SQLSTATE they surface as in SQL."""
+"""Exceptions raised by pgagent_core, with the SQLSTATE they surface as in SQL.
+
+Every error an API function raises reaches the client as ``ERROR: pgagent: <message>`` with
+the SQLSTATE of its class, a DETAIL (the facts) and a HINT (the fix); the table of SQLSTATEs
+is in docs/api.md. The PL/Python dispatcher (:func:`pgagent_core.pl.dispatch`) returns
+:meth:`PgAgentError.as_dict` and a PL/pgSQL wrapper raises it, so no Python traceback reaches
+the client.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class PgAgentError(Exception):
-    """Base class. ``sqlstate`` is the SQLSTATE the PL/Python entry points raise it with."""
+    """Base class. ``sqlstate`` is the SQLSTATE the API functions raise it with."""
 
     sqlstate = "P0001"
+    default_hint = "See docs/api.md for the function's arguments."
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, detail: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.detail = detail
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{message, sqlstate, detail, hint}`` with the ``pgagent: `` prefix on the message and
+        non-empty detail and hint (PL/pgSQL's RAISE refuses NULL options)."""
+        msg = self.message if self.message.startswith("pgagent: ") else f"pgagent: {self.message}"
+        return {"message": msg, "sqlstate": self.sqlstate, "detail": self.detail or self.message,
+                "hint": self.hint or self.default_hint}
 
 
 class InvalidArgument(PgAgentError):
     """Bad argument to a pgagent SQL function (SQLSTATE 22023 invalid_parameter_value)."""
 
     sqlstate = "22023"
+    default_hint = "Fix the argument named in the message; docs/api.md lists the valid values."
 
 
 class NotFound(PgAgentError):
     """A referenced object does not exist for this tenant (SQLSTATE 42704 undefined_object)."""
 
     sqlstate = "42704"
+    default_hint = "Check the name or id; objects of other tenants are not visible."
 
 
 class InvalidState(PgAgentError):
@@ -36,12 +56,15 @@ class Busy(PgAgentError):
     """Another session is running this turn (SQLSTATE 55P03 lock_not_available)."""
 
     sqlstate = "55P03"
+    default_hint = "Wait for the other session to finish, or cancel it with pg_cancel_backend."
 
 
 class Forbidden(PgAgentError):
-    """The caller may not act for the tenant that owns the object (SQLSTATE 42501 insufficient_privilege)."""
+    """The caller may not do this (SQLSTATE 42501 insufficient_privilege): not a member of the
+    tenant, not in the pgagent group role the function needs, or approving its own call."""
 
     sqlstate = "42501"
+    default_hint = "Ask an admin of the tenant to grant the needed pgagent role (docs/security.md)."
 
 
 class ProviderFailed(PgAgentError):
@@ -49,3 +72,19 @@ class ProviderFailed(PgAgentError):
     steps) failed (SQLSTATE 58000 system_error)."""
 
     sqlstate = "58000"
+    default_hint = "Check the model's base_url, its server and its secret (pgagent.set_secret)."
+
+
+class InUse(PgAgentError):
+    """The object is referenced by agents or history and cannot be deleted (SQLSTATE 2BP01
+    dependent_objects_still_exist)."""
+
+    sqlstate = "2BP01"
+    default_hint = "Disable it instead (pgagent.disable_*), which keeps the history readable."
+
+
+class Internal(PgAgentError):
+    """A bug (SQLSTATE XX000 internal_error); the traceback goes to the server log only."""
+
+    sqlstate = "XX000"
+    default_hint = "This is a pgagent bug: the server log has the Python traceback."

@@ -10,9 +10,12 @@ continues one after an approval. Each iteration:
   -> validate arguments (JSON Schema) -> run, or park for approval -> record -> repeat,
   until the model answers, max_steps is reached, or a call waits for a human.
 
-In ``CALL pgagent.run_turn`` (``db.can_commit``) every step is committed as it is written, and
-no lock other than the turn's own advisory lock is held during an LLM call. In
-``pgagent.send_message`` everything happens in the caller's transaction.
+The loop advances a turn one *unit* at a time (:func:`advance`): set it running, run one tool
+call, record one LLM reply or one failed attempt. ``pgagent.send_message`` runs every unit in
+the caller's transaction (:func:`drive`); ``CALL pgagent.run_turn`` commits after each unit
+(:func:`step`, called once per transaction by the procedure), and no lock other than the turn's
+own advisory lock is held during an LLM call. The loop runs with the extension owner's rights
+(inside SECURITY DEFINER entry points), so every query names the turn's tenant explicitly.
 """
 
 from __future__ import annotations
@@ -26,28 +29,31 @@ import requests
 
 from . import toolcalls, tools, validation
 from .db import Db, one
+from .limits import MAX_TOKENS_PER_CALL, clean_json, clean_text
 from .errors import Busy, InvalidState, NotFound
 from .providers import ProviderError, Reply, ToolCall, chat, dumps
 
 TERMINAL = ("completed", "failed", "cancelled")
 DEFAULTS = {"max_steps": 8, "max_tool_errors": 3, "history_turns": 20, "retry_backoff_ms": 500,
-            "max_result_chars": 8000, "auto_approve": False}
+            "max_result_chars": 8000, "auto_approve": False, "allow_self_approval": False}
 
 CONFIG_SQL = """
 SELECT t.tenant_id::text AS tenant_id, t.turn_id, t.conversation_id, t.seq, t.status, t.user_message,
+       t.answer, t.error, t.created_by::text AS created_by,
        t.params AS turn_params, c.agent_id, a.name AS agent_name, a.instructions, a.config AS agent_config,
+       a.enabled AS agent_enabled,
        p.system_prompt, coalesce(p.traits, '{}') AS traits, coalesce(p.params, '{}') AS persona_params,
        pg_catalog.to_jsonb(m) AS model,
        coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(tl) ORDER BY tl.name)
                    FROM pgagent.agent_tool at
                    JOIN pgagent.tool tl ON tl.tenant_id = at.tenant_id AND tl.tool_id = at.tool_id
-                  WHERE at.tenant_id = t.tenant_id AND at.agent_id = c.agent_id), '[]') AS tools
+                  WHERE at.tenant_id = t.tenant_id AND at.agent_id = c.agent_id AND tl.enabled), '[]') AS tools
   FROM pgagent.turn t
   JOIN pgagent.conversation c ON c.tenant_id = t.tenant_id AND c.conversation_id = t.conversation_id
   JOIN pgagent.agent a ON a.tenant_id = c.tenant_id AND a.agent_id = c.agent_id
   JOIN pgagent.model m ON m.tenant_id = a.tenant_id AND m.model_id = a.model_id
   LEFT JOIN pgagent.persona p ON p.tenant_id = a.tenant_id AND p.persona_id = a.persona_id
- WHERE t.tenant_id = pgagent.current_tenant() AND t.turn_id = $1"""
+ WHERE t.tenant_id = $1::uuid AND t.turn_id = $2"""
 
 STEPS_SQL = """
 SELECT step_id, seq, kind, payload, parent_step_id, tool_call_id, tool_name,
@@ -120,13 +126,13 @@ class Turn:
 
 # ---------------------------------------------------------------------------- loading and writing
 
-def load(db: Db, turn_id: int) -> Turn:
-    """Rebuild a :class:`Turn` from its row and steps. Raises NotFound (42704)."""
-    cfg = one(db, CONFIG_SQL, ["int8"], [turn_id])
+def load(db: Db, tenant_id: str, turn_id: int) -> Turn:
+    """Rebuild a :class:`Turn` of ``tenant_id`` from its row and steps. Raises NotFound (42704)."""
+    cfg = one(db, CONFIG_SQL, ["text", "int8"], [tenant_id, turn_id])
     if cfg is None:
         raise NotFound(f"turn {turn_id} does not exist (for this tenant)")
     steps = db.all(STEPS_SQL, ["text", "int8"], [cfg["tenant_id"], turn_id])
-    turn = Turn(cfg=cfg, steps=steps, status=cfg["status"])
+    turn = Turn(cfg=cfg, steps=steps, status=cfg["status"], answer=cfg["answer"], error=cfg["error"])
     for s in steps:
         if s["kind"] == "llm_call":
             turn.llm_calls += 1
@@ -142,8 +148,11 @@ def add_step(db: Db, turn: Turn, kind: str, payload: dict[str, Any], *, parent: 
              tool_call_id: str | None = None, tool_name: str | None = None, prompt_tokens: int | None = None,
              completion_tokens: int | None = None, cost_usd: float | None = None,
              latency_ms: float | None = None) -> dict[str, Any]:
-    """Append one step and return it as loaded rows are."""
+    """Append one step and return it as loaded rows are. Text is cleaned of NUL characters and
+    lone surrogates first (:func:`pgagent_core.limits.clean_json`), which PostgreSQL refuses."""
     seq = turn.next_seq
+    payload = clean_json(payload)
+    tool_call_id, tool_name = clean_text(tool_call_id), clean_text(tool_name)
     row = one(db, INSERT_STEP_SQL, INSERT_STEP_TYPES,
               [turn.tenant_id, turn.turn_id, seq, kind, payload, parent, tool_call_id, tool_name,
                prompt_tokens, completion_tokens, cost_usd, None if latency_ms is None else round(latency_ms, 3)])
@@ -162,18 +171,12 @@ def set_status(db: Db, turn: Turn, status: str) -> None:
             turn.completion_tokens, round(turn.cost_usd, 8)])
 
 
-def commit(db: Db) -> None:
-    """Commit if the context allows it (run_turn); a no-op inside send_message."""
-    if db.can_commit:
-        db.commit()
-
-
 def fail(db: Db, turn: Turn, message: str, payload: dict[str, Any] | None = None) -> None:
     """Record an error step and end the turn as failed."""
+    message = clean_text(message) or "failed"
     add_step(db, turn, "error", {"message": message, **(payload or {})})
     turn.error = message
     set_status(db, turn, "failed")
-    commit(db)
 
 
 def summary(turn: Turn) -> dict[str, Any]:
@@ -192,20 +195,32 @@ def summary(turn: Turn) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- locking
 
-def lock_turn(db: Db, tenant_id: str, turn_id: int) -> None:
-    """Take the turn's advisory lock: session-level under run_turn (held across commits, freed
-    if the backend dies), transaction-level otherwise. Raises Busy (55P03) when another session
-    is running the turn."""
-    fn = "pg_try_advisory_lock" if db.can_commit else "pg_try_advisory_xact_lock"
+def lock_turn(db: Db, gd: dict, tenant_id: str, turn_id: int, *, session: bool = False) -> None:
+    """Take the turn's advisory lock: session-level for ``CALL run_turn`` (held across its
+    commits, freed by :func:`unlock_turn` or when the backend dies; taken once per session and
+    remembered in ``gd``), transaction-level otherwise (a no-op when this session already holds
+    the session lock). Raises Busy (55P03) when another session is running the turn."""
+    held = gd.setdefault("pgagent_session_locks", set())
+    if (tenant_id, turn_id) in held:
+        return
+    fn = "pg_try_advisory_lock" if session else "pg_try_advisory_xact_lock"
     row = one(db, f"SELECT pg_catalog.{fn}({LOCK_KEY_SQL}) AS ok", ["text", "int8"], [tenant_id, turn_id])
     if not row["ok"]:
-        raise Busy(f"turn {turn_id} is being run by another session")
+        raise Busy(f"turn {turn_id} is being run by another session",
+                   detail=f"Another backend holds turn {turn_id}'s advisory lock.")
+    if session:
+        held.add((tenant_id, turn_id))
 
 
-def unlock_turn(db: Db, tenant_id: str, turn_id: int) -> None:
-    """Release the session-level lock taken by :func:`lock_turn` (transaction-level locks end by themselves)."""
-    if db.can_commit:
-        db.all(f"SELECT pg_catalog.pg_advisory_unlock({LOCK_KEY_SQL})", ["text", "int8"], [tenant_id, turn_id])
+def unlock_turn(db: Db, gd: dict, tenant_id: str, turn_id: int) -> None:
+    """Release the session-level lock taken by :func:`lock_turn`. A transaction-level lock on
+    the same key is taken first, so no other session can take the turn before this
+    transaction's last unit is committed (or rolled back)."""
+    held = gd.setdefault("pgagent_session_locks", set())
+    if (tenant_id, turn_id) in held:
+        held.discard((tenant_id, turn_id))
+        db.all(f"SELECT pg_catalog.pg_try_advisory_xact_lock({LOCK_KEY_SQL}), "
+               f"pg_catalog.pg_advisory_unlock({LOCK_KEY_SQL})", ["text", "int8"], [tenant_id, turn_id])
 
 
 # ---------------------------------------------------------------------------- messages
@@ -317,38 +332,65 @@ def keyed_chat(db: Db, model: dict[str, Any], request: dict[str, Any]) -> Reply:
     return Reply(**{**r, "tool_calls": [ToolCall(**t) for t in r["tool_calls"]]})
 
 
-def call_llm(db: Db, gd: dict, turn: Turn) -> Reply | None:
-    """One LLM call with bounded retries; every failed attempt is an error step. Returns None
-    (after failing the turn) when no attempt succeeded."""
+def request_for(db: Db, turn: Turn) -> dict[str, Any]:
+    """The chat request the loop sends next: ``{messages, tools, params, response_format}`` in
+    OpenAI terms (what :func:`chat` and pgagent.prepare_turn use). params merge the model's, the
+    persona's, the agent's config.params and the turn's (later wins); each was checked against
+    the provider's allowlist when it was set."""
     cfg, model = turn.cfg, turn.cfg["model"]
     specs = tool_specs(turn)
     params = {**model["params"], **cfg["persona_params"], **(turn.settings.get("params") or {}), **cfg["turn_params"]}
     json_mode = model["tool_mode"] == "json_schema" and bool(specs)
-    tools_sent = [] if json_mode else specs
-    response_format = toolcalls.action_schema(specs) if json_mode else None
-    attempts = int(model["max_retries"]) + 1
-    for attempt in range(1, attempts + 1):
-        messages = build_messages(db, turn, specs)
-        try:
-            if model.get("secret_name"):
-                return keyed_chat(db, model, {"messages": messages, "tools": tools_sent, "params": params,
-                                              "response_format": response_format})
-            return chat(http_session(gd), model, messages, tools_sent, params, None, response_format,
-                        check=interrupt_check(db))
-        except ProviderError as e:
-            will_retry = e.retryable and attempt < attempts
-            add_step(db, turn, "error", {"message": e.message, "error_kind": e.kind, "http_status": e.status,
-                                         "attempt": attempt, "will_retry": will_retry, "source": "llm"})
-            commit(db)
-            if not will_retry:
-                fail(db, turn, f"LLM call failed after {attempt} attempt(s): {e.message}",
-                     {"error_kind": e.kind, "http_status": e.status})
-                return None
-            backoff = int(turn.settings["retry_backoff_ms"]) / 1000.0 * (2 ** (attempt - 1))
-            if e.retry_after_s is not None:
-                backoff = max(backoff, min(e.retry_after_s, 30.0))
-            time.sleep(min(backoff, 30.0))
-    return None
+    return {"messages": build_messages(db, turn, specs), "tools": [] if json_mode else specs, "params": params,
+            "response_format": toolcalls.action_schema(specs) if json_mode else None}
+
+
+def llm_attempts(turn: Turn) -> int:
+    """How many LLM attempts in a row have failed at the end of the turn's log (the retry
+    state survives commits and crashes because it is read from the steps)."""
+    n = 0
+    for st in reversed(turn.steps):
+        if st["kind"] == "error" and st["payload"].get("source") == "llm":
+            n += 1
+        else:
+            break
+    return n
+
+
+def llm_attempt(db: Db, gd: dict, turn: Turn) -> Reply | None:
+    """One LLM call. A failure is recorded as an error step (``attempt``, ``will_retry``);
+    when no retry is left the turn fails. Returns the reply or None. Sleeps the backoff
+    (retry_backoff_ms * 2^(attempt-1), at least Retry-After, at most 30 s) before a retry."""
+    model = turn.cfg["model"]
+    failed = llm_attempts(turn)
+    if failed:
+        last = turn.steps[-1]["payload"]
+        backoff = int(turn.settings["retry_backoff_ms"]) / 1000.0 * (2 ** (failed - 1))
+        if last.get("retry_after_s") is not None:
+            backoff = max(backoff, min(float(last["retry_after_s"]), 30.0))
+        time.sleep(min(backoff, 30.0))
+    request = request_for(db, turn)
+    try:
+        if model.get("secret_name"):
+            return keyed_chat(db, model, request)
+        return chat(http_session(gd), model, request["messages"], request["tools"], request["params"], None,
+                    request["response_format"], check=interrupt_check(db))
+    except ProviderError as e:
+        record_llm_failure(db, turn, e)
+        return None
+
+
+def record_llm_failure(db: Db, turn: Turn, e: ProviderError) -> None:
+    """Record a failed LLM attempt as an error step; fail the turn when no retry is left
+    (the model's max_retries) or the error is not retryable."""
+    attempt, attempts = llm_attempts(turn) + 1, int(turn.cfg["model"]["max_retries"]) + 1
+    will_retry = e.retryable and attempt < attempts
+    add_step(db, turn, "error", {"message": e.message, "error_kind": e.kind, "http_status": e.status,
+                                 "attempt": attempt, "will_retry": will_retry, "source": "llm",
+                                 "retry_after_s": e.retry_after_s})
+    if not will_retry:
+        fail(db, turn, f"LLM call failed after {attempt} attempt(s): {e.message}",
+             {"error_kind": e.kind, "http_status": e.status})
 
 
 # ---------------------------------------------------------------------------- recording a reply
@@ -359,6 +401,8 @@ def record_reply(db: Db, turn: Turn, reply: Reply) -> None:
     model = turn.cfg["model"]
     names = {t["name"] for t in turn.cfg["tools"]}
     id_prefix = f"call_{turn.turn_id}_{turn.next_seq}"
+    reply.prompt_tokens = min(max(int(reply.prompt_tokens or 0), 0), MAX_TOKENS_PER_CALL)
+    reply.completion_tokens = min(max(int(reply.completion_tokens or 0), 0), MAX_TOKENS_PER_CALL)
     answer: str | None = reply.content
     calls = list(reply.tool_calls)
     if model["tool_mode"] == "json_schema" and names and not calls:
@@ -390,7 +434,7 @@ def record_reply(db: Db, turn: Turn, reply: Reply) -> None:
     if thinking:
         add_step(db, turn, "thinking", {"content": thinking})
     if not calls:
-        turn.answer = answer if answer is not None else ""
+        turn.answer = clean_text(answer) if answer is not None else ""
         add_step(db, turn, "response", {"content": turn.answer})
         set_status(db, turn, "completed")
         return
@@ -441,26 +485,6 @@ def execute_call(db: Db, gd: dict, turn: Turn, call: dict[str, Any]) -> dict[str
                     tool_name=call["tool_name"], latency_ms=(time.perf_counter() - t0) * 1000.0)
 
 
-def run_pending(db: Db, gd: dict, turn: Turn) -> bool:
-    """Resolve every pending tool call. Returns False if the turn must wait for an approval
-    (and parks it in awaiting_approval), True when all calls have results."""
-    for call in pending_calls(turn):
-        if call["payload"].get("requires_approval"):
-            d = decision(turn, call["step_id"])
-            if d is None:
-                if turn.status != "awaiting_approval":
-                    set_status(db, turn, "awaiting_approval")
-                commit(db)
-                return False
-            if not d["payload"]["approved"]:
-                reject_result(db, turn, call, d)
-                commit(db)
-                continue
-        execute_call(db, gd, turn, call)
-        commit(db)
-    return True
-
-
 def reject_result(db: Db, turn: Turn, call: dict[str, Any], d: dict[str, Any]) -> dict[str, Any]:
     """The tool_result that tells the model a human rejected the call."""
     note = d["payload"].get("note")
@@ -471,55 +495,86 @@ def reject_result(db: Db, turn: Turn, call: dict[str, Any], d: dict[str, Any]) -
 
 # ---------------------------------------------------------------------------- driving a turn
 
-def drive(db: Db, gd: dict, turn: Turn) -> dict[str, Any]:
-    """Run ``turn`` until it completes, fails or waits for an approval; return :func:`summary`.
+CONTINUE, STOP, NEEDS_LLM = "continue", "stop", "needs_llm"
 
-    The caller holds the turn's lock. Unexpected errors are recorded as an error step and fail
-    the turn rather than losing it.
-    """
+
+def advance(db: Db, gd: dict, turn: Turn, *, external: bool = False) -> str:
+    """Do the next unit of work of ``turn`` and return CONTINUE (more to do), STOP (the turn is
+    terminal or waits for an approval) or, with ``external`` (pgagent.prepare_turn /
+    submit_reply), NEEDS_LLM instead of calling the model. A unit is one of: queued -> running;
+    one pending tool call run (or its rejection recorded, or the turn parked for a human);
+    awaiting_approval -> running; a limit reached (the turn fails); one LLM attempt recorded.
+    Raises Interrupted (the backend was cancelled during an LLM call)."""
     if turn.status in TERMINAL:
-        return summary(turn)
+        return STOP
+    if turn.status == "queued":
+        set_status(db, turn, "running")
+        return CONTINUE
+    for call in pending_calls(turn):
+        if call["payload"].get("requires_approval"):
+            d = decision(turn, call["step_id"])
+            if d is None:
+                if turn.status != "awaiting_approval":
+                    set_status(db, turn, "awaiting_approval")
+                return STOP
+            if not d["payload"]["approved"]:
+                reject_result(db, turn, call, d)
+                return CONTINUE
+        execute_call(db, gd, turn, call)
+        return CONTINUE
+    if turn.status == "awaiting_approval":
+        set_status(db, turn, "running")
+        return CONTINUE
+    s = turn.settings
+    if turn.tool_errors > int(s["max_tool_errors"]):
+        fail(db, turn, f"too many invalid tool calls ({turn.tool_errors} > max_tool_errors "
+                       f"{s['max_tool_errors']})", {"error_kind": "max_tool_errors"})
+        return STOP
+    if turn.llm_calls >= int(s["max_steps"]):
+        fail(db, turn, f"max_steps ({s['max_steps']}) reached without an answer", {"error_kind": "max_steps"})
+        return STOP
+    if external:
+        return NEEDS_LLM
+    reply = llm_attempt(db, gd, turn)
+    if reply is not None:
+        record_reply(db, turn, reply)
+    return STOP if turn.status in TERMINAL else CONTINUE
+
+
+def guarded_advance(db: Db, gd: dict, turn: Turn, *, external: bool = False) -> str:
+    """:func:`advance`, but an unexpected exception (a bug, a value the database refuses) is
+    recorded as an error step and fails the turn instead of escaping."""
     try:
-        if turn.status == "queued":
-            set_status(db, turn, "running")
-            commit(db)
-        while True:
-            if not run_pending(db, gd, turn):
-                return summary(turn)
-            if turn.status == "awaiting_approval":
-                set_status(db, turn, "running")
-                commit(db)
-            s = turn.settings
-            if turn.tool_errors > int(s["max_tool_errors"]):
-                fail(db, turn, f"too many invalid tool calls ({turn.tool_errors} > max_tool_errors "
-                               f"{s['max_tool_errors']})", {"error_kind": "max_tool_errors"})
-                return summary(turn)
-            if turn.llm_calls >= int(s["max_steps"]):
-                fail(db, turn, f"max_steps ({s['max_steps']}) reached without an answer",
-                     {"error_kind": "max_steps"})
-                return summary(turn)
-            reply = call_llm(db, gd, turn)
-            if reply is None:
-                return summary(turn)
-            record_reply(db, turn, reply)
-            commit(db)
-            if turn.status in TERMINAL:
-                return summary(turn)
+        return advance(db, gd, turn, external=external)
     except (Busy, InvalidState, NotFound, Interrupted):
         raise
     except Exception as e:
+        if turn.status in TERMINAL:
+            raise
         fail(db, turn, f"internal error: {type(e).__name__}: {e}", {"error_kind": "internal"})
-        return summary(turn)
+        return STOP
 
 
-def run_turn(db: Db, gd: dict, turn_id: int) -> dict[str, Any]:
-    """Run or resume a turn (``CALL pgagent.run_turn``). Raises NotFound, Busy."""
-    row = one(db, "SELECT tenant_id::text AS tenant_id FROM pgagent.turn "
-                  "WHERE tenant_id = pgagent.current_tenant() AND turn_id = $1", ["int8"], [turn_id])
-    if row is None:
-        raise NotFound(f"turn {turn_id} does not exist (for this tenant)")
-    lock_turn(db, row["tenant_id"], turn_id)
+def drive(db: Db, gd: dict, turn: Turn) -> dict[str, Any]:
+    """Run ``turn`` in the current transaction until it completes, fails or waits for an
+    approval; return :func:`summary`. The caller holds the turn's lock."""
+    while guarded_advance(db, gd, turn) == CONTINUE:
+        pass
+    return summary(turn)
+
+
+def step(db: Db, gd: dict, tenant_id: str, turn_id: int) -> dict[str, Any]:
+    """One unit of ``CALL pgagent.run_turn`` (the procedure commits after each call): takes the
+    turn's session lock on the first call, and releases it when the turn stops or an error
+    escapes. Returns ``{"done": false}`` or ``{"done": true, "result": summary}``. Raises
+    NotFound, Busy, Interrupted."""
+    lock_turn(db, gd, tenant_id, turn_id, session=True)
     try:
-        return drive(db, gd, load(db, turn_id))
-    finally:
-        unlock_turn(db, row["tenant_id"], turn_id)
+        turn = load(db, tenant_id, turn_id)
+        if guarded_advance(db, gd, turn) == CONTINUE:
+            return {"done": False}
+    except BaseException:
+        unlock_turn(db, gd, tenant_id, turn_id)
+        raise
+    unlock_turn(db, gd, tenant_id, turn_id)
+    return {"done": True, "result": summary(turn)}

@@ -14,6 +14,7 @@ import json
 import re
 from typing import Any, Iterable
 
+from .limits import parse_json
 from .providers import ToolCall
 
 _TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
@@ -57,6 +58,7 @@ def recover_from_text(content: str | None, tool_names: set[str], id_prefix: str)
 
     Returns [] when nothing parses as a call to a declared tool (the content is then an
     answer). Ids are ``f"{id_prefix}_{n}"``. Arguments given as a JSON string are kept as is.
+    JSON nested deeper than limits.MAX_DEPTH levels is not a call. Never raises.
     """
     if not content or not tool_names:
         return []
@@ -64,7 +66,7 @@ def recover_from_text(content: str | None, tool_names: set[str], id_prefix: str)
         items: list[Any] = []
         for block in ([cand] if isinstance(cand, str) else cand):
             try:
-                obj = json.loads(block)
+                obj = parse_json(block, what="a tool call")
             except ValueError:
                 continue
             items.extend(obj if isinstance(obj, list) else [obj])
@@ -110,10 +112,11 @@ def action_instructions(tools: list[dict[str, Any]]) -> str:
 
 def parse_action(content: str | None, tool_names: set[str], id_prefix: str) -> tuple[list[ToolCall], str | None]:
     """Parse a json_schema-mode reply: (tool calls, answer). A reply that is not the expected
-    JSON falls back to text recovery and then to being the answer itself."""
+    JSON (or is nested deeper than limits.MAX_DEPTH levels) falls back to text recovery and then
+    to being the answer itself. Never raises."""
     text = (content or "").strip()
     try:
-        obj = json.loads(text)
+        obj = parse_json(text, what="the reply")
     except ValueError:
         obj = None
     if isinstance(obj, dict):

@@ -52,8 +52,8 @@ from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple, Type, Unio
 
 __all__ = [
     "ScriptedLLM", "Reply", "TextReply", "ToolCallsReply", "HttpErrorReply",
-    "HangReply", "RawReply", "EmbeddingReply", "ToolCall",
-    "text", "tool_calls", "http_error", "hang", "raw", "embedding",
+    "HangReply", "RawReply", "EmbeddingReply", "ToolCall", "TrickleReply",
+    "text", "tool_calls", "http_error", "hang", "raw", "embedding", "trickle",
     "reply_from_spec",
 ]
 
@@ -164,6 +164,17 @@ class EmbeddingReply(Reply):
     prompt_tokens: int = 8
 
 
+@dataclass(frozen=True)
+class TrickleReply(Reply):
+    """Send *then* slowly: one byte every *byte_every_s* seconds (the body only, or with
+    ``headers=True`` the status line and headers too).  Aborted by ``stop()`` or when the
+    client goes away."""
+
+    then: Reply
+    byte_every_s: float = 0.3
+    headers: bool = False
+
+
 def text(content: str, prompt_tokens: int = 10, completion_tokens: int = 5,
          finish_reason: str = "stop") -> TextReply:
     """A final answer (``finish_reason`` ``"stop"``; ``"length"`` for truncation)."""
@@ -225,6 +236,23 @@ def embedding(*vectors: Sequence[float], prompt_tokens: int = 8) -> EmbeddingRep
     return EmbeddingReply(tuple(tuple(float(x) for x in v) for v in vectors), prompt_tokens)
 
 
+def trickle(body_or_reply: Union[Reply, str, Dict[str, Any]], byte_every_s: float = 0.3,
+            headers: bool = False) -> TrickleReply:
+    """A reply sent one byte every *byte_every_s* seconds, to test total-call timeouts.
+
+    *body_or_reply*: a reply object (e.g. ``text("hi")``, rendered for the endpoint as
+    usual), a string sent verbatim as a JSON body, or a dict JSON-encoded.  With
+    ``headers=True`` the status line and headers trickle too.
+    """
+    if isinstance(body_or_reply, Reply):
+        inner: Reply = body_or_reply
+    elif isinstance(body_or_reply, str):
+        inner = raw(body_or_reply)
+    else:
+        inner = raw(json.dumps(body_or_reply))
+    return TrickleReply(inner, float(byte_every_s), bool(headers))
+
+
 def reply_from_spec(spec: Dict[str, Any]) -> Reply:
     """Build a reply from a JSON-able spec (used by the ``__main__`` mode).
 
@@ -248,12 +276,18 @@ def reply_from_spec(spec: Dict[str, Any]) -> Reply:
     if "hang" in spec:
         then = reply_from_spec(spec["then"]) if "then" in spec else None
         return hang(float(spec["hang"]), then)
+    if "trickle" in spec:
+        return trickle(reply_from_spec(spec["then"]), float(spec["trickle"]), bool(spec.get("headers")))
     raise ValueError(f"unknown reply spec: {spec!r}")
 
 
 # ---------------------------------------------------------------------- server
 class _Response:
     """A rendered HTTP response."""
+
+    #: seconds between bytes when the response trickles (:class:`TrickleReply`), else None
+    trickle: Optional[float] = None
+    trickle_headers: bool = False
 
     def __init__(self, status: int, body: Union[str, Dict[str, Any]],
                  content_type: str = "application/json",
@@ -286,6 +320,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             return
         data = resp.body.encode("utf-8")
+        if resp.trickle is not None:
+            self._send_trickled(llm, resp, data)
+            return
         try:
             self.send_response(resp.status)
             self.send_header("Content-Type", resp.content_type)
@@ -296,6 +333,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             pass  # client timed out / went away
+
+    def _send_trickled(self, llm: "ScriptedLLM", resp: "_Response", data: bytes) -> None:
+        """Write *resp* one byte at a time, ``resp.trickle`` seconds apart."""
+        self.close_connection = True
+        head = [f"HTTP/1.0 {resp.status} {self.responses.get(resp.status, ('',))[0]}",
+                f"Content-Type: {resp.content_type}", f"Content-Length: {len(data)}"]
+        head += [f"{k}: {v}" for k, v in resp.headers.items()]
+        head_bytes = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+        try:
+            if resp.trickle_headers:
+                data = head_bytes + data
+            else:
+                self.wfile.write(head_bytes)
+            for i in range(len(data)):
+                if llm._stopping.wait(resp.trickle):
+                    return
+                self.wfile.write(data[i:i + 1])
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pass  # client gave up
 
     def do_GET(self) -> None:  # noqa: N802
         llm: ScriptedLLM = self.server.llm  # type: ignore[attr-defined]
@@ -487,6 +543,10 @@ class ScriptedLLM:
                 return self._default_embeddings(body)
             else:
                 reply = text("late reply")
+        if isinstance(reply, TrickleReply):
+            resp = self._render(reply.then, route, body)
+            resp.trickle, resp.trickle_headers = reply.byte_every_s, reply.headers
+            return resp
         return self._render(reply, route, body)
 
     def _render(self, reply: Reply, route: str, body: Dict[str, Any]) -> _Response:

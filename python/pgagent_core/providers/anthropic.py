@@ -8,10 +8,10 @@ required; usage is ``input_tokens``/``output_tokens``).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from . import ProviderError, Reply, ToolCall
+from . import Reply, ToolCall, allowed, arguments_text, describe, malformed, obj, opt_str, tokens
+from ..limits import clean_text, parse_json
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 1024
@@ -22,7 +22,10 @@ def build_request(model: dict[str, Any], messages: list[dict[str, Any]], tools: 
                   params: dict[str, Any], api_key: str | None,
                   response_format: dict[str, Any] | None) -> tuple[str, dict[str, str], dict[str, Any]]:
     """(url, headers, body) for POST {base_url}/v1/messages. ``response_format`` is ignored:
-    the Messages API has no equivalent, so use tool_mode native with Anthropic models."""
+    the Messages API has no equivalent, so use tool_mode native with Anthropic models. Of
+    ``params`` only those in ``ALLOWED_PARAMS["anthropic"]`` and not None are sent (never
+    model, system, messages, tools or stream); ``max_tokens`` defaults to
+    :data:`DEFAULT_MAX_TOKENS` (tokens). Does not raise for bad params."""
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system" and m.get("content"))
     out: list[dict[str, Any]] = []
     for m in messages:
@@ -42,7 +45,7 @@ def build_request(model: dict[str, Any], messages: list[dict[str, Any]], tools: 
                 blocks.append({"type": "text", "text": m["content"]})
             for tc in m["tool_calls"]:
                 try:
-                    args = json.loads(tc["function"]["arguments"] or "{}")
+                    args = parse_json(tc["function"]["arguments"] or "{}", what="arguments")
                 except ValueError:
                     args = {}
                 blocks.append({"type": "tool_use", "id": tc["id"], "name": tc["function"]["name"],
@@ -53,7 +56,7 @@ def build_request(model: dict[str, Any], messages: list[dict[str, Any]], tools: 
     body: dict[str, Any] = {"model": model["model_name"], "messages": out}
     if system:
         body["system"] = system
-    body.update({k: v for k, v in params.items() if v is not None})
+    body.update(allowed(params, "anthropic"))
     body.setdefault("max_tokens", DEFAULT_MAX_TOKENS)
     if tools:
         body["tools"] = [{"name": t["function"]["name"], "description": t["function"].get("description", ""),
@@ -67,24 +70,61 @@ def build_request(model: dict[str, Any], messages: list[dict[str, Any]], tools: 
     return base + "/v1/messages", headers, body
 
 
+def _block(i: int, b: Any, texts: list[str], thinking: list[str], calls: list[ToolCall]) -> None:
+    where = f"content[{i}]"
+    b = obj(b, where)
+    kind = b.get("type")
+    if not isinstance(kind, str):
+        raise malformed(f"{where}.type must be a string, got {describe(kind)}")
+    if kind == "text":
+        text = b.get("text")
+        if not isinstance(text, str):
+            raise malformed(f"{where}.text must be a string, got {describe(text)}")
+        texts.append(text)
+    elif kind == "thinking":
+        thought = b.get("thinking")
+        if not isinstance(thought, str):
+            raise malformed(f"{where}.thinking must be a string, got {describe(thought)}")
+        thinking.append(thought)
+    elif kind == "tool_use":
+        name = b.get("name")
+        if not isinstance(name, str) or not (clean_text(name) or "").strip():
+            raise malformed(f"tool call without a function name: {where}.name must be a non-empty string, "
+                            f"got {describe(name)}")
+        args = b.get("input")
+        if args is not None and not isinstance(args, dict):
+            raise malformed(f"{where}.input must be an object, got {describe(args)}")
+        call_id = opt_str(b.get("id"), f"{where}.id")
+        calls.append(ToolCall(id=call_id or f"toolu_{len(calls)}", name=clean_text(name) or "",
+                              arguments=arguments_text(args, f"{where}.input")))
+    # other block types (redacted_thinking, server tool blocks...) carry nothing the loop uses
+
+
 def parse_response(data: dict[str, Any]) -> Reply:
-    """Normalize a Messages API reply. Raises ProviderError(kind='malformed') without ``content``."""
+    """Normalize a Messages API reply into a :class:`Reply` (text blocks joined as content,
+    thinking blocks as reasoning, tool_use blocks as tool calls; stop_reason mapped to OpenAI's
+    finish_reason; input/output_tokens as prompt/completion tokens; every string cleaned of NUL
+    characters and lone surrogates).
+
+    Raises ProviderError(kind="malformed", retryable=True) naming the field when ``content`` is
+    not an array of objects with a string ``type``, a text/thinking block lacks its string, a
+    tool_use block lacks a non-empty ``name`` or has an ``input`` that is not an object, an
+    ``id``/``stop_reason``/``model`` is not a string or null, ``usage`` is not an object or a
+    token count is not an integer in 0..limits.MAX_TOKENS_PER_CALL.
+    """
+    data = obj(data, "the Anthropic reply")
     blocks = data.get("content")
     if not isinstance(blocks, list):
-        raise ProviderError("malformed Anthropic reply: no content list", kind="malformed", retryable=True)
-    texts, thinking, calls = [], [], []
-    for b in blocks:
-        t = (b or {}).get("type")
-        if t == "text":
-            texts.append(b.get("text", ""))
-        elif t == "thinking":
-            thinking.append(b.get("thinking", ""))
-        elif t == "tool_use":
-            calls.append(ToolCall(id=b.get("id") or f"toolu_{len(calls)}", name=b.get("name", ""),
-                                  arguments=json.dumps(b.get("input") or {})))
-    usage = data.get("usage") or {}
-    return Reply(content="".join(texts) if texts else None, tool_calls=calls,
-                 finish_reason=_FINISH.get(data.get("stop_reason"), data.get("stop_reason")),
-                 prompt_tokens=int(usage.get("input_tokens") or 0),
-                 completion_tokens=int(usage.get("output_tokens") or 0),
-                 reasoning="\n".join(thinking) or None, model=data.get("model"))
+        raise malformed(f"no content list: content must be an array of blocks, got {describe(blocks)}")
+    texts: list[str] = []
+    thinking: list[str] = []
+    calls: list[ToolCall] = []
+    for i, b in enumerate(blocks):
+        _block(i, b, texts, thinking, calls)
+    usage = obj(data.get("usage"), "usage", optional=True)
+    stop = opt_str(data.get("stop_reason"), "stop_reason")
+    return Reply(content=clean_text("".join(texts)) if texts else None, tool_calls=calls,
+                 finish_reason=_FINISH.get(stop, stop) if stop is not None else None,
+                 prompt_tokens=tokens(usage.get("input_tokens"), "usage.input_tokens"),
+                 completion_tokens=tokens(usage.get("output_tokens"), "usage.output_tokens"),
+                 reasoning=clean_text("\n".join(thinking)) or None, model=opt_str(data.get("model"), "model"))

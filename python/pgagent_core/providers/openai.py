@@ -7,16 +7,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import ProviderError, Reply, ToolCall
+from . import Reply, ToolCall, allowed, arguments_text, describe, malformed, obj, opt_str, tokens
+from ..limits import clean_text
 
 
 def build_request(model: dict[str, Any], messages: list[dict[str, Any]], tools: list[dict[str, Any]],
                   params: dict[str, Any], api_key: str | None,
                   response_format: dict[str, Any] | None) -> tuple[str, dict[str, str], dict[str, Any]]:
     """(url, headers, body) for POST /chat/completions. ``content: null`` is sent as ``""``
-    (some servers reject null), and ``tool_choice`` only when the params ask for it."""
+    (some servers reject null). Of ``params`` only those in ``ALLOWED_PARAMS["openai"]`` and not
+    None are sent (never model, messages, tools, response_format or stream), and
+    ``tool_choice`` only when there are ``tools``. Does not raise for bad params."""
     body: dict[str, Any] = {"model": model["model_name"], "messages": [_clean(m) for m in messages]}
-    body.update({k: v for k, v in params.items() if v is not None})
+    extra = allowed(params, "openai")
+    if not tools:
+        extra.pop("tool_choice", None)
+        extra.pop("parallel_tool_calls", None)
+    body.update(extra)
     if tools:
         body["tools"] = tools
     if response_format is not None:
@@ -33,30 +40,72 @@ def _clean(m: dict[str, Any]) -> dict[str, Any]:
     return m
 
 
+def _content(value: Any, where: str) -> str | None:
+    """message.content: a string, null, or an array of content parts whose text parts
+    (``{"type": "text", "text": "..."}``) are joined; other part types are skipped."""
+    if value is None or isinstance(value, str):
+        return opt_str(value, where)
+    if not isinstance(value, list):
+        raise malformed(f"{where} must be a string, null or an array of text parts, got {describe(value)}")
+    texts = []
+    for i, part in enumerate(value):
+        part = obj(part, f"{where}[{i}]")
+        kind = part.get("type")
+        if not isinstance(kind, str):
+            raise malformed(f"{where}[{i}].type must be a string, got {describe(kind)}")
+        if kind == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise malformed(f"{where}[{i}].text must be a string, got {describe(text)}")
+            texts.append(text)
+    return clean_text("".join(texts)) if texts else None
+
+
+def _tool_call(i: int, tc: Any) -> ToolCall:
+    where = f"choices[0].message.tool_calls[{i}]"
+    tc = obj(tc, where)
+    kind = tc.get("type")
+    if kind is not None and kind != "function":
+        raise malformed(f'{where}.type must be "function", got {describe(kind)}')
+    fn = obj(tc.get("function"), f"{where}.function")
+    name = fn.get("name")
+    if not isinstance(name, str) or not (clean_text(name) or "").strip():
+        raise malformed(f"tool call without a function name: {where}.function.name must be a non-empty string, "
+                        f"got {describe(name)}")
+    call_id = opt_str(tc.get("id"), f"{where}.id")
+    return ToolCall(id=call_id or f"call_{i}", name=clean_text(name) or "",
+                    arguments=arguments_text(fn.get("arguments"), f"{where}.function.arguments"))
+
+
 def parse_response(data: dict[str, Any]) -> Reply:
-    """Normalize a chat.completion object. Raises ProviderError(kind='malformed') when
-    ``choices[0].message`` is missing or a tool call lacks its function name."""
-    try:
-        choice = data["choices"][0]
-        msg = choice["message"]
-        if not isinstance(msg, dict):
-            raise TypeError("message is not an object")
-    except (KeyError, IndexError, TypeError) as e:
-        raise ProviderError(f"malformed chat completion: no choices[0].message ({e})",
-                            kind="malformed", retryable=True) from None
-    calls = []
-    for i, tc in enumerate(msg.get("tool_calls") or []):
-        fn = (tc or {}).get("function") or {}
-        if not fn.get("name"):
-            raise ProviderError("malformed chat completion: tool call without a function name",
-                                kind="malformed", retryable=True)
-        args = fn.get("arguments")
-        if not isinstance(args, str):  # some servers send an object
-            from . import dumps
-            args = dumps(args if args is not None else {})
-        calls.append(ToolCall(id=tc.get("id") or f"call_{i}", name=fn["name"], arguments=args))
-    usage = data.get("usage") or {}
-    return Reply(content=msg.get("content"), tool_calls=calls, finish_reason=choice.get("finish_reason"),
-                 prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                 completion_tokens=int(usage.get("completion_tokens") or 0),
-                 reasoning=msg.get("reasoning_content") or msg.get("reasoning"), model=data.get("model"))
+    """Normalize a chat.completion object into a :class:`Reply` (first choice; token counts in
+    tokens; every string cleaned of NUL characters and lone surrogates).
+
+    Raises ProviderError(kind="malformed", retryable=True) naming the field when anything has
+    the wrong type: the reply or ``choices[0]``/``message`` not an object, ``choices`` not a
+    non-empty array, ``content`` not a string/null/array of text parts, ``tool_calls`` not an
+    array of objects with a ``function`` object holding a non-empty ``name`` and ``arguments``
+    as JSON text or an object, ``id``/``finish_reason``/``model``/``reasoning_content`` not
+    strings or null, ``usage`` not an object, token counts not integers in
+    0..limits.MAX_TOKENS_PER_CALL.
+    """
+    data = obj(data, "the chat completion")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise malformed(f"no choices[0].message: choices must be a non-empty array, got {describe(choices)}")
+    choice = obj(choices[0], "choices[0]")
+    msg = obj(choice.get("message"), "choices[0].message")
+    raw_calls = msg.get("tool_calls")
+    if raw_calls is None:
+        raw_calls = []
+    if not isinstance(raw_calls, list):
+        raise malformed(f"choices[0].message.tool_calls must be an array, got {describe(raw_calls)}")
+    calls = [_tool_call(i, tc) for i, tc in enumerate(raw_calls)]
+    usage = obj(data.get("usage"), "usage", optional=True)
+    reasoning = (opt_str(msg.get("reasoning_content"), "choices[0].message.reasoning_content")
+                 or opt_str(msg.get("reasoning"), "choices[0].message.reasoning"))
+    return Reply(content=_content(msg.get("content"), "choices[0].message.content"), tool_calls=calls,
+                 finish_reason=opt_str(choice.get("finish_reason"), "choices[0].finish_reason"),
+                 prompt_tokens=tokens(usage.get("prompt_tokens"), "usage.prompt_tokens"),
+                 completion_tokens=tokens(usage.get("completion_tokens"), "usage.completion_tokens"),
+                 reasoning=reasoning or None, model=opt_str(data.get("model"), "model"))

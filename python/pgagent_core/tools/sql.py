@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..db import Db
+from ..errors import Forbidden, NotFound
 from . import ToolContext, ToolFailure
 from ._spi import guarded
 
@@ -41,6 +43,24 @@ def check_config(config: dict[str, Any]) -> None:
     mr = config.get("max_rows", DEFAULT_MAX_ROWS)
     if not isinstance(mr, int) or isinstance(mr, bool) or not 1 <= mr <= 100000:
         raise ValueError("config.max_rows must be an integer between 1 and 100000")
+
+
+def check_registration(db: Db, registrar: str, superuser: bool, config: dict[str, Any]) -> None:
+    """At register_tool: every schema of config.search_path exists and the sandbox role may use
+    it (USAGE). Raises NotFound (42704) or Forbidden (42501) naming the schema and the GRANT."""
+    names = [n.strip().strip('"') for n in str(config.get("search_path", "public")).split(",") if n.strip()]
+    for row in db.all("""SELECT n.name, s.oid IS NOT NULL AS found,
+                                s.oid IS NOT NULL AND pg_catalog.has_schema_privilege('pgagent_sandbox', s.oid, 'USAGE') AS usable
+                           FROM unnest($1::text[]) AS n(name) LEFT JOIN pg_catalog.pg_namespace s ON s.nspname = n.name""",
+                      ["text[]"], [names]):
+        if not row["found"]:
+            raise NotFound(f"config.search_path: schema {row['name']!r} does not exist",
+                           hint="Create it, or name the schemas the tool's queries read.")
+        if not row["usable"]:
+            raise Forbidden(f"config.search_path: the sandbox role may not use schema {row['name']!r}",
+                            detail="sql tools run as pgagent_sandbox, which sees only what it is granted.",
+                            hint=f"GRANT USAGE ON SCHEMA {row['name']} TO pgagent_sandbox; and SELECT on the "
+                                 "tables the tool may read.")
 
 
 def run(ctx: ToolContext, tool: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:

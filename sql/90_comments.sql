@@ -1,0 +1,252 @@
+-- Catalog documentation: the schema, and every column of every table and view in schema pgagent
+-- (tests/sql/07_catalog.sql fails on a missing one). Runs last, so a COMMENT here wins over an
+-- earlier one on the same object; keep both consistent. Units: ms, tokens, USD.
+
+COMMENT ON SCHEMA pgagent IS
+  'pgagent: AI agents that run inside PostgreSQL. Models, personas, tools and agents are configured per tenant; conversations hold turns, and each turn''s steps (LLM calls, tool calls, approvals, results) are an append-only, hash-chained log. Tenant roles read through row level security and write only through the SECURITY DEFINER API functions. See docs/api.md.';
+
+-- ---------------------------------------------------------------------------- table comments fixed here
+COMMENT ON TABLE pgagent.tool IS
+  'A tool the model may call: name and description as the model sees them, a JSON Schema for the arguments (validated before every call), the kind that runs it with its config, whether a human must approve each call, and its timeout in ms. Kinds: sql (a read-only query run as pgagent_sandbox and always rolled back; config: query with $1..$n and args naming the arguments that fill them, or no query and the model sends SQL in argument "query"; max_rows (default 100); search_path (default public)); function (calls a SQL function with the arguments by name as the role config.run_as, default pgagent_sandbox; its writes commit with the turn; config: function, optionally schema-qualified; run_as); http (one HTTP(S) request to a host on the tenant''s egress_allow list, private addresses refused unless in egress_exception; config: url with {name} placeholders, or none and the model sends "url"; method (GET default, HEAD, POST, PUT, PATCH, DELETE); headers; body_arg; max_bytes (default 1000000); max_redirects (default 3)).';
+
+COMMENT ON TABLE pgagent.audit_event IS
+  'Append-only, hash-chained audit log per tenant of configuration and control actions, written by the API functions. action is <object>_<verb, past tense>, e.g. tenant_added, member_added, member_removed, model_registered, model_updated, model_disabled, model_enabled, model_deleted, tool_registered, persona_created, agent_created (and the same verbs for tool_, persona_ and agent_), secret_set, secret_deleted, egress_allowed, egress_revoked, approval_decided, turn_cancelled, conversation_deleted. Secret values never appear, and using a key for an LLM call is not audited (there are no secret-read events). hash = sha256(prev_hash || canonical event); check with pgagent.verify_audit_chain(tenant). UPDATE, DELETE and TRUNCATE are refused.';
+
+-- ---------------------------------------------------------------------------- tenant
+COMMENT ON COLUMN pgagent.tenant.tenant_id IS 'The tenant''s id; the built-in tenant ''default'' is 00000000-0000-0000-0000-000000000000 (pgagent.default_tenant_id()).';
+COMMENT ON COLUMN pgagent.tenant.name IS 'Unique short name (lower case, digits, _ . -; at most 63 characters); what SET pgagent.tenant usually names.';
+COMMENT ON COLUMN pgagent.tenant.display_name IS 'Free-form human-readable name.';
+COMMENT ON COLUMN pgagent.tenant.role_name IS
+  'Optional per-tenant role: every member of it (pg_has_role MEMBER) may act for the tenant, like a pgagent.tenant_member row.';
+COMMENT ON COLUMN pgagent.tenant.created_at IS 'When the tenant was created (pgagent.add_tenant).';
+
+-- ---------------------------------------------------------------------------- tenant_member
+COMMENT ON COLUMN pgagent.tenant_member.tenant_id IS 'The tenant the role may act for.';
+COMMENT ON COLUMN pgagent.tenant_member.role_name IS 'A role whose members (directly or through group roles) may act for the tenant.';
+COMMENT ON COLUMN pgagent.tenant_member.added_by IS 'The role that added the membership.';
+COMMENT ON COLUMN pgagent.tenant_member.added_at IS 'When the membership was added.';
+
+-- ---------------------------------------------------------------------------- model
+COMMENT ON COLUMN pgagent.model.tenant_id IS 'The tenant that owns the model.';
+COMMENT ON COLUMN pgagent.model.model_id IS 'Generated id of the model (unique with tenant_id).';
+COMMENT ON COLUMN pgagent.model.name IS 'The name agents and pgagent.embed refer to the model by; unique per tenant.';
+COMMENT ON COLUMN pgagent.model.kind IS 'chat (used by agents) or embedding (used by pgagent.embed).';
+COMMENT ON COLUMN pgagent.model.provider IS 'API protocol: openai (any OpenAI-compatible chat-completions / embeddings server: OpenAI, vLLM, llama.cpp, Ollama) or anthropic (Anthropic Messages).';
+COMMENT ON COLUMN pgagent.model.base_url IS 'The API''s base URL (http or https), e.g. https://api.openai.com/v1 or http://127.0.0.1:11434/v1.';
+COMMENT ON COLUMN pgagent.model.model_name IS 'The model identifier sent to the provider, e.g. gpt-4o-mini.';
+COMMENT ON COLUMN pgagent.model.secret_name IS 'Name of the pgagent.secret holding the API key (never the key itself); NULL for servers that need no key.';
+COMMENT ON COLUMN pgagent.model.params IS 'Default request parameters (e.g. {"temperature": 0.2, "max_tokens": 1024}); the persona''s params, the agent''s config.params and the turn''s params override them, in that order.';
+COMMENT ON COLUMN pgagent.model.tool_mode IS
+  'native: tools are sent as the API''s tools / tool_calls. json_schema: tools are described in the prompt and the reply is constrained by response_format json_schema (a oneOf over tool calls and a final answer) - for small local models.';
+COMMENT ON COLUMN pgagent.model.input_usd_per_mtok IS 'Price of prompt (input) tokens in USD per 1,000,000 tokens; used for cost_usd.';
+COMMENT ON COLUMN pgagent.model.output_usd_per_mtok IS 'Price of completion (output) tokens in USD per 1,000,000 tokens; used for cost_usd.';
+COMMENT ON COLUMN pgagent.model.context_window IS 'The model''s context window in tokens (informational; NULL = unknown).';
+COMMENT ON COLUMN pgagent.model.timeout_ms IS 'HTTP timeout of one LLM call, in ms (connect and read).';
+COMMENT ON COLUMN pgagent.model.max_retries IS 'Retries of one LLM call after HTTP 429/5xx, timeouts or malformed replies; each failed attempt is a recorded error step.';
+COMMENT ON COLUMN pgagent.model.is_default IS 'The tenant''s default model of its kind (at most one per tenant and kind), used when none is named (e.g. by pgagent.embed).';
+COMMENT ON COLUMN pgagent.model.enabled IS 'false: the model is disabled and is not called (kept for history and for re-enabling).';
+COMMENT ON COLUMN pgagent.model.created_at IS 'When the model was registered.';
+COMMENT ON COLUMN pgagent.model.updated_at IS 'When the model was last changed.';
+
+-- ---------------------------------------------------------------------------- persona
+COMMENT ON COLUMN pgagent.persona.tenant_id IS 'The tenant that owns the persona.';
+COMMENT ON COLUMN pgagent.persona.persona_id IS 'Generated id of the persona (unique with tenant_id).';
+COMMENT ON COLUMN pgagent.persona.name IS 'The name agents refer to the persona by; unique per tenant.';
+COMMENT ON COLUMN pgagent.persona.system_prompt IS 'The system prompt, placed first in every request of agents with this persona (before traits and the agent''s instructions).';
+COMMENT ON COLUMN pgagent.persona.traits IS 'Personality traits as a JSON object, rendered into the system prompt as "Traits: key: value, ...".';
+COMMENT ON COLUMN pgagent.persona.params IS 'Request parameters over the model''s params (e.g. {"temperature": 0.9}); the agent''s config.params and the turn''s params override them.';
+COMMENT ON COLUMN pgagent.persona.created_at IS 'When the persona was created.';
+COMMENT ON COLUMN pgagent.persona.updated_at IS 'When the persona was last changed.';
+
+-- ---------------------------------------------------------------------------- tool
+COMMENT ON COLUMN pgagent.tool.tenant_id IS 'The tenant that owns the tool.';
+COMMENT ON COLUMN pgagent.tool.tool_id IS 'Generated id of the tool (unique with tenant_id).';
+COMMENT ON COLUMN pgagent.tool.name IS 'The function name the model sees and calls (letters, digits, _ and -, at most 64); unique per tenant.';
+COMMENT ON COLUMN pgagent.tool.description IS 'What the tool does, as shown to the model.';
+COMMENT ON COLUMN pgagent.tool.parameters IS 'JSON Schema (an object schema) of the arguments, shown to the model and checked before every call; an invalid call is recorded and answered with an error result.';
+COMMENT ON COLUMN pgagent.tool.kind IS 'What runs the tool: sql, function or http (see the table comment for each kind''s config).';
+COMMENT ON COLUMN pgagent.tool.config IS 'The kind''s settings as a JSON object: sql {query, args, max_rows, search_path}; function {function, run_as}; http {url, method, headers, body_arg, max_bytes, max_redirects}. Checked by pgagent.register_tool.';
+COMMENT ON COLUMN pgagent.tool.requires_approval IS 'true: each call waits (turn status awaiting_approval) for pgagent.approve_step unless the agent''s config.auto_approve covers the tool.';
+COMMENT ON COLUMN pgagent.tool.timeout_ms IS 'Time limit of one call in ms (1 to 600000); an sql or function call is cancelled, an http call is cut off, at the deadline.';
+COMMENT ON COLUMN pgagent.tool.enabled IS 'false: the tool is disabled: not offered to the model and its calls are refused (kept for history and for re-enabling).';
+COMMENT ON COLUMN pgagent.tool.created_at IS 'When the tool was registered.';
+COMMENT ON COLUMN pgagent.tool.updated_at IS 'When the tool was last changed.';
+
+-- ---------------------------------------------------------------------------- agent
+COMMENT ON COLUMN pgagent.agent.tenant_id IS 'The tenant that owns the agent.';
+COMMENT ON COLUMN pgagent.agent.agent_id IS 'Generated id of the agent (unique with tenant_id).';
+COMMENT ON COLUMN pgagent.agent.name IS 'The name conversations are started with (pgagent.start_conversation); unique per tenant.';
+COMMENT ON COLUMN pgagent.agent.persona_id IS 'The persona (system prompt, traits, params); NULL for none.';
+COMMENT ON COLUMN pgagent.agent.model_id IS 'The chat model the agent calls.';
+COMMENT ON COLUMN pgagent.agent.instructions IS 'Agent-specific instructions appended to the persona''s system prompt.';
+COMMENT ON COLUMN pgagent.agent.config IS 'Loop settings: max_steps (LLM calls per turn, default 8), auto_approve (true or an array of tool names; default false), max_tool_errors (invalid tool calls per turn, default 3), history_turns (earlier turns sent as context, default 20), params (request parameters over the model''s and persona''s).';
+COMMENT ON COLUMN pgagent.agent.enabled IS 'false: the agent is disabled and takes no new messages (its conversations stay readable).';
+COMMENT ON COLUMN pgagent.agent.created_at IS 'When the agent was created.';
+COMMENT ON COLUMN pgagent.agent.updated_at IS 'When the agent was last changed.';
+
+-- ---------------------------------------------------------------------------- agent_tool
+COMMENT ON COLUMN pgagent.agent_tool.tenant_id IS 'The tenant of both the agent and the tool.';
+COMMENT ON COLUMN pgagent.agent_tool.agent_id IS 'The agent that may call the tool.';
+COMMENT ON COLUMN pgagent.agent_tool.tool_id IS 'The tool the agent may call.';
+
+-- ---------------------------------------------------------------------------- conversation
+COMMENT ON COLUMN pgagent.conversation.tenant_id IS 'The tenant that owns the conversation.';
+COMMENT ON COLUMN pgagent.conversation.conversation_id IS 'Generated id of the conversation (unique with tenant_id).';
+COMMENT ON COLUMN pgagent.conversation.agent_id IS 'The agent this conversation talks to.';
+COMMENT ON COLUMN pgagent.conversation.title IS 'Optional free-form title.';
+COMMENT ON COLUMN pgagent.conversation.metadata IS 'Application-defined JSON object; pgagent does not interpret it.';
+COMMENT ON COLUMN pgagent.conversation.user_id IS 'The application''s end-user id (1 to 256 characters), for applications whose users share one database role; NULL when not given. pgagent records it and does not interpret it (it is not a database role).';
+COMMENT ON COLUMN pgagent.conversation.created_by IS 'The database role that started the conversation: the role the session acted as (SET ROLE''s role, else session_user), not the API function''s owner.';
+COMMENT ON COLUMN pgagent.conversation.created_at IS 'When the conversation was started.';
+
+-- ---------------------------------------------------------------------------- turn
+COMMENT ON COLUMN pgagent.turn.tenant_id IS 'The tenant that owns the turn.';
+COMMENT ON COLUMN pgagent.turn.turn_id IS 'Generated id of the turn (unique with tenant_id).';
+COMMENT ON COLUMN pgagent.turn.conversation_id IS 'The conversation the turn belongs to.';
+COMMENT ON COLUMN pgagent.turn.seq IS 'Position of the turn in its conversation (1, 2, ...).';
+COMMENT ON COLUMN pgagent.turn.status IS 'queued, running, awaiting_approval (a tool call waits for pgagent.approve_step), completed, failed or cancelled; changes only along the state machine (trigger).';
+COMMENT ON COLUMN pgagent.turn.user_message IS 'The user''s message that started the turn.';
+COMMENT ON COLUMN pgagent.turn.params IS 'Request parameters for this turn only (e.g. {"temperature": 0}), over the model''s, persona''s and agent''s.';
+COMMENT ON COLUMN pgagent.turn.answer IS 'The agent''s final answer; set when completed.';
+COMMENT ON COLUMN pgagent.turn.error IS 'Why the turn failed, or the cancel reason; set when failed or cancelled.';
+COMMENT ON COLUMN pgagent.turn.llm_calls IS 'Number of LLM calls made for the turn so far.';
+COMMENT ON COLUMN pgagent.turn.prompt_tokens IS 'Prompt (input) tokens of all the turn''s LLM calls, in tokens.';
+COMMENT ON COLUMN pgagent.turn.completion_tokens IS 'Completion (output) tokens of all the turn''s LLM calls, in tokens.';
+COMMENT ON COLUMN pgagent.turn.cost_usd IS 'Cost of all the turn''s LLM calls in USD (tokens times the model''s prices per 1M tokens).';
+COMMENT ON COLUMN pgagent.turn.created_by IS 'The database role that sent the message: the role the session acted as (SET ROLE''s role, else session_user), not the API function''s owner.';
+COMMENT ON COLUMN pgagent.turn.created_at IS 'When the turn was created (queued).';
+COMMENT ON COLUMN pgagent.turn.started_at IS 'When the turn first started running; NULL while queued.';
+COMMENT ON COLUMN pgagent.turn.finished_at IS 'When the turn ended (completed, failed or cancelled); NULL while open.';
+COMMENT ON COLUMN pgagent.turn.updated_at IS 'When the turn''s status or totals last changed.';
+
+-- ---------------------------------------------------------------------------- step
+COMMENT ON COLUMN pgagent.step.tenant_id IS 'The tenant that owns the step.';
+COMMENT ON COLUMN pgagent.step.step_id IS 'Generated id of the step (unique with tenant_id); what approve_step and process_tool_call take.';
+COMMENT ON COLUMN pgagent.step.turn_id IS 'The turn the step belongs to.';
+COMMENT ON COLUMN pgagent.step.seq IS 'Position of the step in its turn (1, 2, ...).';
+COMMENT ON COLUMN pgagent.step.kind IS 'user_message, llm_call, thinking, tool_call, approval, tool_result, response or error.';
+COMMENT ON COLUMN pgagent.step.payload IS 'What happened, by kind: user_message/thinking/response {content}; llm_call {message, finish_reason, model, provider, tool_mode, tool_call_source}; tool_call {arguments (JSON null when invalid), raw_arguments, source, requires_approval, invalid}; approval {approved, note, decided_by, session_user, decided_at}; tool_result {is_error, result | error, ...}; error {message, error_kind, ...}.';
+COMMENT ON COLUMN pgagent.step.parent_step_id IS 'For tool_result and approval: the tool_call step they answer (same turn; at most one of each per call).';
+COMMENT ON COLUMN pgagent.step.tool_call_id IS 'The provider''s tool call id (OpenAI tool_calls[].id, Anthropic tool_use.id), or one pgagent made for calls recovered from text.';
+COMMENT ON COLUMN pgagent.step.tool_name IS 'For tool_call and tool_result: the tool''s name as the model called it.';
+COMMENT ON COLUMN pgagent.step.prompt_tokens IS 'For llm_call: prompt (input) tokens of this call, in tokens; NULL otherwise.';
+COMMENT ON COLUMN pgagent.step.completion_tokens IS 'For llm_call: completion (output) tokens of this call, in tokens; NULL otherwise.';
+COMMENT ON COLUMN pgagent.step.cost_usd IS 'For llm_call: cost of this call in USD; NULL otherwise.';
+COMMENT ON COLUMN pgagent.step.latency_ms IS 'For llm_call and tool_result: how long the LLM call or the tool run took, in ms; NULL otherwise.';
+COMMENT ON COLUMN pgagent.step.created_by IS 'The database role the step was recorded for: the role the session acted as (SET ROLE''s role, else session_user), not the API function''s owner. For an approval the decider.';
+COMMENT ON COLUMN pgagent.step.created_at IS 'When the step was recorded (clock_timestamp).';
+COMMENT ON COLUMN pgagent.step.prev_hash IS 'The hash of the previous step (seq - 1) of the same turn; NULL for the first step.';
+COMMENT ON COLUMN pgagent.step.hash IS 'sha256(prev_hash || the step''s fields in canonical form): the turn''s steps form a hash chain, checked by pgagent.verify_turn(turn).';
+
+-- ---------------------------------------------------------------------------- audit_event
+COMMENT ON COLUMN pgagent.audit_event.tenant_id IS 'The tenant whose chain the event belongs to.';
+COMMENT ON COLUMN pgagent.audit_event.event_id IS 'Generated id of the event (unique with tenant_id).';
+COMMENT ON COLUMN pgagent.audit_event.chain_seq IS 'Position in the tenant''s chain (1, 2, ...), assigned under a per-tenant lock.';
+COMMENT ON COLUMN pgagent.audit_event.at IS 'When the event was recorded (clock_timestamp, set by the chain trigger).';
+COMMENT ON COLUMN pgagent.audit_event.actor IS 'The database role that performed the action (the role the session acted as: SET ROLE''s role, else session_user).';
+COMMENT ON COLUMN pgagent.audit_event.action IS 'What was done, named <object>_<verb, past tense>: e.g. model_registered, tool_registered, agent_created, secret_set, approval_decided, turn_cancelled, egress_allowed, tenant_added (see the table comment).';
+COMMENT ON COLUMN pgagent.audit_event.object_type IS 'The kind of object acted on, usually its table name: tenant, tenant_member, model, persona, tool, agent, secret, conversation, turn, step, egress_allow.';
+COMMENT ON COLUMN pgagent.audit_event.object_id IS 'The object''s id as text (e.g. model_id, step_id, turn_id), or its name for tenants, members, secrets and egress hosts.';
+COMMENT ON COLUMN pgagent.audit_event.payload IS 'Details of the action as a JSON object (e.g. the registered config, approved and note, a cancel reason); never a secret value.';
+COMMENT ON COLUMN pgagent.audit_event.prev_hash IS 'The hash of the previous event in the tenant''s chain; NULL for the first.';
+COMMENT ON COLUMN pgagent.audit_event.hash IS 'sha256(prev_hash || the event''s fields as a canonical JSON array); checked by pgagent.verify_audit_chain.';
+
+-- ---------------------------------------------------------------------------- secret
+COMMENT ON COLUMN pgagent.secret.tenant_id IS 'The tenant that owns the secret.';
+COMMENT ON COLUMN pgagent.secret.name IS 'The name models refer to (model.secret_name); unique per tenant.';
+COMMENT ON COLUMN pgagent.secret.ciphertext IS 'The value encrypted with pgp_sym_encrypt (aes256) under the key-encryption key in $PGDATA/pgagent.kek; no tenant role may read this column.';
+COMMENT ON COLUMN pgagent.secret.created_by IS 'The role that last set the secret.';
+COMMENT ON COLUMN pgagent.secret.created_at IS 'When the secret was first set.';
+COMMENT ON COLUMN pgagent.secret.updated_at IS 'When the secret''s value was last set.';
+
+-- ---------------------------------------------------------------------------- egress_allow
+COMMENT ON COLUMN pgagent.egress_allow.tenant_id IS 'The tenant whose http tools may call the host.';
+COMMENT ON COLUMN pgagent.egress_allow.host IS
+  'An exact host ("api.example.com", "203.0.113.7", "2001:db8::1") or a wildcard "*.example.com"; lower case, no scheme or port.';
+COMMENT ON COLUMN pgagent.egress_allow.added_by IS 'The role that allowed the host.';
+COMMENT ON COLUMN pgagent.egress_allow.added_at IS 'When the host was allowed.';
+
+-- ---------------------------------------------------------------------------- egress_exception
+COMMENT ON COLUMN pgagent.egress_exception.tenant_id IS 'The tenant whose http tools may reach the network.';
+COMMENT ON COLUMN pgagent.egress_exception.network IS 'The exempted network, e.g. 10.1.2.0/24 or 127.0.0.2/32.';
+COMMENT ON COLUMN pgagent.egress_exception.note IS 'Why the exception exists (free text).';
+COMMENT ON COLUMN pgagent.egress_exception.added_by IS 'The superuser who added the exception.';
+COMMENT ON COLUMN pgagent.egress_exception.added_at IS 'When the exception was added.';
+
+-- ---------------------------------------------------------------------------- view turn_timeline
+COMMENT ON COLUMN pgagent.turn_timeline.tenant_id IS 'The tenant of the step.';
+COMMENT ON COLUMN pgagent.turn_timeline.conversation_id IS 'The conversation of the turn.';
+COMMENT ON COLUMN pgagent.turn_timeline.agent IS 'The agent''s name.';
+COMMENT ON COLUMN pgagent.turn_timeline.turn_id IS 'The turn the step belongs to.';
+COMMENT ON COLUMN pgagent.turn_timeline.turn_seq IS 'The turn''s position in its conversation.';
+COMMENT ON COLUMN pgagent.turn_timeline.turn_status IS 'The turn''s current status.';
+COMMENT ON COLUMN pgagent.turn_timeline.step_id IS 'The step''s id.';
+COMMENT ON COLUMN pgagent.turn_timeline.seq IS 'The step''s position in its turn.';
+COMMENT ON COLUMN pgagent.turn_timeline.kind IS 'The step''s kind (user_message, llm_call, thinking, tool_call, approval, tool_result, response, error).';
+COMMENT ON COLUMN pgagent.turn_timeline.tool_name IS 'For tool_call and tool_result: the tool''s name.';
+COMMENT ON COLUMN pgagent.turn_timeline.tool_call_id IS 'For tool_call and tool_result: the provider''s tool call id.';
+COMMENT ON COLUMN pgagent.turn_timeline.parent_step_id IS 'For tool_result and approval: the tool_call step they answer.';
+COMMENT ON COLUMN pgagent.turn_timeline.summary IS 'One line: the message or answer text, the tool calls an LLM call asked for, a call''s arguments (or "invalid: <problem> (raw: <text the model sent>)"), "approved|rejected by <role>: <note>", a result or "error: <message>".';
+COMMENT ON COLUMN pgagent.turn_timeline.prompt_tokens IS 'For llm_call: prompt (input) tokens, in tokens.';
+COMMENT ON COLUMN pgagent.turn_timeline.completion_tokens IS 'For llm_call: completion (output) tokens, in tokens.';
+COMMENT ON COLUMN pgagent.turn_timeline.cost_usd IS 'For llm_call: cost in USD.';
+COMMENT ON COLUMN pgagent.turn_timeline.latency_ms IS 'For llm_call and tool_result: duration in ms.';
+COMMENT ON COLUMN pgagent.turn_timeline.at_ms IS 'When the step was recorded, in ms since the turn was created.';
+COMMENT ON COLUMN pgagent.turn_timeline.created_by IS 'The role the step was recorded for (see step.created_by).';
+COMMENT ON COLUMN pgagent.turn_timeline.created_at IS 'When the step was recorded.';
+COMMENT ON COLUMN pgagent.turn_timeline.payload IS 'The step''s full payload (see step.payload).';
+COMMENT ON COLUMN pgagent.turn_timeline.user_id IS 'The conversation''s application end-user id (conversation.user_id).';
+
+-- ---------------------------------------------------------------------------- view pending_approvals
+COMMENT ON COLUMN pgagent.pending_approvals.tenant_id IS 'The tenant of the tool call.';
+COMMENT ON COLUMN pgagent.pending_approvals.step_id IS 'The tool_call step to pass to pgagent.approve_step.';
+COMMENT ON COLUMN pgagent.pending_approvals.turn_id IS 'The waiting turn (status awaiting_approval).';
+COMMENT ON COLUMN pgagent.pending_approvals.conversation_id IS 'The conversation of the turn.';
+COMMENT ON COLUMN pgagent.pending_approvals.agent IS 'The agent''s name.';
+COMMENT ON COLUMN pgagent.pending_approvals.tool_name IS 'The tool the model wants to call.';
+COMMENT ON COLUMN pgagent.pending_approvals.arguments IS 'The validated arguments of the call.';
+COMMENT ON COLUMN pgagent.pending_approvals.user_message IS 'The user message of the turn, for context.';
+COMMENT ON COLUMN pgagent.pending_approvals.created_at IS 'When the call was recorded; the view is ordered by it (then step_id).';
+COMMENT ON COLUMN pgagent.pending_approvals.waiting_s IS 'How long the call has waited, in seconds.';
+COMMENT ON COLUMN pgagent.pending_approvals.user_id IS 'The conversation''s application end-user id (conversation.user_id).';
+
+-- ---------------------------------------------------------------------------- view turn_summary
+COMMENT ON COLUMN pgagent.turn_summary.tenant_id IS 'The tenant of the turn.';
+COMMENT ON COLUMN pgagent.turn_summary.turn_id IS 'The turn''s id.';
+COMMENT ON COLUMN pgagent.turn_summary.conversation_id IS 'The conversation of the turn.';
+COMMENT ON COLUMN pgagent.turn_summary.agent IS 'The agent''s name.';
+COMMENT ON COLUMN pgagent.turn_summary.seq IS 'The turn''s position in its conversation.';
+COMMENT ON COLUMN pgagent.turn_summary.status IS 'The turn''s status.';
+COMMENT ON COLUMN pgagent.turn_summary.user_message IS 'The user''s message.';
+COMMENT ON COLUMN pgagent.turn_summary.answer IS 'The final answer (completed turns).';
+COMMENT ON COLUMN pgagent.turn_summary.error IS 'The error or cancel reason (failed or cancelled turns).';
+COMMENT ON COLUMN pgagent.turn_summary.steps IS 'Number of steps recorded for the turn.';
+COMMENT ON COLUMN pgagent.turn_summary.llm_calls IS 'Number of LLM calls.';
+COMMENT ON COLUMN pgagent.turn_summary.prompt_tokens IS 'Prompt (input) tokens of all LLM calls, in tokens.';
+COMMENT ON COLUMN pgagent.turn_summary.completion_tokens IS 'Completion (output) tokens of all LLM calls, in tokens.';
+COMMENT ON COLUMN pgagent.turn_summary.cost_usd IS 'Cost of all LLM calls in USD.';
+COMMENT ON COLUMN pgagent.turn_summary.duration_ms IS 'From creation to finish in ms (to now for open turns).';
+COMMENT ON COLUMN pgagent.turn_summary.created_by IS 'The role that sent the message (see turn.created_by).';
+COMMENT ON COLUMN pgagent.turn_summary.created_at IS 'When the turn was created.';
+COMMENT ON COLUMN pgagent.turn_summary.started_at IS 'When the turn started running.';
+COMMENT ON COLUMN pgagent.turn_summary.finished_at IS 'When the turn ended.';
+COMMENT ON COLUMN pgagent.turn_summary.user_id IS 'The conversation''s application end-user id (conversation.user_id).';
+
+-- ---------------------------------------------------------------------------- view agent_stats
+COMMENT ON COLUMN pgagent.agent_stats.tenant_id IS 'The tenant of the agent.';
+COMMENT ON COLUMN pgagent.agent_stats.agent_id IS 'The agent''s id.';
+COMMENT ON COLUMN pgagent.agent_stats.agent IS 'The agent''s name.';
+COMMENT ON COLUMN pgagent.agent_stats.model IS 'The name of the agent''s model.';
+COMMENT ON COLUMN pgagent.agent_stats.turns IS 'Number of turns in all the agent''s conversations.';
+COMMENT ON COLUMN pgagent.agent_stats.completed IS 'Turns with status completed.';
+COMMENT ON COLUMN pgagent.agent_stats.failed IS 'Turns with status failed.';
+COMMENT ON COLUMN pgagent.agent_stats.awaiting_approval IS 'Turns with status awaiting_approval.';
+COMMENT ON COLUMN pgagent.agent_stats.llm_calls IS 'LLM calls of all turns.';
+COMMENT ON COLUMN pgagent.agent_stats.prompt_tokens IS 'Prompt (input) tokens of all turns, in tokens.';
+COMMENT ON COLUMN pgagent.agent_stats.completion_tokens IS 'Completion (output) tokens of all turns, in tokens.';
+COMMENT ON COLUMN pgagent.agent_stats.cost_usd IS 'Cost of all turns in USD.';
+COMMENT ON COLUMN pgagent.agent_stats.avg_turn_ms IS 'Average duration of finished turns (created to finished), in ms; NULL if none finished.';
+COMMENT ON COLUMN pgagent.agent_stats.cancelled IS 'Turns with status cancelled.';
+COMMENT ON COLUMN pgagent.agent_stats.running IS 'Turns with status running.';
+COMMENT ON COLUMN pgagent.agent_stats.queued IS 'Turns with status queued.';
+COMMENT ON COLUMN pgagent.agent_stats.enabled IS 'Whether the agent is enabled (agent.enabled).';
