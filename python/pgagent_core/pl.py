@@ -108,7 +108,12 @@ def dispatch(plpy: Any, gd: dict, name: str, args: str | None) -> str:
     try:
         db = PlpyDb(plpy, gd, atomic=True)
         c = caller(db, group)
-        kwargs = json.loads(args) if args else {}
+        try:
+            kwargs = limits.parse_json(args, max_depth=limits.MAX_DEPTH + 1, what="a jsonb argument",
+                                       allow_nan=True) if args else {}
+        except ValueError as e:
+            raise InvalidArgument(str(e).replace(f"{limits.MAX_DEPTH + 1} levels", f"{limits.MAX_DEPTH} levels"),
+                                  hint="Flatten the JSON value; pgagent refuses JSON nested that deep.") from None
         return _jsonb({"result": fn(db, gd, c, **kwargs)})
     except PgAgentError as e:
         return _jsonb({"error": e.as_dict()})

@@ -172,6 +172,14 @@ def test_adversarial_matrix(world, conn):
                     ("SELECT pgagent.cancel_turn(%s)", [v["parked_turn"]]),
                     ("SELECT pgagent.send_message(%s, 'hi')", [v["conversation"]]),
                     ("SELECT pgagent.enqueue_message(%s, 'hi')", [v["conversation"]]),
+                    ("SELECT pgagent.delete_conversation(%s)", [v["conversation"]]),
+                    ("SELECT pgagent.prepare_turn(%s)", [v["parked_turn"]]),
+                    ("SELECT pgagent.submit_reply(%s, '{\"choices\": []}')", [v["parked_turn"]]),
+                    ("SELECT * FROM pgagent.verify_turn(%s)", [v["done_turn"]]),
+                    ("SELECT pgagent._turn_step(%s)", [v["parked_turn"]]),
+                    ("CALL pgagent._run_turn(%s, NULL)", [v["parked_turn"]]),
+                    ("SELECT pgagent._py('cancel_turn', %s)", [json.dumps({"turn": v["parked_turn"]})]),
+                    ("SELECT pgagent.remove_member(%s, %s)", [victim_name, world.role(victim_name, "viewer")]),
                     ("SELECT pgagent.verify_audit_chain(%s)", [vt]),
                     ("SELECT * FROM pgagent.verify_audit_chain(%s) WHERE events > 0", [vt]),
                     ("SELECT pgagent._llm_call(%s, '{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}')",
@@ -191,6 +199,16 @@ def test_adversarial_matrix(world, conn):
                 ]
                 for q, p in fn_attacks:
                     m.attempt(c, who, q, p, write=q.startswith("SELECT pgagent.add_"))
+                # an id-taking function that answered must have answered with an error, not the victim's data
+                for q, p in [("SELECT pgagent._turn_step(%s)", [v["parked_turn"]])]:
+                    m.attempts += 1
+                    try:
+                        with c.transaction(force_rollback=True):
+                            out = c.execute(q, p).fetchone()[0]
+                            if "error" not in out:
+                                m.leaks.append(f"{who}: {q} -> {out}")
+                    except psycopg.Error:
+                        pass
                 for target in (world.role(victim_name), world.role(victim_name, g), world.role(victim_name, "admin")):
                     m.attempt(c, who, sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(target)).as_string(c) +
                               "; SELECT * FROM pgagent.step", write=True)
