@@ -26,6 +26,29 @@ MAX_DEPTH = 32
 MAX_TOKENS_PER_CALL = 10_000_000
 
 _CONTAINERS = (dict, list, tuple)
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
+def _walk(value: Any, max_depth: int, what: str, finite: bool) -> None:
+    """check_depth, and with ``finite`` also refuse float NaN/±Infinity anywhere."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    if finite and isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{what} is not valid JSON: a number is out of range")
+    while stack:
+        v, depth = stack.pop()
+        children = v.values() if isinstance(v, dict) else v if isinstance(v, (list, tuple)) else None
+        if children is None:
+            continue
+        if depth > max_depth:
+            raise ValueError(f"{what} is nested deeper than {max_depth} levels")
+        kinds = set(map(type, children))
+        if finite and float in kinds:
+            floats = children if kinds == {float} else [c for c in children if type(c) is float]
+            if not all(map(math.isfinite, floats)):
+                raise ValueError(f"{what} is not valid JSON: a number is out of range")
+        if _SCALARS.issuperset(kinds):  # fast path: e.g. a vector of floats
+            continue
+        stack.extend((c, depth + 1) for c in children if isinstance(c, _CONTAINERS))
 
 
 def check_depth(value: Any, max_depth: int = MAX_DEPTH, what: str = "value") -> None:
@@ -35,15 +58,7 @@ def check_depth(value: Any, max_depth: int = MAX_DEPTH, what: str = "value") -> 
     A scalar has depth 0, ``{}`` or ``[]`` depth 1, ``{"a": [1]}`` depth 2. Walks iteratively,
     so any depth is safe to check; returns None when the value is within the limit.
     """
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        v, depth = stack.pop()
-        children = v.values() if isinstance(v, dict) else v if isinstance(v, (list, tuple)) else None
-        if children is None:
-            continue
-        if depth > max_depth:
-            raise ValueError(f"{what} is nested deeper than {max_depth} levels")
-        stack.extend((c, depth + 1) for c in children if isinstance(c, _CONTAINERS))
+    _walk(value, max_depth, what, False)
 
 
 def _reject_constant(name: str) -> Any:
@@ -57,7 +72,8 @@ def parse_json(text: str | bytes | bytearray, max_depth: int = MAX_DEPTH, what: 
     Raises ``json.JSONDecodeError`` (a ValueError) for text that is not JSON, and ValueError
     ``"<what> is nested deeper than <max_depth> levels"`` for nesting beyond ``max_depth``
     (including text so deep that the decoder itself would raise RecursionError), and, unless
-    ``allow_nan``, ValueError for the non-standard constants NaN, Infinity and -Infinity.
+    ``allow_nan``, ValueError for the non-standard constants NaN, Infinity and -Infinity and
+    for numbers too large for a float (``1e999``, which Python would read as Infinity).
     ``bytes`` are decoded as UTF-8/16/32 (by BOM), as ``json.loads`` does.
     """
     try:
@@ -68,7 +84,7 @@ def parse_json(text: str | bytes | bytearray, max_depth: int = MAX_DEPTH, what: 
         raise
     except ValueError as e:  # the constant hook, or undecodable bytes
         raise ValueError(f"{what} is not valid JSON: {e}") from None
-    check_depth(value, max_depth, what)
+    _walk(value, max_depth, what, not allow_nan)
     return value
 
 

@@ -68,10 +68,11 @@ SELECT user_message, answer FROM (
 
 INSERT_STEP_SQL = """
 INSERT INTO pgagent.step (tenant_id, turn_id, seq, kind, payload, parent_step_id, tool_call_id, tool_name,
-                          prompt_tokens, completion_tokens, cost_usd, latency_ms)
-VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING step_id"""
+                          prompt_tokens, completion_tokens, cost_usd, latency_ms, created_by)
+VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($13, pgagent._outer_user()))
+RETURNING step_id"""
 INSERT_STEP_TYPES = ["text", "int8", "int4", "text", "jsonb", "int8", "text", "text",
-                     "int4", "int4", "numeric", "numeric"]
+                     "int8", "int8", "numeric", "numeric", "name"]
 
 UPDATE_TURN_SQL = """
 UPDATE pgagent.turn
@@ -98,6 +99,7 @@ class Turn:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     tool_errors: int = 0
+    actor: str | None = None  # the role that drives the turn now: the created_by of the steps it writes
 
     @property
     def tenant_id(self) -> str:
@@ -126,13 +128,14 @@ class Turn:
 
 # ---------------------------------------------------------------------------- loading and writing
 
-def load(db: Db, tenant_id: str, turn_id: int) -> Turn:
-    """Rebuild a :class:`Turn` of ``tenant_id`` from its row and steps. Raises NotFound (42704)."""
+def load(db: Db, tenant_id: str, turn_id: int, actor: str | None = None) -> Turn:
+    """Rebuild a :class:`Turn` of ``tenant_id`` from its row and steps; ``actor`` is the role
+    driving it now (recorded as the new steps' created_by). Raises NotFound (42704)."""
     cfg = one(db, CONFIG_SQL, ["text", "int8"], [tenant_id, turn_id])
     if cfg is None:
         raise NotFound(f"turn {turn_id} does not exist (for this tenant)")
     steps = db.all(STEPS_SQL, ["text", "int8"], [cfg["tenant_id"], turn_id])
-    turn = Turn(cfg=cfg, steps=steps, status=cfg["status"], answer=cfg["answer"], error=cfg["error"])
+    turn = Turn(cfg=cfg, steps=steps, status=cfg["status"], answer=cfg["answer"], error=cfg["error"], actor=actor)
     for s in steps:
         if s["kind"] == "llm_call":
             turn.llm_calls += 1
@@ -155,7 +158,8 @@ def add_step(db: Db, turn: Turn, kind: str, payload: dict[str, Any], *, parent: 
     tool_call_id, tool_name = clean_text(tool_call_id), clean_text(tool_name)
     row = one(db, INSERT_STEP_SQL, INSERT_STEP_TYPES,
               [turn.tenant_id, turn.turn_id, seq, kind, payload, parent, tool_call_id, tool_name,
-               prompt_tokens, completion_tokens, cost_usd, None if latency_ms is None else round(latency_ms, 3)])
+               prompt_tokens, completion_tokens, cost_usd, None if latency_ms is None else round(latency_ms, 3),
+               turn.actor])
     step = {"step_id": row["step_id"], "seq": seq, "kind": kind, "payload": payload, "parent_step_id": parent,
             "tool_call_id": tool_call_id, "tool_name": tool_name}
     turn.steps.append(step)
@@ -563,18 +567,37 @@ def drive(db: Db, gd: dict, turn: Turn) -> dict[str, Any]:
     return summary(turn)
 
 
-def step(db: Db, gd: dict, tenant_id: str, turn_id: int) -> dict[str, Any]:
+def step(db: Db, gd: dict, tenant_id: str, turn_id: int, actor: str | None = None) -> dict[str, Any]:
     """One unit of ``CALL pgagent.run_turn`` (the procedure commits after each call): takes the
     turn's session lock on the first call, and releases it when the turn stops or an error
     escapes. Returns ``{"done": false}`` or ``{"done": true, "result": summary}``. Raises
     NotFound, Busy, Interrupted."""
     lock_turn(db, gd, tenant_id, turn_id, session=True)
+    cache = gd.setdefault("pgagent_turns", {})
     try:
-        turn = load(db, tenant_id, turn_id)
+        turn = cache.pop((tenant_id, turn_id), None)
+        if turn is None or turn.actor != actor or not _unchanged(db, turn):
+            turn = load(db, tenant_id, turn_id, actor)
         if guarded_advance(db, gd, turn) == CONTINUE:
+            cache[(tenant_id, turn_id)] = turn
             return {"done": False}
     except BaseException:
         unlock_turn(db, gd, tenant_id, turn_id)
         raise
     unlock_turn(db, gd, tenant_id, turn_id)
     return {"done": True, "result": summary(turn)}
+
+
+SEEN_SQL = """
+SELECT t.status, (SELECT s.step_id FROM pgagent.step s WHERE s.tenant_id = t.tenant_id AND s.turn_id = t.turn_id
+                   ORDER BY s.seq DESC LIMIT 1) AS last_step
+  FROM pgagent.turn t WHERE t.tenant_id = $1::uuid AND t.turn_id = $2"""
+
+
+def _unchanged(db: Db, turn: Turn) -> bool:
+    """Whether the committed turn is still what the cached :class:`Turn` says (same status and
+    last step): then :func:`step` reuses it instead of loading the turn again. A unit that was
+    rolled back, or anything written by someone else, makes it differ."""
+    row = one(db, SEEN_SQL, ["text", "int8"], [turn.tenant_id, turn.turn_id])
+    last = turn.steps[-1]["step_id"] if turn.steps else None
+    return row is not None and row["status"] == turn.status and row["last_step"] == last

@@ -62,11 +62,13 @@ def api(group: str, *, reentrant: bool = False) -> Callable[[Callable[..., Any]]
 
 
 CALLER_SQL = """
-SELECT u.role::text AS role, session_user::text AS session_user, u.su,
-       CASE WHEN u.su OR pg_catalog.pg_has_role(u.role, $1, 'MEMBER') THEN pgagent.current_tenant()::text END AS tenant_id,
-       u.su OR pg_catalog.pg_has_role(u.role, $1, 'MEMBER') AS ok
-  FROM (SELECT o.role, coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = o.role), false) AS su
-          FROM (SELECT pgagent._outer_user() AS role) o) u"""
+WITH o AS MATERIALIZED (SELECT pgagent._outer_user() AS role),
+     u AS MATERIALIZED (SELECT o.role, coalesce(r.rolsuper, false) AS su,
+                               coalesce(r.rolsuper, false) OR pg_catalog.pg_has_role(o.role, $1, 'MEMBER') AS ok
+                          FROM o LEFT JOIN pg_catalog.pg_roles r ON r.rolname = o.role)
+SELECT u.role::text AS role, session_user::text AS session_user, u.su, u.ok,
+       CASE WHEN u.ok THEN pgagent.current_tenant()::text END AS tenant_id
+  FROM u"""
 
 
 def caller(db: Db, group: str) -> Caller:
@@ -418,7 +420,7 @@ def _check_persona(p: dict[str, Any]) -> dict[str, Any]:
     _check(isinstance(p["system_prompt"], str) and p["system_prompt"].strip() != "",
            "system_prompt must be a non-empty text")
     p["traits"] = _obj(p["traits"], "traits")
-    _valid(lambda: configschema.validate("persona.traits", p["traits"]), "traits")
+    _valid(lambda: configschema.validate("persona.traits", p["traits"], what="traits"), "traits")
     p["params"] = _obj(p["params"], "params")
     _valid(lambda: _check_params_any(p["params"]), "params")
     return p
@@ -562,7 +564,8 @@ def _check_agent(db: Db, c: Caller, a: dict[str, Any]) -> dict[str, Any]:
     a["config"] = _obj(a["config"], "config")
     _valid(lambda: configschema.validate("agent.config", a["config"]), "agent config")
     if "params" in a["config"]:
-        _valid(lambda: providers.check_params(m["provider"], a["config"]["params"]), "agent config.params")
+        _valid(lambda: providers.check_params(m["provider"], a["config"]["params"], what="agent config.params"),
+               "agent config.params")
     auto = a["config"].get("auto_approve")
     if isinstance(auto, list):
         unknown = [n for n in auto if n not in found]
@@ -789,7 +792,7 @@ def _new_turn(db: Db, gd: dict, c: Caller, conversation: int, content: Any, para
         [c.tenant_id, conversation, status, content, params, c.role])
     db.all(loop.INSERT_STEP_SQL, loop.INSERT_STEP_TYPES,
            [c.tenant_id, turn["turn_id"], 1, "user_message", {"content": content}, None, None, None,
-            None, None, None, None])
+            None, None, None, None, c.role])
     return int(turn["turn_id"])
 
 
@@ -799,7 +802,7 @@ def _locked(db: Db, gd: dict, c: Caller, turn_id: int) -> loop.Turn:
     if row is None:
         raise NotFound(f"turn {turn_id} does not exist (for this tenant)")
     loop.lock_turn(db, gd, c.tenant_id, turn_id)
-    return loop.load(db, c.tenant_id, turn_id)
+    return loop.load(db, c.tenant_id, turn_id, c.role)
 
 
 @api("user")
@@ -822,7 +825,7 @@ def turn_step(db: Db, gd: dict, c: Caller, turn: int) -> dict[str, Any]:
     if one(db, "SELECT 1 AS x FROM pgagent.turn WHERE tenant_id = $1::uuid AND turn_id = $2", ["text", "int8"],
            [c.tenant_id, turn]) is None:
         raise NotFound(f"turn {turn} does not exist (for this tenant)", hint="Create it with pgagent.enqueue_message.")
-    return loop.step(db, gd, c.tenant_id, turn)
+    return loop.step(db, gd, c.tenant_id, turn, c.role)
 
 
 def _call_step(db: Db, gd: dict, c: Caller, step: int) -> tuple[loop.Turn, dict[str, Any]]:

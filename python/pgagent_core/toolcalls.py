@@ -83,7 +83,11 @@ def recover_from_text(content: str | None, tool_names: set[str], id_prefix: str)
 
 
 def action_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
-    """``response_format`` for json_schema mode over OpenAI function ``tools``."""
+    """``response_format`` for json_schema mode over OpenAI function ``tools`` (``[{"type":
+    "function", "function": {"name", "description", "parameters"}}]``): ``{"type":
+    "json_schema", "json_schema": {"name": "agent_action", "strict": true, "schema": {"oneOf":
+    [...]}}}`` with one ``{"tool": <name>, "arguments": <parameters>}`` option per tool and an
+    ``{"answer": string}`` option. Does not raise for well-formed tool specs."""
     options: list[dict[str, Any]] = [
         {"type": "object",
          "properties": {"tool": {"const": t["function"]["name"]},
@@ -97,7 +101,8 @@ def action_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def action_instructions(tools: list[dict[str, Any]]) -> str:
-    """System-prompt text that describes the tools for json_schema mode."""
+    """System-prompt text (several lines) that describes OpenAI function ``tools`` and the
+    expected ``{"tool": ..., "arguments": ...}`` / ``{"answer": ...}`` reply for json_schema mode."""
     lines = ["You can call tools. Reply with exactly one JSON object, either",
              '{"tool": "<tool name>", "arguments": {...}} to call a tool when you need data you do not have, or',
              '{"answer": "<your final answer to the user>"} when you can answer.',

@@ -46,6 +46,7 @@ except ImportError:  # jsonschema 4.10 (Debian bookworm): RefResolver
         """Resolves references within the schema and the bundled metaschemas only."""
 
         def resolve_remote(self, uri: str) -> Any:
+            """Never fetch: raises RefResolutionError for any URI."""
             raise jsonschema.RefResolutionError(f"remote reference {uri!r} is not resolved")
 
     def _build(cls: Any, schema: dict[str, Any]) -> Any:
@@ -131,8 +132,8 @@ def check_call(tools: list[dict[str, Any]], tool: dict[str, Any] | None, name: s
         args = parse_json(raw_arguments, MAX_DEPTH, f"arguments for {name}") if raw_arguments.strip() else {}
     except json.JSONDecodeError as e:
         return None, f"arguments for {name} are not valid JSON ({e}); send a JSON object"
-    except ValueError as e:
-        return None, f"{e}; send a flat JSON object"
+    except ValueError as e:  # too deep, NaN/Infinity, numbers out of range
+        return None, f"{e}; send a {'flatter ' if 'nested deeper' in str(e) else ''}JSON object"
     if not isinstance(args, dict):
         return None, f"arguments for {name} must be a JSON object, got {type(args).__name__}"
     args = clean_json(args)

@@ -250,6 +250,59 @@ def _shut(sock: Any) -> None:
         pass
 
 
+class _Watchdog:
+    """One daemon thread that runs callbacks at their deadlines (a heap under a condition
+    variable), so arming a deadline costs a heap push rather than a thread start."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[list[Any]] = []
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, when: float, fn: Callable[[], None]) -> list[Any]:
+        """Run ``fn`` at monotonic time ``when`` unless :meth:`cancel` is called first; returns
+        the handle for :meth:`cancel`."""
+        import heapq
+        with self._cond:
+            self._seq += 1
+            entry = [when, self._seq, fn]
+            heapq.heappush(self._heap, entry)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="pgagent-watchdog", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+            return entry
+
+    def cancel(self, entry: list[Any]) -> None:
+        """Forget a scheduled callback (it is skipped when its time comes)."""
+        with self._cond:
+            entry[2] = None
+
+    def _run(self) -> None:
+        import heapq
+        while True:
+            with self._cond:
+                while self._heap and self._heap[0][2] is None:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                delay = self._heap[0][0] - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                fn = heapq.heappop(self._heap)[2]
+            if fn is not None:
+                try:
+                    fn()
+                except Exception:  # a watchdog callback must never kill the thread
+                    pass
+
+
+_WATCHDOG = _Watchdog()
+
+
 class _Deadline:
     """The watchdog of one :func:`post_json` call: at the deadline it shuts down every socket
     the call opened or reused, so a blocked connect/TLS handshake/read returns at once."""
@@ -260,13 +313,15 @@ class _Deadline:
         self._done = False
         self._socks: list[Any] = []
         self._conns: list[Any] = []
-        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
-        self._timer.daemon = True
+        self._seconds = max(seconds, 0.0)
+        self._entry: list[Any] | None = None
 
     def start(self) -> None:
-        self._timer.start()
+        """Arm the deadline on the shared watchdog thread (no thread per call)."""
+        self._entry = _WATCHDOG.schedule(time.monotonic() + self._seconds, self._fire)
 
     def add_socket(self, sock: Any) -> None:
+        """Watch a new raw socket (shut at once if the deadline has passed)."""
         with self._lock:
             if self.fired:
                 _shut(sock)
@@ -274,6 +329,7 @@ class _Deadline:
                 self._socks.append(sock)
 
     def add_conn(self, conn: Any) -> None:
+        """Watch a (possibly reused keep-alive) urllib3 connection's socket."""
         with self._lock:
             if self.fired:
                 _shut(getattr(conn, "sock", None))
@@ -289,9 +345,11 @@ class _Deadline:
                 _shut(sock)
 
     def finish(self) -> None:
+        """The call is over: never fire (the sockets may be back in the pool)."""
         with self._lock:
             self._done = True
-        self._timer.cancel()
+        if self._entry is not None:
+            _WATCHDOG.cancel(self._entry)
 
 
 def _current() -> _Deadline | None:
@@ -341,10 +399,12 @@ class DeadlineAdapter(requests.adapters.HTTPAdapter):
     :func:`post_json` mounts it on the session it is given (replacing plain HTTPAdapters)."""
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        """As HTTPAdapter's, with connection pools whose sockets the watchdog can shut."""
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = dict(_POOLS)
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        """As HTTPAdapter's; HTTP(S) proxy pools are watched too (SOCKS proxies are not)."""
         manager = super().proxy_manager_for(proxy, **proxy_kwargs)
         classes = getattr(manager, "pool_classes_by_scheme", None)
         if classes and classes.get("http") is HTTPConnectionPool:  # not SOCKS
