@@ -54,6 +54,9 @@ GRANT USAGE ON SCHEMA demo TO demo_writer;
 GRANT EXECUTE ON FUNCTION demo.save_finding(text) TO demo_writer;
 GRANT INSERT, SELECT ON demo.findings TO demo_writer;
 GRANT USAGE ON SEQUENCE demo.findings_id_seq TO demo_writer;
+-- the team reads its findings
+GRANT USAGE ON SCHEMA demo TO weather_team;
+GRANT SELECT ON demo.findings TO weather_team;
 """
 
 SCHEMA_NOTE = ("Table seattle_weather(date date, precipitation real /*mm*/, temp_max real /*C*/, "
