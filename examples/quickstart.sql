@@ -1,6 +1,8 @@
--- pgagent quick start for psql. Needs the local model running (scripts/local_models.py start)
--- or another model: see docs/providers.md.
+-- pgagent quick start for psql, as a superuser, with the offline local model
+-- (.venv/bin/python scripts/local_models.py start) or another model: see docs/providers.md.
 --   psql -v ON_ERROR_STOP=1 -f examples/quickstart.sql
+-- The README's "Using it from psql" adds roles, approvals and a hosted model with a stored key.
+-- tests/python/test_docs.py runs this file against a scripted server.
 CREATE EXTENSION IF NOT EXISTS pgagent CASCADE;
 
 SELECT pgagent.register_model('local-qwen', base_url => 'http://127.0.0.1:8765/v1',
@@ -15,11 +17,13 @@ GRANT SELECT ON public.city TO pgagent_sandbox;   -- sql tools run as this low-p
 SELECT pgagent.register_tool('run_sql',
          'Run one read-only SELECT. Table city(name text, country text, population bigint).',
          '{"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}',
-         kind => 'sql');
+         kind => 'sql', config => '{"search_path": "public", "max_rows": 20}');
 SELECT pgagent.create_agent('geo', tools => '{run_sql}',
          instructions => 'Look facts up with run_sql; never guess. Answer in one sentence.');
 
 SELECT pgagent.start_conversation('geo') AS conversation \gset
 SELECT pgagent.send_message(:conversation, 'Which Norwegian city in the table is the largest?') ->> 'answer' AS answer;
+SELECT turn_id AS turn FROM pgagent.turn_summary WHERE conversation_id = :conversation ORDER BY turn_id DESC LIMIT 1 \gset
 SELECT seq, kind, tool_name, left(summary, 80) AS summary, latency_ms
-  FROM pgagent.turn_timeline WHERE conversation_id = :conversation ORDER BY turn_id, seq;
+  FROM pgagent.turn_timeline WHERE turn_id = :turn ORDER BY seq;
+SELECT * FROM pgagent.verify_turn(:turn);

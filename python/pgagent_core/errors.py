@@ -17,6 +17,7 @@ class PgAgentError(Exception):
 
     sqlstate = "P0001"
     default_hint = "See docs/api.md for the function's arguments."
+    default_detail = "The call changed nothing."
 
     def __init__(self, message: str, *, hint: str | None = None, detail: str | None = None) -> None:
         super().__init__(message)
@@ -28,7 +29,7 @@ class PgAgentError(Exception):
         """``{message, sqlstate, detail, hint}`` with the ``pgagent: `` prefix on the message and
         non-empty detail and hint (PL/pgSQL's RAISE refuses NULL options)."""
         msg = self.message if self.message.startswith("pgagent: ") else f"pgagent: {self.message}"
-        return {"message": msg, "sqlstate": self.sqlstate, "detail": self.detail or self.message,
+        return {"message": msg, "sqlstate": self.sqlstate, "detail": self.detail or self.default_detail,
                 "hint": self.hint or self.default_hint}
 
 
@@ -37,6 +38,7 @@ class InvalidArgument(PgAgentError):
 
     sqlstate = "22023"
     default_hint = "Fix the argument named in the message; docs/api.md lists the valid values."
+    default_detail = "The arguments were checked before anything was written; nothing changed."
 
 
 class NotFound(PgAgentError):
@@ -44,12 +46,14 @@ class NotFound(PgAgentError):
 
     sqlstate = "42704"
     default_hint = "Check the name or id; objects of other tenants are not visible."
+    default_detail = "No object of the tenant this session acts for has that name or id; nothing changed."
 
 
 class InvalidState(PgAgentError):
     """The object is in a state that does not allow the call (SQLSTATE 55000 object_not_in_prerequisite_state)."""
 
     sqlstate = "55000"
+    default_detail = "The object is not in a state that allows this call; nothing changed."
 
 
 class Busy(PgAgentError):
@@ -57,6 +61,7 @@ class Busy(PgAgentError):
 
     sqlstate = "55P03"
     default_hint = "Wait for the other session to finish, or cancel it with pg_cancel_backend."
+    default_detail = "Another backend holds the turn's advisory lock; nothing changed."
 
 
 class Forbidden(PgAgentError):
@@ -65,6 +70,7 @@ class Forbidden(PgAgentError):
 
     sqlstate = "42501"
     default_hint = "Ask an admin of the tenant to grant the needed pgagent role (docs/security.md)."
+    default_detail = "The calling role (SET ROLE's role, else session_user) lacks the right; nothing changed."
 
 
 class ProviderFailed(PgAgentError):
@@ -73,6 +79,7 @@ class ProviderFailed(PgAgentError):
 
     sqlstate = "58000"
     default_hint = "Check the model's base_url, its server and its secret (pgagent.set_secret)."
+    default_detail = "The provider's reply is in the message; nothing was recorded."
 
 
 class InUse(PgAgentError):
@@ -81,6 +88,7 @@ class InUse(PgAgentError):
 
     sqlstate = "2BP01"
     default_hint = "Disable it instead (pgagent.disable_*), which keeps the history readable."
+    default_detail = "Deleting it would orphan what refers to it; nothing changed."
 
 
 class Internal(PgAgentError):
@@ -88,3 +96,4 @@ class Internal(PgAgentError):
 
     sqlstate = "XX000"
     default_hint = "This is a pgagent bug: the server log has the Python traceback."
+    default_detail = "An unexpected error inside pgagent; the transaction is rolled back."

@@ -100,6 +100,7 @@ class Turn:
     cost_usd: float = 0.0
     tool_errors: int = 0
     actor: str | None = None  # the role that drives the turn now: the created_by of the steps it writes
+    history: list[dict[str, Any]] | None = None  # earlier completed turns of the conversation, loaded once
 
     @property
     def tenant_id(self) -> str:
@@ -260,8 +261,10 @@ def build_messages(db: Db, turn: Turn, specs: list[dict[str, Any]]) -> list[dict
     cfg, s = turn.cfg, turn.settings
     json_mode = cfg["model"]["tool_mode"] == "json_schema"
     msgs: list[dict[str, Any]] = [{"role": "system", "content": system_prompt(turn, specs)}]
-    for h in db.all(HISTORY_SQL, ["text", "int8", "int4", "int4"],
-                    [turn.tenant_id, cfg["conversation_id"], cfg["seq"], int(s["history_turns"])]):
+    if turn.history is None:  # earlier turns do not change while this one runs
+        turn.history = db.all(HISTORY_SQL, ["text", "int8", "int4", "int4"],
+                              [turn.tenant_id, cfg["conversation_id"], cfg["seq"], int(s["history_turns"])])
+    for h in turn.history:
         msgs.append({"role": "user", "content": h["user_message"]})
         msgs.append({"role": "assistant", "content": h["answer"]})
     msgs.append({"role": "user", "content": cfg["user_message"]})

@@ -797,10 +797,8 @@ def _new_turn(db: Db, gd: dict, c: Caller, conversation: int, content: Any, para
 
 
 def _locked(db: Db, gd: dict, c: Caller, turn_id: int) -> loop.Turn:
-    row = one(db, "SELECT turn_id FROM pgagent.turn WHERE tenant_id = $1::uuid AND turn_id = $2", ["text", "int8"],
-              [c.tenant_id, turn_id])
-    if row is None:
-        raise NotFound(f"turn {turn_id} does not exist (for this tenant)")
+    """Lock the caller's tenant's turn and load it. The lock key includes the tenant, so
+    locking an id of another tenant (or none) blocks nobody; load then raises NotFound."""
     loop.lock_turn(db, gd, c.tenant_id, turn_id)
     return loop.load(db, c.tenant_id, turn_id, c.role)
 

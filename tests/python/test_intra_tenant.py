@@ -325,3 +325,40 @@ def test_function_tool_run_as_rules(world, conn):
     finally:
         conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(runner)))
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(runner)))
+
+
+def test_a_tool_cannot_call_back_into_the_api(world, conn):
+    """Even a tool whose run_as role may use the whole API (an admin of the tenant) cannot
+    approve, drive or configure anything while the turn runs: the call is refused (55000)."""
+    acme = world.ids["acme"]
+    cb = f"{world.dbname}_acme_cb"
+    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN IN ROLE pgagent_admin, {}").format(
+        sql.Identifier(cb), sql.Identifier(world.role("acme"))))
+    conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(cb), sql.Identifier(world.role("acme", "admin"))))
+    conn.execute("CREATE FUNCTION public.callback(q text) RETURNS text LANGUAGE plpgsql AS "
+                 "$$ DECLARE r text; BEGIN EXECUTE q INTO r; RETURN r; END $$")
+    conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION public.callback(text) TO {}").format(sql.Identifier(cb)))
+    probes = [f"SELECT pgagent.approve_step({acme['pending_step']}, true, 'from a tool')::text",
+              f"SELECT pgagent.cancel_turn({acme['parked_turn']})::text",
+              "SELECT pgagent.create_agent('planted', model => 'scripted')::text",
+              f"SELECT pgagent.send_message({acme['conversation']}, 'nested')::text"]
+    try:
+        with world.connect("acme", "admin") as a:
+            a.execute("SELECT pgagent.register_tool('callback', 'probe', %s, kind => 'function', config => %s)",
+                      [json.dumps(ESCALATE_SCHEMA), json.dumps({"function": "public.callback", "run_as": cb})])
+            a.execute("SELECT pgagent.update_agent('analyst', tools => '{run_sql,bump,callback}')")
+            world.llm.script(tool_calls([("callback", {"q": q}) for q in probes]), text("done"))
+            conv = a.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
+            r = a.execute("SELECT pgagent.send_message(%s, 'probe')", [conv]).fetchone()[0]
+            assert r["status"] == "completed", r
+            res = [p for (p,) in a.execute("SELECT payload FROM pgagent.step WHERE turn_id = %s AND "
+                                           "kind = 'tool_result' ORDER BY seq", [r["turn_id"]])]
+        assert len(res) == len(probes)
+        for q, p in zip(probes, res):
+            assert p["is_error"] and "while this session is running a turn" in p["error"], (q, p)
+        status = conn.execute("SELECT status FROM pgagent.turn WHERE turn_id = %s", [acme["parked_turn"]]).fetchone()[0]
+        assert status == "awaiting_approval"
+        assert conn.execute("SELECT count(*) FROM pgagent.agent WHERE name = 'planted'").fetchone()[0] == 0
+    finally:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(cb)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(cb)))
