@@ -257,6 +257,11 @@ def _name(value: Any, what: str, pattern: re.Pattern[str] = NAME_RE) -> str:
     return value
 
 
+def _overlay(current: dict[str, Any], cols: tuple[str, ...] | list[str], changes: dict[str, Any]) -> dict[str, Any]:
+    """The current row's ``cols`` with the non-NULL ``changes`` on top (what update_* saves)."""
+    return {**{k: current[k] for k in cols}, **{k: v for k, v in changes.items() if v is not None and k in cols}}
+
+
 def _num(name: str, value: Any, **kw: Any) -> Any:
     _valid(lambda: limits.check_number(name, value, **kw), name)
     return value
@@ -326,9 +331,7 @@ def register_model(db: Db, gd: dict, c: Caller, **a: Any) -> int:
 @api("admin")
 def update_model(db: Db, gd: dict, c: Caller, name: str, **changes: Any) -> int:
     """Change the given (non-NULL) fields of a model; returns model_id. 42704, 22023."""
-    cur = _find(db, c, "model", name)
-    m = {k: cur[k] for k in MODEL_COLS}
-    m.update({k: v for k, v in changes.items() if v is not None and k in MODEL_COLS})
+    m = _overlay(_find(db, c, "model", name), MODEL_COLS, changes)
     m["input_usd_per_mtok"] = float(m["input_usd_per_mtok"])
     m["output_usd_per_mtok"] = float(m["output_usd_per_mtok"])
     return _save_model(db, c, _check_model(m), "model_updated")
@@ -468,9 +471,7 @@ def create_persona(db: Db, gd: dict, c: Caller, name: str, system_prompt: str, t
 @api("admin")
 def update_persona(db: Db, gd: dict, c: Caller, name: str, **changes: Any) -> int:
     """Change the given (non-NULL) fields of a persona; returns persona_id. 42704, 22023."""
-    cur = _find(db, c, "persona", name)
-    p = {k: cur[k] for k in ("name", "system_prompt", "traits", "params")}
-    p.update({k: v for k, v in changes.items() if v is not None and k in p})
+    p = _overlay(_find(db, c, "persona", name), ("name", "system_prompt", "traits", "params"), changes)
     return _save_persona(db, c, _check_persona(p), "persona_updated")
 
 
@@ -527,9 +528,7 @@ def register_tool(db: Db, gd: dict, c: Caller, **a: Any) -> int:
 @api("admin")
 def update_tool(db: Db, gd: dict, c: Caller, name: str, **changes: Any) -> int:
     """Change the given (non-NULL) fields of a tool; returns tool_id. 42704, 22023."""
-    cur = _find(db, c, "tool", name)
-    t = {k: cur[k] for k in TOOL_COLS}
-    t.update({k: v for k, v in changes.items() if v is not None and k in TOOL_COLS})
+    t = _overlay(_find(db, c, "tool", name), TOOL_COLS, changes)
     return _save_tool(db, c, _check_tool(db, c, t), "tool_updated")
 
 
@@ -618,8 +617,7 @@ def update_agent(db: Db, gd: dict, c: Caller, name: str, **changes: Any) -> int:
                       WHERE a.tenant_id = $1::uuid AND a.name = $2""", ["text", "text"], [c.tenant_id, name])
     if cur is None:
         _find(db, c, "agent", name)
-    agent = dict(cur)
-    agent.update({k: v for k, v in changes.items() if v is not None and k in AGENT_KEYS})
+    agent = _overlay(cur, AGENT_KEYS, changes)
     return _save_agent(db, c, _check_agent(db, c, agent), "agent_updated")
 
 
