@@ -698,21 +698,28 @@ def remove_member(db: Db, gd: dict, c: Caller, tenant: str, role_name: str) -> b
 
 # ---------------------------------------------------------------------------- conversations
 
+START_SQL = """
+WITH a AS (SELECT agent_id, enabled FROM pgagent.agent WHERE tenant_id = $1::uuid AND name = $2),
+     ins AS (INSERT INTO pgagent.conversation (tenant_id, agent_id, title, metadata, user_id, created_by)
+             SELECT $1::uuid, a.agent_id, $3, $4, $5, $6 FROM a WHERE a.enabled RETURNING conversation_id)
+SELECT a.enabled, (SELECT ins.conversation_id FROM ins) AS conversation_id FROM a"""
+
+
 @api("user")
 def start_conversation(db: Db, gd: dict, c: Caller, agent: str, title: str | None = None, metadata: Any = None,
                        user_id: str | None = None) -> int:
     """Start a conversation with the named (enabled) agent; returns conversation_id. user_id
     names the application's end user (apps sharing one database role). 42704, 55000, 22023."""
-    a = _find(db, c, "agent", agent)
-    if not a["enabled"]:
-        raise InvalidState(f"agent {agent!r} is disabled", hint=f"An admin can run pgagent.enable_agent('{agent}').")
     _check(user_id is None or (isinstance(user_id, str) and 0 < len(user_id) <= 256),
            "user_id must be a text of 1 to 256 characters")
-    row = one(db, """INSERT INTO pgagent.conversation (tenant_id, agent_id, title, metadata, user_id, created_by)
-                     VALUES ($1::uuid, $2, $3, $4, $5, $6) RETURNING conversation_id""",
-              ["text", "int8", "text", "jsonb", "text", "name"],
-              [c.tenant_id, a["agent_id"], limits.clean_text(title), limits.clean_json(_obj(metadata, "metadata")),
+    row = one(db, START_SQL, ["text", "text", "text", "jsonb", "text", "name"],
+              [c.tenant_id, agent, limits.clean_text(title), limits.clean_json(_obj(metadata, "metadata")),
                limits.clean_text(user_id), c.role])
+    if row is None:
+        raise NotFound(f"agent {agent!r} does not exist (for this tenant)",
+                       hint="List them with SELECT name FROM pgagent.agent;")
+    if not row["enabled"]:
+        raise InvalidState(f"agent {agent!r} is disabled", hint=f"An admin can run pgagent.enable_agent('{agent}').")
     return int(row["conversation_id"])
 
 
