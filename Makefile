@@ -7,25 +7,49 @@ PYLIBROOT  ?= /usr/local/lib/pgagent_core
 PYLIBDIR    = $(PYLIBROOT)/$(EXTVERSION)
 MARKER      = pgagent-llm-extension-marker
 
+# sql/10_tables.sql (tables, indexes, the default tenant) runs only at CREATE EXTENSION. Every
+# other sql/NN_*.sql file is replayable (CREATE OR REPLACE, DROP IF EXISTS + CREATE, GRANT, ...):
+# the full script is all of them in order; an upgrade script to this version is the hand-written
+# migrations/pgagent--<old>--<new>.sql (table changes, backfills, drops) followed by the replayable
+# files. See migrations/README.md.
 SQL_SRC     = $(sort $(wildcard sql/[0-9][0-9]_*.sql))
+SQL_ONCE    = sql/10_tables.sql
+SQL_REPLAY  = $(filter-out $(SQL_ONCE),$(SQL_SRC))
 BUILT_SQL   = build/$(EXTENSION)--$(EXTVERSION).sql
-UPGRADES    = $(wildcard migrations/$(EXTENSION)--*--*.sql)
-DATA_built  = $(BUILT_SQL)
-DATA        = $(UPGRADES)
+MIGRATIONS  = $(sort $(wildcard migrations/$(EXTENSION)--*--*.sql))
+UPGRADES    = $(patsubst migrations/%,build/%,$(MIGRATIONS))
+DATA_built  = $(BUILT_SQL) $(UPGRADES)
 EXTRA_CLEAN = build
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 .DEFAULT_GOAL := all
-all: $(BUILT_SQL)
+all: $(BUILT_SQL) $(UPGRADES)
+
+SUBST = sed -e 's|@PYLIBDIR@|$(PYLIBDIR)|g' -e 's|@EXTVERSION@|$(EXTVERSION)|g'
 
 $(BUILT_SQL): $(SQL_SRC) pgagent.control Makefile
 	@mkdir -p build
 	@{ echo '-- generated from sql/*.sql by make; do not edit'; \
 	   printf '%s\n' '\echo Use "CREATE EXTENSION pgagent" to load this file. \quit'; \
-	   for f in $(SQL_SRC); do echo; echo "-- ---- $$f"; cat $$f; done; } \
-	 | sed -e 's|@PYLIBDIR@|$(PYLIBDIR)|g' -e 's|@EXTVERSION@|$(EXTVERSION)|g' > $@
+	   for f in $(SQL_SRC); do echo; echo "-- ---- $$f"; cat $$f; done; } | $(SUBST) > $@
+
+# The last step of an upgrade path (to this version): its migration, then the replayable files.
+build/$(EXTENSION)--%--$(EXTVERSION).sql: migrations/$(EXTENSION)--%--$(EXTVERSION).sql $(SQL_REPLAY) pgagent.control Makefile
+	@mkdir -p build
+	@{ echo '-- generated from $< and the replayable sql/*.sql by make; do not edit'; \
+	   printf '%s\n' '\echo Use "ALTER EXTENSION pgagent UPDATE" to load this file. \quit'; \
+	   echo; echo "-- ---- $<"; cat $<; \
+	   for f in $(SQL_REPLAY); do echo; echo "-- ---- $$f"; cat $$f; done; } | $(SUBST) > $@
+
+# An earlier step (to an older version): its migration only; the last step replays this version's
+# files. Update to the newest version only (ALTER EXTENSION pgagent UPDATE).
+build/$(EXTENSION)--%.sql: migrations/$(EXTENSION)--%.sql pgagent.control Makefile
+	@mkdir -p build
+	@{ echo '-- generated from $< by make; do not edit'; \
+	   printf '%s\n' '\echo Use "ALTER EXTENSION pgagent UPDATE" to load this file. \quit'; \
+	   echo; echo "-- ---- $<"; cat $<; } | $(SUBST) > $@
 
 # Refuse to overwrite pgAdmin's pgAgent (same extension name, unrelated project).
 install: check-not-pgadmin install-python
@@ -43,7 +67,7 @@ install-python:
 	@chmod -R a+rX "$(DESTDIR)$(PYLIBROOT)"
 	@echo "installed pgagent_core into $(DESTDIR)$(PYLIBDIR)"
 
-.PHONY: deps demo test bench check-not-pgadmin install-python print-sharedir
+.PHONY: deps demo test bench check-not-pgadmin install-python print-sharedir print-replay
 deps:
 	bash scripts/install-system-deps.sh
 	bash scripts/install-python-env.sh
@@ -60,3 +84,7 @@ bench: deps
 
 print-sharedir:
 	@echo $(datadir)
+
+# The replayable files, in order (tests/python/test_upgrade.py).
+print-replay:
+	@echo $(SQL_REPLAY)

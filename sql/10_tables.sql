@@ -1,5 +1,11 @@
 -- Tables. Every table carries tenant_id; primary, unique and foreign keys include it, so a row
 -- can never point at another tenant's row (and the tables can be distributed by tenant_id).
+--
+-- Runs only at CREATE EXTENSION: this is the one file the upgrade scripts do not replay (see
+-- migrations/README.md). A change to a table here needs the same change in the next
+-- migrations/pgagent--<old>--<new>.sql. Everything else (functions, views, policies, grants,
+-- comments, and column defaults that call pgagent functions, set in 20_tenancy.sql) lives in the
+-- replayable files that follow.
 
 CREATE TABLE pgagent.tenant (
     tenant_id    uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -8,19 +14,9 @@ CREATE TABLE pgagent.tenant (
     role_name    name,
     created_at   timestamptz NOT NULL DEFAULT now()
 );
-COMMENT ON TABLE pgagent.tenant IS
-  'A tenant: the unit of isolation. Every other pgagent row belongs to exactly one tenant. The tenant named ''default'' (all-zero uuid) serves single-tenant use.';
-COMMENT ON COLUMN pgagent.tenant.role_name IS
-  'Optional per-tenant role: every member of it (pg_has_role MEMBER) may act for the tenant, like a pgagent.tenant_member row.';
 
 INSERT INTO pgagent.tenant (tenant_id, name, display_name)
 VALUES ('00000000-0000-0000-0000-000000000000', 'default', 'Default tenant');
-
--- The tenant a row belongs to when none is given; see pgagent.current_tenant() (20_tenancy.sql).
-CREATE FUNCTION pgagent.default_tenant_id() RETURNS uuid
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$ SELECT '00000000-0000-0000-0000-000000000000'::uuid $$;
-COMMENT ON FUNCTION pgagent.default_tenant_id() IS 'The uuid of the built-in tenant named ''default''.';
 
 CREATE TABLE pgagent.model (
     tenant_id             uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
@@ -46,12 +42,6 @@ CREATE TABLE pgagent.model (
     UNIQUE (tenant_id, name)
 );
 CREATE UNIQUE INDEX model_one_default_per_tenant ON pgagent.model (tenant_id, kind) WHERE is_default;
-COMMENT ON TABLE pgagent.model IS
-  'Provider registry: where and how to call an LLM (provider openai = any OpenAI-compatible chat-completions server; anthropic = Anthropic Messages), the API key''s secret name (never the key), default request parameters, prices in USD per 1M tokens and the context window (tokens).';
-COMMENT ON COLUMN pgagent.model.tool_mode IS
-  'native: tools are sent as the API''s tools / tool_calls. json_schema: tools are described in the prompt and the reply is constrained by response_format json_schema (a oneOf over tool calls and a final answer) - for small local models.';
-COMMENT ON COLUMN pgagent.model.timeout_ms IS 'HTTP timeout of one LLM call, in ms (connect and read).';
-COMMENT ON COLUMN pgagent.model.max_retries IS 'Retries of one LLM call after HTTP 429/5xx, timeouts or malformed replies; each failed attempt is a recorded error step.';
 
 CREATE TABLE pgagent.persona (
     tenant_id     uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
@@ -65,8 +55,6 @@ CREATE TABLE pgagent.persona (
     PRIMARY KEY (tenant_id, persona_id),
     UNIQUE (tenant_id, name)
 );
-COMMENT ON TABLE pgagent.persona IS
-  'A reusable personality: system prompt, traits (rendered into the prompt) and request parameters that override the model''s.';
 
 CREATE TABLE pgagent.tool (
     tenant_id         uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
@@ -85,8 +73,6 @@ CREATE TABLE pgagent.tool (
     PRIMARY KEY (tenant_id, tool_id),
     UNIQUE (tenant_id, name)
 );
-COMMENT ON TABLE pgagent.tool IS
-  'A tool the model may call: name and description as the model sees them, a JSON Schema for the arguments (validated before every call), the kind that runs it (sql, function) with its config, whether a human must approve each call, and its timeout in ms.';
 
 CREATE TABLE pgagent.agent (
     tenant_id     uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
@@ -104,8 +90,6 @@ CREATE TABLE pgagent.agent (
     FOREIGN KEY (tenant_id, persona_id) REFERENCES pgagent.persona (tenant_id, persona_id),
     FOREIGN KEY (tenant_id, model_id) REFERENCES pgagent.model (tenant_id, model_id)
 );
-COMMENT ON TABLE pgagent.agent IS
-  'An agent: a persona and instructions, a model, a set of tools (agent_tool) and config: max_steps (LLM calls per turn, default 8), auto_approve (true or an array of tool names), max_tool_errors (default 3), history_turns (default 20), params (request parameters).';
 
 CREATE TABLE pgagent.agent_tool (
     tenant_id uuid NOT NULL,
@@ -115,7 +99,6 @@ CREATE TABLE pgagent.agent_tool (
     FOREIGN KEY (tenant_id, agent_id) REFERENCES pgagent.agent (tenant_id, agent_id) ON DELETE CASCADE,
     FOREIGN KEY (tenant_id, tool_id) REFERENCES pgagent.tool (tenant_id, tool_id) ON DELETE CASCADE
 );
-COMMENT ON TABLE pgagent.agent_tool IS 'Which tools each agent may call.';
 
 CREATE TABLE pgagent.conversation (
     tenant_id       uuid NOT NULL REFERENCES pgagent.tenant,
@@ -124,12 +107,11 @@ CREATE TABLE pgagent.conversation (
     title           text,
     metadata        jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
     user_id         text CHECK (length(user_id) BETWEEN 1 AND 256),
-    created_by      name NOT NULL DEFAULT current_user,
+    created_by      name NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, conversation_id),
     FOREIGN KEY (tenant_id, agent_id) REFERENCES pgagent.agent (tenant_id, agent_id)
 );
-COMMENT ON TABLE pgagent.conversation IS 'A conversation with one agent: an ordered list of turns.';
 
 CREATE TABLE pgagent.turn (
     tenant_id         uuid NOT NULL,
@@ -146,7 +128,7 @@ CREATE TABLE pgagent.turn (
     prompt_tokens     bigint NOT NULL DEFAULT 0 CHECK (prompt_tokens >= 0),
     completion_tokens bigint NOT NULL DEFAULT 0 CHECK (completion_tokens >= 0),
     cost_usd          numeric(20,8) NOT NULL DEFAULT 0 CHECK (cost_usd >= 0),
-    created_by        name NOT NULL DEFAULT current_user,
+    created_by        name NOT NULL,
     created_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
     started_at        timestamptz,
     finished_at       timestamptz,
@@ -165,8 +147,6 @@ CREATE TABLE pgagent.turn (
 );
 CREATE INDEX conversation_user ON pgagent.conversation (tenant_id, user_id) WHERE user_id IS NOT NULL;
 CREATE INDEX turn_active ON pgagent.turn (tenant_id, status) WHERE status IN ('queued', 'running', 'awaiting_approval');
-COMMENT ON TABLE pgagent.turn IS
-  'One user message and everything the agent did to answer it. A state machine: queued -> running -> awaiting_approval -> running -> completed | failed | cancelled (enforced by a trigger). Holds the changing state and the totals: llm_calls, prompt_tokens and completion_tokens (tokens), cost_usd (USD).';
 
 CREATE TABLE pgagent.step (
     tenant_id         uuid NOT NULL,
@@ -183,7 +163,7 @@ CREATE TABLE pgagent.step (
     completion_tokens bigint CHECK (completion_tokens >= 0),
     cost_usd          numeric(20,8) CHECK (cost_usd >= 0),
     latency_ms        numeric(12,3) CHECK (latency_ms >= 0),
-    created_by        name NOT NULL DEFAULT current_user,
+    created_by        name NOT NULL,
     created_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
     prev_hash         bytea,
     hash              bytea NOT NULL,
@@ -201,10 +181,62 @@ CREATE TABLE pgagent.step (
 CREATE UNIQUE INDEX step_one_result_per_call ON pgagent.step (tenant_id, parent_step_id) WHERE kind = 'tool_result';
 CREATE UNIQUE INDEX step_one_decision_per_call ON pgagent.step (tenant_id, parent_step_id) WHERE kind = 'approval';
 CREATE INDEX step_created ON pgagent.step (tenant_id, created_at);
-COMMENT ON TABLE pgagent.step IS
-  'Append-only log of everything that happened in a turn, in order (seq): user_message, llm_call (request summary, reply, finish_reason, usage), thinking, tool_call, approval (who, when, why), tool_result, response, error. Tokens are per step; latency_ms in ms; cost_usd in USD. UPDATE, DELETE and TRUNCATE are refused.';
-COMMENT ON COLUMN pgagent.step.parent_step_id IS 'For tool_result and approval: the tool_call step they answer (same turn; at most one of each per call).';
-COMMENT ON COLUMN pgagent.step.tool_call_id IS 'The provider''s tool call id (OpenAI tool_calls[].id, Anthropic tool_use.id), or one pgagent made for calls recovered from text.';
+
+-- Who may act for a tenant (pgagent.add_member); see 20_tenancy.sql.
+CREATE TABLE pgagent.tenant_member (
+    tenant_id  uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
+    role_name  name NOT NULL,
+    added_by   name NOT NULL,
+    added_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, role_name)
+);
+
+-- The audit log and the encrypted API keys; see 60_security.sql.
+CREATE TABLE pgagent.audit_event (
+    tenant_id   uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
+    event_id    bigint GENERATED ALWAYS AS IDENTITY,
+    chain_seq   bigint NOT NULL,
+    at          timestamptz NOT NULL DEFAULT clock_timestamp(),
+    actor       name NOT NULL,
+    action      text NOT NULL CHECK (action ~ '^[a-z][a-z0-9_]*$'),
+    object_type text,
+    object_id   text,
+    payload     jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(payload) = 'object'),
+    prev_hash   bytea,
+    hash        bytea NOT NULL,
+    PRIMARY KEY (tenant_id, event_id),
+    UNIQUE (tenant_id, chain_seq)
+);
+
+CREATE TABLE pgagent.secret (
+    tenant_id  uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
+    name       text NOT NULL CHECK (name ~ '^[A-Za-z_][A-Za-z0-9_]{0,127}$'),
+    ciphertext bytea NOT NULL,
+    created_by name NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, name)
+);
+
+-- The egress policy of http tools; see 70_egress.sql.
+CREATE TABLE pgagent.egress_allow (
+    tenant_id  uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
+    host       text NOT NULL CHECK (length(host) <= 253 AND (
+                   host ~ '^(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$'
+                   OR (host ~ '^[0-9a-f:.]+$' AND strpos(host, ':') > 0))),
+    added_by   name NOT NULL,
+    added_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, host)
+);
+
+CREATE TABLE pgagent.egress_exception (
+    tenant_id  uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
+    network    cidr NOT NULL,
+    note       text,
+    added_by   name NOT NULL,
+    added_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, network)
+);
 
 -- Keep user rows in pg_dump (extension member tables are skipped otherwise).
 SELECT pg_catalog.pg_extension_config_dump('pgagent.tenant', 'WHERE name <> ''default''');
@@ -216,3 +248,8 @@ SELECT pg_catalog.pg_extension_config_dump('pgagent.agent_tool', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.conversation', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.turn', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.step', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.tenant_member', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.audit_event', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.secret', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.egress_allow', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.egress_exception', '');

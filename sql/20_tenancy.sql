@@ -1,4 +1,9 @@
 -- Which tenant the current session acts for, and who may act for which tenant.
+--
+-- This and every later sql/NN_*.sql file is replayable: CREATE EXTENSION runs it after
+-- 10_tables.sql, and every upgrade script runs it again after its migration (see
+-- migrations/README.md). So only CREATE OR REPLACE, DROP ... IF EXISTS + CREATE, and statements
+-- that may run twice (GRANT, REVOKE, COMMENT, ALTER ... SET) belong in them.
 
 -- ---------------------------------------------------------------------------- roles
 -- Cluster-wide NOLOGIN group roles, created if missing (CREATE EXTENSION runs as a superuser).
@@ -17,11 +22,44 @@ GRANT pgagent_viewer TO pgagent_user;
 GRANT pgagent_user TO pgagent_operator;
 GRANT pgagent_operator TO pgagent_admin;
 
+-- ---------------------------------------------------------------------------- privileges
+-- Start from no privileges: take every privilege PUBLIC and the group roles hold on the
+-- extension's own objects away, so that the GRANTs that follow (beside each function, and in
+-- 60_security.sql and 70_egress.sql) are all they hold, also after an upgrade from a release that
+-- granted more. Objects the extension does not own (pgagent._run_as_<oid>) are left alone.
+DO $$
+DECLARE
+    o record;
+    who constant text := 'PUBLIC, pgagent_viewer, pgagent_user, pgagent_operator, pgagent_admin';
+BEGIN
+    FOR o IN
+        SELECT CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind, c.oid::regclass::text AS name
+          FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class c ON c.oid = d.objid
+         WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.deptype = 'e'
+           AND d.refclassid = 'pg_catalog.pg_extension'::regclass
+           AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'pgagent')
+        UNION ALL
+        SELECT 'ROUTINE', p.oid::regprocedure::text
+          FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_proc p ON p.oid = d.objid
+         WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.deptype = 'e'
+           AND d.refclassid = 'pg_catalog.pg_extension'::regclass
+           AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'pgagent')
+    LOOP
+        EXECUTE format('REVOKE ALL ON %s %s FROM %s', o.kind, o.name, who);
+    END LOOP;
+    EXECUTE format('REVOKE ALL ON SCHEMA pgagent FROM %s', who);
+END $$;
+
+-- The tenant a row belongs to when none is given; see pgagent.current_tenant() (below).
+CREATE OR REPLACE FUNCTION pgagent.default_tenant_id() RETURNS uuid
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT '00000000-0000-0000-0000-000000000000'::uuid $$;
+COMMENT ON FUNCTION pgagent.default_tenant_id() IS 'The uuid of the built-in tenant named ''default''.';
 
 -- The role the caller acts as outside any SECURITY DEFINER function: SET ROLE's role, else the
 -- session user (SECURITY DEFINER changes current_user but not the role setting). Every API
 -- function runs as the extension owner, so this, not current_user, is "who did it".
-CREATE FUNCTION pgagent._outer_user() RETURNS name
+CREATE OR REPLACE FUNCTION pgagent._outer_user() RETURNS name
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -32,7 +70,7 @@ COMMENT ON FUNCTION pgagent._outer_user() IS
   'Internal: the role the session acts as (SET ROLE''s role, else session_user), also inside SECURITY DEFINER functions. Recorded as created_by, decided_by and the audit actor.';
 
 -- Whether the session's outer role is a member of role_name (false for unknown roles).
-CREATE FUNCTION pgagent._outer_is_member(role_name name) RETURNS boolean
+CREATE OR REPLACE FUNCTION pgagent._outer_is_member(role_name name) RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -43,20 +81,9 @@ $$;
 COMMENT ON FUNCTION pgagent._outer_is_member(name) IS
   'Internal: whether the session''s outer role (pgagent._outer_user) is a member, directly or through other roles, of the named role; false for unknown roles.';
 
-CREATE TABLE pgagent.tenant_member (
-    tenant_id  uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
-    role_name  name NOT NULL,
-    added_by   name NOT NULL DEFAULT pgagent._outer_user(),
-    added_at   timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (tenant_id, role_name)
-);
-COMMENT ON TABLE pgagent.tenant_member IS
-  'Who may act for a tenant: every role that is a member (pg_has_role MEMBER, so also through group roles) of role_name. Managed with pgagent.add_member; a session sees only its own memberships.';
-SELECT pg_catalog.pg_extension_config_dump('pgagent.tenant_member', '');
-
 -- True when the current user is a member of the role named role_name (false for a role that
 -- does not exist, where pg_has_role would raise).
-CREATE FUNCTION pgagent._is_member(role_name name) RETURNS boolean
+CREATE OR REPLACE FUNCTION pgagent._is_member(role_name name) RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -69,7 +96,7 @@ COMMENT ON FUNCTION pgagent._is_member(name) IS
 
 -- Not SECURITY DEFINER; it checks the session's outer role (pgagent._outer_user), so it gives
 -- the same answer in a query of the caller and inside the SECURITY DEFINER API functions.
-CREATE FUNCTION pgagent.current_tenant() RETURNS uuid
+CREATE OR REPLACE FUNCTION pgagent.current_tenant() RETURNS uuid
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -121,13 +148,21 @@ END $$;
 COMMENT ON FUNCTION pgagent.current_tenant() IS
   'The tenant this session acts for, judged for the session''s outer role (SET ROLE''s role, else session_user). With the setting pgagent.tenant (a name or uuid): that tenant if the role may act for it (a member of tenant.role_name or of a pgagent.tenant_member role), else 42501. Unset: the only tenant the role belongs to, else the default tenant if it belongs to it, else 42501. Superusers may pick any tenant (22023 for an unknown one) and get the default tenant when unset.';
 
+-- ---------------------------------------------------------------------------- column defaults
+-- Defaults that call pgagent functions are set here, not in 10_tables.sql, so that the tables
+-- can be created before any function and an upgrade sets them again.
 DO $$
 DECLARE t text;
 BEGIN
-  FOREACH t IN ARRAY ARRAY['model','persona','tool','agent','agent_tool','conversation','turn','step','tenant_member'] LOOP
+  FOREACH t IN ARRAY ARRAY['model','persona','tool','agent','agent_tool','conversation','turn','step','tenant_member',
+                           'audit_event','secret','egress_allow','egress_exception'] LOOP
     EXECUTE format('ALTER TABLE pgagent.%I ALTER COLUMN tenant_id SET DEFAULT pgagent.current_tenant()', t);
   END LOOP;
-  FOREACH t IN ARRAY ARRAY['conversation','turn','step'] LOOP
+  FOREACH t IN ARRAY ARRAY['conversation','turn','step','secret'] LOOP
     EXECUTE format('ALTER TABLE pgagent.%I ALTER COLUMN created_by SET DEFAULT pgagent._outer_user()', t);
   END LOOP;
+  FOREACH t IN ARRAY ARRAY['tenant_member','egress_allow','egress_exception'] LOOP
+    EXECUTE format('ALTER TABLE pgagent.%I ALTER COLUMN added_by SET DEFAULT pgagent._outer_user()', t);
+  END LOOP;
+  ALTER TABLE pgagent.audit_event ALTER COLUMN actor SET DEFAULT pgagent._outer_user();
 END $$;

@@ -1,6 +1,6 @@
 -- Integrity triggers: the turn state machine and the append-only step log.
 
-CREATE FUNCTION pgagent.turn_guard() RETURNS trigger
+CREATE OR REPLACE FUNCTION pgagent.turn_guard() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -28,10 +28,10 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION pgagent.turn_guard() IS
   'Trigger: enforces the turn state machine (queued -> running -> awaiting_approval -> running -> completed|failed|cancelled; terminal turns are frozen) and keeps identity columns immutable. Raises 23000.';
-CREATE TRIGGER turn_guard BEFORE UPDATE ON pgagent.turn
+CREATE OR REPLACE TRIGGER turn_guard BEFORE UPDATE ON pgagent.turn
   FOR EACH ROW EXECUTE FUNCTION pgagent.turn_guard();
 
-CREATE FUNCTION pgagent.turn_insert_guard() RETURNS trigger
+CREATE OR REPLACE FUNCTION pgagent.turn_insert_guard() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -43,10 +43,10 @@ BEGIN
     RETURN NEW;
 END $$;
 COMMENT ON FUNCTION pgagent.turn_insert_guard() IS 'Trigger: a turn is born queued or running. Raises 23000.';
-CREATE TRIGGER turn_insert_guard BEFORE INSERT ON pgagent.turn
+CREATE OR REPLACE TRIGGER turn_insert_guard BEFORE INSERT ON pgagent.turn
   FOR EACH ROW EXECUTE FUNCTION pgagent.turn_insert_guard();
 
-CREATE FUNCTION pgagent.step_append_only() RETURNS trigger
+CREATE OR REPLACE FUNCTION pgagent.step_append_only() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -62,12 +62,12 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION pgagent.step_append_only() IS
   'Trigger: refuses UPDATE, DELETE and TRUNCATE on append-only logs (step, audit_event); only pgagent.delete_conversation may delete whole turns'' steps. Raises 42501.';
-CREATE TRIGGER step_no_update_delete BEFORE UPDATE OR DELETE ON pgagent.step
+CREATE OR REPLACE TRIGGER step_no_update_delete BEFORE UPDATE OR DELETE ON pgagent.step
   FOR EACH ROW EXECUTE FUNCTION pgagent.step_append_only();
-CREATE TRIGGER step_no_truncate BEFORE TRUNCATE ON pgagent.step
+CREATE OR REPLACE TRIGGER step_no_truncate BEFORE TRUNCATE ON pgagent.step
   FOR EACH STATEMENT EXECUTE FUNCTION pgagent.step_append_only();
 
-CREATE FUNCTION pgagent.step_insert_guard() RETURNS trigger
+CREATE OR REPLACE FUNCTION pgagent.step_insert_guard() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -90,11 +90,11 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION pgagent.step_insert_guard() IS
   'Trigger: a tool_result or approval must answer a tool_call step of the same turn, with the same tool_call_id and tool name. Raises 23503.';
-CREATE TRIGGER step_insert_guard BEFORE INSERT ON pgagent.step
+CREATE OR REPLACE TRIGGER step_insert_guard BEFORE INSERT ON pgagent.step
   FOR EACH ROW EXECUTE FUNCTION pgagent.step_insert_guard();
 
 -- ---------------------------------------------------------------------------- the step hash chain
-CREATE FUNCTION pgagent._step_hash(s pgagent.step) RETURNS bytea
+CREATE OR REPLACE FUNCTION pgagent._step_hash(s pgagent.step) RETURNS bytea
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -107,7 +107,7 @@ $$;
 COMMENT ON FUNCTION pgagent._step_hash(pgagent.step) IS
   'Internal: a step''s hash: sha256(prev_hash || every column but the hashes as a canonical JSON array). See pgagent.verify_turn.';
 
-CREATE FUNCTION pgagent.step_chain() RETURNS trigger
+CREATE OR REPLACE FUNCTION pgagent.step_chain() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -123,10 +123,10 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION pgagent.step_chain() IS
   'Trigger: links a new step into its turn''s hash chain (prev_hash = the hash of the step with the highest seq so far, hash) and stamps created_at. A gap in seq is reported by pgagent.verify_turn.';
-CREATE TRIGGER step_chain BEFORE INSERT ON pgagent.step
+CREATE OR REPLACE TRIGGER step_chain BEFORE INSERT ON pgagent.step
   FOR EACH ROW EXECUTE FUNCTION pgagent.step_chain();
 
-CREATE FUNCTION pgagent.verify_turn(turn bigint)
+CREATE OR REPLACE FUNCTION pgagent.verify_turn(turn bigint)
 RETURNS TABLE (ok boolean, steps bigint, first_broken_step_id bigint, problem text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp

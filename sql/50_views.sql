@@ -1,7 +1,7 @@
 -- Monitoring views (security_invoker: they show only what the caller may see). New columns are
 -- appended at the end of each view, so existing column positions never move.
 
-CREATE VIEW pgagent.turn_timeline WITH (security_invoker = true) AS
+CREATE OR REPLACE VIEW pgagent.turn_timeline WITH (security_invoker = true) AS
 SELECT s.tenant_id, c.conversation_id, a.name AS agent, t.turn_id, t.seq AS turn_seq, t.status AS turn_status,
        s.step_id, s.seq, s.kind, s.tool_name, s.tool_call_id, s.parent_step_id,
        CASE s.kind
@@ -41,7 +41,7 @@ COMMENT ON VIEW pgagent.turn_timeline IS
   'Every step of every turn with a one-line summary, tokens, cost (USD), latency_ms and at_ms (ms since the turn was created), and the conversation''s user_id. Unordered: order by turn_id, seq.';
 
 -- Two NOT EXISTS (not one with kind IN (...)) so each can use its partial unique index on step.
-CREATE VIEW pgagent.pending_approvals WITH (security_invoker = true) AS
+CREATE OR REPLACE VIEW pgagent.pending_approvals WITH (security_invoker = true) AS
 SELECT s.tenant_id, s.step_id, s.turn_id, t.conversation_id, a.name AS agent, s.tool_name,
        s.payload -> 'arguments' AS arguments, t.user_message, s.created_at,
        round(extract(epoch FROM clock_timestamp() - s.created_at)::numeric, 3) AS waiting_s,
@@ -60,7 +60,7 @@ SELECT s.tenant_id, s.step_id, s.turn_id, t.conversation_id, a.name AS agent, s.
 COMMENT ON VIEW pgagent.pending_approvals IS
   'Tool calls waiting for a human decision (pgagent.approve_step), oldest first (created_at, then step_id); waiting_s in seconds.';
 
-CREATE VIEW pgagent.turn_summary WITH (security_invoker = true) AS
+CREATE OR REPLACE VIEW pgagent.turn_summary WITH (security_invoker = true) AS
 SELECT t.tenant_id, t.turn_id, t.conversation_id, a.name AS agent, t.seq, t.status, t.user_message, t.answer, t.error,
        (SELECT count(*) FROM pgagent.step s WHERE s.tenant_id = t.tenant_id AND s.turn_id = t.turn_id) AS steps,
        t.llm_calls, t.prompt_tokens, t.completion_tokens, t.cost_usd,
@@ -74,7 +74,7 @@ COMMENT ON VIEW pgagent.turn_summary IS
   'One row per turn: status, answer or error, step count, LLM calls, tokens, cost (USD), duration_ms (ms, to now for open turns) and the conversation''s user_id.';
 
 -- Token sums are cast back to bigint (a sum of bigint is numeric) so the columns stay integers.
-CREATE VIEW pgagent.agent_stats WITH (security_invoker = true) AS
+CREATE OR REPLACE VIEW pgagent.agent_stats WITH (security_invoker = true) AS
 SELECT a.tenant_id, a.agent_id, a.name AS agent, m.name AS model,
        count(t.turn_id) AS turns,
        count(t.turn_id) FILTER (WHERE t.status = 'completed') AS completed,

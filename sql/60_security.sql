@@ -1,49 +1,14 @@
 -- Security: group roles and grants, row level security, the hash-chained audit log, encrypted
 -- secrets and the SQL-tool sandbox. See docs/security.md.
 
--- ---------------------------------------------------------------------------- tables
-CREATE TABLE pgagent.audit_event (
-    tenant_id   uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
-    event_id    bigint GENERATED ALWAYS AS IDENTITY,
-    chain_seq   bigint NOT NULL,
-    at          timestamptz NOT NULL DEFAULT clock_timestamp(),
-    actor       name NOT NULL DEFAULT pgagent._outer_user(),
-    action      text NOT NULL CHECK (action ~ '^[a-z][a-z0-9_]*$'),
-    object_type text,
-    object_id   text,
-    payload     jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(payload) = 'object'),
-    prev_hash   bytea,
-    hash        bytea NOT NULL,
-    PRIMARY KEY (tenant_id, event_id),
-    UNIQUE (tenant_id, chain_seq)
-);
-COMMENT ON TABLE pgagent.audit_event IS
-  'Append-only, hash-chained audit log per tenant: model registered/changed, tool registered, agent created, approval decided, turn cancelled, secret set/read, tenant and member added. hash = sha256(prev_hash || canonical event); check with pgagent.verify_audit_chain(tenant). UPDATE, DELETE and TRUNCATE are refused.';
-COMMENT ON COLUMN pgagent.audit_event.chain_seq IS 'Position in the tenant''s chain (1, 2, ...), assigned under a per-tenant lock.';
-SELECT pg_catalog.pg_extension_config_dump('pgagent.audit_event', '');
-
-CREATE TABLE pgagent.secret (
-    tenant_id  uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE DEFAULT pgagent.current_tenant(),
-    name       text NOT NULL CHECK (name ~ '^[A-Za-z_][A-Za-z0-9_]{0,127}$'),
-    ciphertext bytea NOT NULL,
-    created_by name NOT NULL DEFAULT pgagent._outer_user(),
-    created_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (tenant_id, name)
-);
-COMMENT ON TABLE pgagent.secret IS
-  'API keys by name (a model''s secret_name), encrypted with pgp_sym_encrypt under the server''s key-encryption key (the file pgagent.kek in the data directory). Set with pgagent.set_secret; the loop decrypts at call time.';
-SELECT pg_catalog.pg_extension_config_dump('pgagent.secret', '');
-
-ALTER TABLE pgagent.audit_event ALTER COLUMN tenant_id SET DEFAULT pgagent.current_tenant();
-
-CREATE TRIGGER audit_no_update_delete BEFORE UPDATE OR DELETE ON pgagent.audit_event
+-- ---------------------------------------------------------------------------- audit log (tables: 10_tables.sql)
+CREATE OR REPLACE TRIGGER audit_no_update_delete BEFORE UPDATE OR DELETE ON pgagent.audit_event
   FOR EACH ROW EXECUTE FUNCTION pgagent.step_append_only();
-CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON pgagent.audit_event
+CREATE OR REPLACE TRIGGER audit_no_truncate BEFORE TRUNCATE ON pgagent.audit_event
   FOR EACH STATEMENT EXECUTE FUNCTION pgagent.step_append_only();
 
 -- ---------------------------------------------------------------------------- audit chain
-CREATE FUNCTION pgagent._audit_hash(e pgagent.audit_event) RETURNS bytea
+CREATE OR REPLACE FUNCTION pgagent._audit_hash(e pgagent.audit_event) RETURNS bytea
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -55,7 +20,7 @@ $$;
 COMMENT ON FUNCTION pgagent._audit_hash(pgagent.audit_event) IS
   'Internal: an audit event''s hash: sha256(prev_hash || the event''s fields as a canonical JSON array).';
 
-CREATE FUNCTION pgagent.audit_chain() RETURNS trigger
+CREATE OR REPLACE FUNCTION pgagent.audit_chain() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -74,10 +39,10 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION pgagent.audit_chain() IS
   'Trigger: links a new audit event into its tenant''s chain (chain_seq, prev_hash, hash) under a per-tenant advisory lock.';
-CREATE TRIGGER audit_chain BEFORE INSERT ON pgagent.audit_event
+CREATE OR REPLACE TRIGGER audit_chain BEFORE INSERT ON pgagent.audit_event
   FOR EACH ROW EXECUTE FUNCTION pgagent.audit_chain();
 
-CREATE FUNCTION pgagent._audit(action text, object_type text, object_id text, payload jsonb DEFAULT '{}')
+CREATE OR REPLACE FUNCTION pgagent._audit(action text, object_type text, object_id text, payload jsonb DEFAULT '{}')
 RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
@@ -88,7 +53,7 @@ $$;
 COMMENT ON FUNCTION pgagent._audit(text, text, text, jsonb) IS
   'Internal (owner only): record an audit event for the current tenant; actor is the calling role (pgagent._outer_user), not current_user.';
 
-CREATE FUNCTION pgagent.verify_audit_chain(tenant uuid DEFAULT NULL)
+CREATE OR REPLACE FUNCTION pgagent.verify_audit_chain(tenant uuid DEFAULT NULL)
 RETURNS TABLE (ok boolean, events bigint, first_broken_event_id bigint)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -116,7 +81,7 @@ COMMENT ON FUNCTION pgagent.verify_audit_chain(uuid) IS
 -- ---------------------------------------------------------------------------- secrets
 -- The key-encryption key lives in the file pgagent.kek in the data directory, readable only by
 -- the server (a custom setting would be readable by every role with SHOW).
-CREATE FUNCTION pgagent._kek() RETURNS text
+CREATE OR REPLACE FUNCTION pgagent._kek() RETURNS text
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -136,7 +101,7 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION pgagent._kek() IS 'Internal (no grants): the key-encryption key from $PGDATA/pgagent.kek.';
 
-CREATE FUNCTION pgagent._pgcrypto() RETURNS name
+CREATE OR REPLACE FUNCTION pgagent._pgcrypto() RETURNS name
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -145,7 +110,7 @@ AS $$
 $$;
 COMMENT ON FUNCTION pgagent._pgcrypto() IS 'Internal: the schema pgcrypto is installed in (pgagent calls its functions schema-qualified).';
 
-CREATE FUNCTION pgagent._secret_encrypt(value text) RETURNS bytea
+CREATE OR REPLACE FUNCTION pgagent._secret_encrypt(value text) RETURNS bytea
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -157,7 +122,7 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION pgagent._secret_encrypt(text) IS 'Internal: encrypt a secret value under the key-encryption key.';
 
-CREATE FUNCTION pgagent._secret_decrypt(ciphertext bytea) RETURNS text
+CREATE OR REPLACE FUNCTION pgagent._secret_decrypt(ciphertext bytea) RETURNS text
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -170,7 +135,7 @@ END $$;
 COMMENT ON FUNCTION pgagent._secret_decrypt(bytea) IS
   'Internal: decrypt a ciphertext of pgagent.secret. Callers only ever hold their own tenant''s ciphertexts (row level security on pgagent.secret).';
 
-CREATE FUNCTION pgagent._may_act(tenant uuid) RETURNS boolean
+CREATE OR REPLACE FUNCTION pgagent._may_act(tenant uuid) RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -190,7 +155,7 @@ COMMENT ON FUNCTION pgagent._may_act(uuid) IS
 
 -- The only code that ever holds a decrypted key: it makes the LLM request itself and returns the
 -- normalized reply (or error) with the key redacted, so no tenant role can obtain a key.
-CREATE FUNCTION pgagent._llm_call(model bigint, request jsonb) RETURNS jsonb
+CREATE OR REPLACE FUNCTION pgagent._llm_call(model bigint, request jsonb) RETURNS jsonb
 LANGUAGE plpython3u SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -201,7 +166,7 @@ COMMENT ON FUNCTION pgagent._llm_call(bigint, jsonb) IS
   'Internal (the agent loop, for models with a secret_name): check that the caller may act for the model''s tenant (42501), decrypt the key, call the provider and return {"reply": ...} or {"error": ...} with the key redacted. request: {messages, tools, params, response_format}. The key never leaves this function.';
 
 -- ---------------------------------------------------------------------------- tenants
-CREATE FUNCTION pgagent.add_tenant(name text, role_name name DEFAULT NULL, display_name text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION pgagent.add_tenant(name text, role_name name DEFAULT NULL, display_name text DEFAULT NULL)
 RETURNS uuid
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -226,7 +191,7 @@ COMMENT ON FUNCTION pgagent.add_tenant(text, name, text) IS
 -- ---------------------------------------------------------------------------- sql tool sandbox
 -- Owned by pgagent_sandbox and SECURITY DEFINER: the query runs with the sandbox's privileges
 -- only, and SET ROLE / SET SESSION AUTHORIZATION are refused inside it, so it cannot switch back.
-CREATE FUNCTION pgagent._sandbox_query(query text, args text[], path text, max_rows integer) RETURNS jsonb
+CREATE OR REPLACE FUNCTION pgagent._sandbox_query(query text, args text[], path text, max_rows integer) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -256,7 +221,7 @@ ALTER FUNCTION pgagent._sandbox_query(text, text[], text, integer) OWNER TO pgag
 -- (the loop runs as the extension owner). Created on first use (by register_tool or the first
 -- call) as ordinary objects: pg_dump keeps them, DROP OWNED BY <role> removes a role's runner,
 -- and DROP EXTENSION pgagent needs CASCADE once one exists.
-CREATE FUNCTION pgagent._runner(role_name name) RETURNS text
+CREATE OR REPLACE FUNCTION pgagent._runner(role_name name) RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -296,7 +261,7 @@ COMMENT ON FUNCTION pgagent._runner(name) IS
   'Internal (owner only): the SECURITY DEFINER function, owned by role_name, through which function tools run as that role; created on first use. Refuses superuser and BYPASSRLS roles (42501).';
 
 -- The sandbox's runner ships with the extension (function tools run as pgagent_sandbox by default).
-CREATE FUNCTION pgagent._run_as_sandbox(call text, args jsonb) RETURNS jsonb
+CREATE OR REPLACE FUNCTION pgagent._run_as_sandbox(call text, args jsonb) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE result jsonb;
 BEGIN
@@ -307,7 +272,7 @@ COMMENT ON FUNCTION pgagent._run_as_sandbox(text, jsonb) IS
   'Internal (function tools that run as pgagent_sandbox, the default): run one built call as that role.';
 ALTER FUNCTION pgagent._run_as_sandbox(text, jsonb) OWNER TO pgagent_sandbox;
 
-CREATE FUNCTION pgagent._require(grp text) RETURNS void
+CREATE OR REPLACE FUNCTION pgagent._require(grp text) RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -325,12 +290,14 @@ COMMENT ON FUNCTION pgagent._require(text) IS
 -- ---------------------------------------------------------------------------- row level security
 ALTER TABLE pgagent.tenant ENABLE ROW LEVEL SECURITY;
 ALTER TABLE pgagent.tenant FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS tenant_select ON pgagent.tenant;
 CREATE POLICY tenant_select ON pgagent.tenant FOR SELECT
   USING (pgagent._is_member(role_name)
          OR EXISTS (SELECT 1 FROM pgagent.tenant_member m WHERE m.tenant_id = tenant.tenant_id));
 
 ALTER TABLE pgagent.tenant_member ENABLE ROW LEVEL SECURITY;
 ALTER TABLE pgagent.tenant_member FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS member_select ON pgagent.tenant_member;
 CREATE POLICY member_select ON pgagent.tenant_member FOR SELECT USING (pgagent._is_member(role_name));
 
 DO $$
@@ -345,6 +312,7 @@ BEGIN
     -- reads only: no tenant role may write (no grants, no policies); the API functions run
     -- as the extension owner, a superuser, who bypasses row level security and names the
     -- tenant in every statement
+    EXECUTE format('DROP POLICY IF EXISTS tenant_select ON pgagent.%I', t);
     EXECUTE format('CREATE POLICY tenant_select ON pgagent.%I FOR SELECT USING (%s)', t, same);
   END LOOP;
 END $$;

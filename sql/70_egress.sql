@@ -1,37 +1,10 @@
 -- Egress policy for http tools: the per-tenant host allowlist (admins) and the networks exempted
 -- from the private-address block (superusers only). See docs/security.md, "HTTP tool and egress".
 
--- ---------------------------------------------------------------------------- tables
-CREATE TABLE pgagent.egress_allow (
-    tenant_id  uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE DEFAULT pgagent.current_tenant(),
-    host       text NOT NULL CHECK (length(host) <= 253 AND (
-                   host ~ '^(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$'
-                   OR (host ~ '^[0-9a-f:.]+$' AND strpos(host, ':') > 0))),
-    added_by   name NOT NULL DEFAULT pgagent._outer_user(),
-    added_at   timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (tenant_id, host)
-);
-COMMENT ON TABLE pgagent.egress_allow IS
-  'Hosts the tenant''s http tools may call: an exact host name or IP literal, or "*.suffix" for every name ending in ".suffix" (not suffix itself). Lower case, no scheme, port or path. Managed by admins with pgagent.allow_egress / pgagent.revoke_egress. Every resolved address must still pass the private-address block (see pgagent.egress_exception).';
-COMMENT ON COLUMN pgagent.egress_allow.host IS
-  'An exact host ("api.example.com", "203.0.113.7", "2001:db8::1") or a wildcard "*.example.com"; lower case, no scheme or port.';
-SELECT pg_catalog.pg_extension_config_dump('pgagent.egress_allow', '');
-
-CREATE TABLE pgagent.egress_exception (
-    tenant_id  uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE DEFAULT pgagent.current_tenant(),
-    network    cidr NOT NULL,
-    note       text,
-    added_by   name NOT NULL DEFAULT pgagent._outer_user(),
-    added_at   timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (tenant_id, network)
-);
-COMMENT ON TABLE pgagent.egress_exception IS
-  'Networks exempted, for one tenant, from the http tools'' block of loopback, private, link-local and other non-public addresses (internal services; tests use 127.0.0.2/32). Written only by a superuser (no pgagent role has INSERT, UPDATE or DELETE); tenants may read their own rows. Cloud metadata addresses stay refused even inside an exception.';
-COMMENT ON COLUMN pgagent.egress_exception.network IS 'The exempted network, e.g. 10.1.2.0/24 or 127.0.0.2/32.';
-SELECT pg_catalog.pg_extension_config_dump('pgagent.egress_exception', '');
+-- The tables egress_allow and egress_exception are in 10_tables.sql.
 
 -- ---------------------------------------------------------------------------- functions
-CREATE FUNCTION pgagent._egress_host(host text) RETURNS text
+CREATE OR REPLACE FUNCTION pgagent._egress_host(host text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -59,7 +32,7 @@ END $$;
 COMMENT ON FUNCTION pgagent._egress_host(text) IS
   'Internal: the allowlist form of a host (trimmed, lower case, no trailing dot or IPv6 brackets, canonical IPv6 text); 22023 for something that is not a bare host (scheme, port, path, user).';
 
-CREATE FUNCTION pgagent.allow_egress(host text) RETURNS boolean
+CREATE OR REPLACE FUNCTION pgagent.allow_egress(host text) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -78,7 +51,7 @@ END $$;
 COMMENT ON FUNCTION pgagent.allow_egress(text) IS
   'Admin: let the current tenant''s http tools call host (an exact host name or IP literal, or "*.suffix"; no scheme, port or path). Returns false if it was already allowed. Audited (egress_allowed). Resolved addresses must still be public unless a superuser added an egress_exception.';
 
-CREATE FUNCTION pgagent.revoke_egress(host text) RETURNS boolean
+CREATE OR REPLACE FUNCTION pgagent.revoke_egress(host text) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -99,6 +72,7 @@ COMMENT ON FUNCTION pgagent.revoke_egress(text) IS
 -- ---------------------------------------------------------------------------- row level security
 ALTER TABLE pgagent.egress_allow ENABLE ROW LEVEL SECURITY;
 ALTER TABLE pgagent.egress_allow FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS tenant_select ON pgagent.egress_allow;
 CREATE POLICY tenant_select ON pgagent.egress_allow FOR SELECT
   USING (tenant_id = (SELECT pgagent.current_tenant()));
 
@@ -106,6 +80,7 @@ CREATE POLICY tenant_select ON pgagent.egress_allow FOR SELECT
 -- can write, whatever is granted.
 ALTER TABLE pgagent.egress_exception ENABLE ROW LEVEL SECURITY;
 ALTER TABLE pgagent.egress_exception FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS tenant_select ON pgagent.egress_exception;
 CREATE POLICY tenant_select ON pgagent.egress_exception FOR SELECT
   USING (tenant_id = (SELECT pgagent.current_tenant()));
 

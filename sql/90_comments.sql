@@ -1,9 +1,34 @@
 -- Catalog documentation: the schema, and every column of every table and view in schema pgagent
 -- (tests/sql/07_catalog.sql fails on a missing one). Runs last, so a COMMENT here wins over an
--- earlier one on the same object; keep both consistent. Units: ms, tokens, USD.
+-- earlier one on the same object; keep both consistent. Units: ms, tokens, USD. Comments on
+-- tables and columns belong here, not in 10_tables.sql, which upgrades do not replay.
 
 COMMENT ON SCHEMA pgagent IS
   'pgagent: AI agents that run inside PostgreSQL. Models, personas, tools and agents are configured per tenant; conversations hold turns, and each turn''s steps (LLM calls, tool calls, approvals, results) are an append-only, hash-chained log. Tenant roles read through row level security and write only through the SECURITY DEFINER API functions. See docs/api.md.';
+
+-- ---------------------------------------------------------------------------- tables (defined in 10_tables.sql)
+COMMENT ON TABLE pgagent.tenant IS
+  'A tenant: the unit of isolation. Every other pgagent row belongs to exactly one tenant. The tenant named ''default'' (all-zero uuid) serves single-tenant use.';
+COMMENT ON TABLE pgagent.model IS
+  'Provider registry: where and how to call an LLM (provider openai = any OpenAI-compatible chat-completions server; anthropic = Anthropic Messages), the API key''s secret name (never the key), default request parameters, prices in USD per 1M tokens and the context window (tokens).';
+COMMENT ON TABLE pgagent.persona IS
+  'A reusable personality: system prompt, traits (rendered into the prompt) and request parameters that override the model''s.';
+COMMENT ON TABLE pgagent.agent IS
+  'An agent: a persona and instructions, a model, a set of tools (agent_tool) and config: max_steps (LLM calls per turn, default 8), auto_approve (true or an array of tool names), max_tool_errors (default 3), history_turns (default 20), params (request parameters).';
+COMMENT ON TABLE pgagent.agent_tool IS 'Which tools each agent may call.';
+COMMENT ON TABLE pgagent.conversation IS 'A conversation with one agent: an ordered list of turns.';
+COMMENT ON TABLE pgagent.turn IS
+  'One user message and everything the agent did to answer it. A state machine: queued -> running -> awaiting_approval -> running -> completed | failed | cancelled (enforced by a trigger). Holds the changing state and the totals: llm_calls, prompt_tokens and completion_tokens (tokens), cost_usd (USD).';
+COMMENT ON TABLE pgagent.step IS
+  'Append-only log of everything that happened in a turn, in order (seq): user_message, llm_call (request summary, reply, finish_reason, usage), thinking, tool_call, approval (who, when, why), tool_result, response, error. Tokens are per step; latency_ms in ms; cost_usd in USD. UPDATE, DELETE and TRUNCATE are refused.';
+COMMENT ON TABLE pgagent.tenant_member IS
+  'Who may act for a tenant: every role that is a member (pg_has_role MEMBER, so also through group roles) of role_name. Managed with pgagent.add_member; a session sees only its own memberships.';
+COMMENT ON TABLE pgagent.secret IS
+  'API keys by name (a model''s secret_name), encrypted with pgp_sym_encrypt under the server''s key-encryption key (the file pgagent.kek in the data directory). Set with pgagent.set_secret; the loop decrypts at call time.';
+COMMENT ON TABLE pgagent.egress_allow IS
+  'Hosts the tenant''s http tools may call: an exact host name or IP literal, or "*.suffix" for every name ending in ".suffix" (not suffix itself). Lower case, no scheme, port or path. Managed by admins with pgagent.allow_egress / pgagent.revoke_egress. Every resolved address must still pass the private-address block (see pgagent.egress_exception).';
+COMMENT ON TABLE pgagent.egress_exception IS
+  'Networks exempted, for one tenant, from the http tools'' block of loopback, private, link-local and other non-public addresses (internal services; tests use 127.0.0.2/32). Written only by a superuser (no pgagent role has INSERT, UPDATE or DELETE); tenants may read their own rows. Cloud metadata addresses stay refused even inside an exception.';
 
 -- ---------------------------------------------------------------------------- table comments fixed here
 COMMENT ON TABLE pgagent.tool IS
