@@ -59,12 +59,15 @@ COMMENT ON FUNCTION pgagent.default_tenant_id() IS 'The uuid of the built-in ten
 -- The role the caller acts as outside any SECURITY DEFINER function: SET ROLE's role, else the
 -- session user (SECURITY DEFINER changes current_user but not the role setting). Every API
 -- function runs as the extension owner, so this, not current_user, is "who did it".
+-- These three helpers have no SET clause on purpose: they run in every API call, column default
+-- and row level security check, and a SET clause (or a non-inlinable body) makes PostgreSQL plan
+-- them again in every transaction. Their bodies qualify every function, operator and type, so
+-- they mean the same under any search_path; _outer_user is inlined.
 CREATE OR REPLACE FUNCTION pgagent._outer_user() RETURNS name
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE WHEN pg_catalog.current_setting('role') = 'none' THEN session_user
-                ELSE pg_catalog.current_setting('role')::name END
+    SELECT CASE WHEN pg_catalog.current_setting('role') OPERATOR(pg_catalog.=) 'none' THEN session_user
+                ELSE pg_catalog.current_setting('role')::pg_catalog.name END
 $$;
 COMMENT ON FUNCTION pgagent._outer_user() IS
   'Internal: the role the session acts as (SET ROLE''s role, else session_user), also inside SECURITY DEFINER functions. Recorded as created_by, decided_by and the audit actor.';
@@ -72,32 +75,33 @@ COMMENT ON FUNCTION pgagent._outer_user() IS
 -- Whether the session's outer role is a member of role_name (false for unknown roles).
 CREATE OR REPLACE FUNCTION pgagent._outer_is_member(role_name name) RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT role_name IS NOT NULL AND EXISTS (
         SELECT 1 FROM pg_catalog.pg_roles r
-         WHERE r.rolname = role_name AND pg_catalog.pg_has_role(pgagent._outer_user(), r.oid, 'MEMBER'))
+         WHERE r.rolname OPERATOR(pg_catalog.=) role_name
+           AND pg_catalog.pg_has_role(pgagent._outer_user(), r.oid, 'MEMBER'))
 $$;
 COMMENT ON FUNCTION pgagent._outer_is_member(name) IS
   'Internal: whether the session''s outer role (pgagent._outer_user) is a member, directly or through other roles, of the named role; false for unknown roles.';
 
 -- True when the current user is a member of the role named role_name (false for a role that
--- does not exist, where pg_has_role would raise).
+-- does not exist, where pg_has_role would raise). Used by row level security on tenant tables.
 CREATE OR REPLACE FUNCTION pgagent._is_member(role_name name) RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT role_name IS NOT NULL AND EXISTS (
         SELECT 1 FROM pg_catalog.pg_roles r
-         WHERE r.rolname = role_name AND pg_catalog.pg_has_role(r.oid, 'MEMBER'))
+         WHERE r.rolname OPERATOR(pg_catalog.=) role_name AND pg_catalog.pg_has_role(r.oid, 'MEMBER'))
 $$;
 COMMENT ON FUNCTION pgagent._is_member(name) IS
   'Internal: whether current_user is a member (directly or through other roles) of the named role; false for unknown roles.';
 
--- Not SECURITY DEFINER; it checks the session's outer role (pgagent._outer_user), so it gives
--- the same answer in a query of the caller and inside the SECURITY DEFINER API functions.
+-- SECURITY DEFINER: it reads the tenant and membership tables without row level security (one
+-- query, no per-row policy checks) and judges membership itself, for the session's outer role
+-- (pgagent._outer_user), so it gives the same answer in a query of the caller, in a row level
+-- security policy and inside the API functions. It reveals only the caller's own tenant.
 CREATE OR REPLACE FUNCTION pgagent.current_tenant() RETURNS uuid
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -110,9 +114,11 @@ BEGIN
     IF wanted IS NOT NULL THEN
         SELECT t.tenant_id INTO found FROM pgagent.tenant t
          WHERE (t.name = wanted OR t.tenant_id::text = wanted)
-           AND (is_super OR pgagent._outer_is_member(t.role_name)
-                OR EXISTS (SELECT 1 FROM pgagent.tenant_member m
-                            WHERE m.tenant_id = t.tenant_id AND pgagent._outer_is_member(m.role_name)));
+           AND (is_super OR EXISTS (
+                SELECT 1 FROM pg_catalog.pg_roles r
+                 WHERE (r.rolname = t.role_name
+                        OR r.rolname IN (SELECT m.role_name FROM pgagent.tenant_member m WHERE m.tenant_id = t.tenant_id))
+                   AND pg_catalog.pg_has_role(who, r.oid, 'MEMBER')));
         IF found IS NULL AND is_super THEN
             RAISE EXCEPTION 'pgagent: unknown tenant "%"', wanted
               USING ERRCODE = 'invalid_parameter_value', DETAIL = 'No tenant has that name or id.',
@@ -130,9 +136,10 @@ BEGIN
         RETURN pgagent.default_tenant_id();
     END IF;
     SELECT array_agg(t.tenant_id ORDER BY t.name) INTO mine FROM pgagent.tenant t
-     WHERE pgagent._outer_is_member(t.role_name)
-        OR EXISTS (SELECT 1 FROM pgagent.tenant_member m
-                    WHERE m.tenant_id = t.tenant_id AND pgagent._outer_is_member(m.role_name));
+     WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                    WHERE (r.rolname = t.role_name
+                           OR r.rolname IN (SELECT m.role_name FROM pgagent.tenant_member m WHERE m.tenant_id = t.tenant_id))
+                      AND pg_catalog.pg_has_role(who, r.oid, 'MEMBER'));
     IF cardinality(mine) = 1 THEN
         RETURN mine[1];
     ELSIF pgagent.default_tenant_id() = ANY (mine) THEN

@@ -94,15 +94,16 @@ CREATE OR REPLACE TRIGGER step_insert_guard BEFORE INSERT ON pgagent.step
   FOR EACH ROW EXECUTE FUNCTION pgagent.step_insert_guard();
 
 -- ---------------------------------------------------------------------------- the step hash chain
+-- Inlinable on purpose (STABLE, no SET clause, every operator and type schema-qualified, so it
+-- means the same under any search_path): the step_chain trigger calls it for every step.
 CREATE OR REPLACE FUNCTION pgagent._step_hash(s pgagent.step) RETURNS bytea
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
+LANGUAGE sql STABLE
 AS $$
-    SELECT pg_catalog.sha256(coalesce(s.prev_hash, '\x'::bytea) || pg_catalog.convert_to(
+    SELECT pg_catalog.sha256(coalesce(s.prev_hash, '\x'::pg_catalog.bytea) OPERATOR(pg_catalog.||) pg_catalog.convert_to(
              pg_catalog.jsonb_build_array(s.tenant_id, s.step_id, s.turn_id, s.seq, s.kind, s.payload,
                  s.parent_step_id, s.tool_call_id, s.tool_name, s.prompt_tokens, s.completion_tokens,
                  s.cost_usd, s.latency_ms, s.created_by,
-                 pg_catalog.to_char(s.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))::text, 'UTF8'))
+                 pg_catalog.to_char(s.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))::pg_catalog.text, 'UTF8'))
 $$;
 COMMENT ON FUNCTION pgagent._step_hash(pgagent.step) IS
   'Internal: a step''s hash: sha256(prev_hash || every column but the hashes as a canonical JSON array). See pgagent.verify_turn.';

@@ -8,14 +8,14 @@ CREATE OR REPLACE TRIGGER audit_no_truncate BEFORE TRUNCATE ON pgagent.audit_eve
   FOR EACH STATEMENT EXECUTE FUNCTION pgagent.step_append_only();
 
 -- ---------------------------------------------------------------------------- audit chain
+-- Inlinable on purpose, like pgagent._step_hash (STABLE, no SET clause, everything qualified).
 CREATE OR REPLACE FUNCTION pgagent._audit_hash(e pgagent.audit_event) RETURNS bytea
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
+LANGUAGE sql STABLE
 AS $$
-    SELECT pg_catalog.sha256(coalesce(e.prev_hash, '\x'::bytea) || pg_catalog.convert_to(
+    SELECT pg_catalog.sha256(coalesce(e.prev_hash, '\x'::pg_catalog.bytea) OPERATOR(pg_catalog.||) pg_catalog.convert_to(
              pg_catalog.jsonb_build_array(e.tenant_id, e.event_id, e.chain_seq,
                  pg_catalog.to_char(e.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-                 e.actor, e.action, e.object_type, e.object_id, e.payload)::text, 'UTF8'))
+                 e.actor, e.action, e.object_type, e.object_id, e.payload)::pg_catalog.text, 'UTF8'))
 $$;
 COMMENT ON FUNCTION pgagent._audit_hash(pgagent.audit_event) IS
   'Internal: an audit event''s hash: sha256(prev_hash || the event''s fields as a canonical JSON array).';

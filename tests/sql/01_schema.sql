@@ -2,7 +2,7 @@
 -- table, foreign key, view and function in schema pgagent (written generically, so a new
 -- object that breaks a rule fails here without editing this file).
 BEGIN;
-SELECT plan(74);
+SELECT plan(75);
 
 -- ---------------------------------------------------------------- extension
 SELECT has_extension('pgagent', 'extension pgagent is installed');
@@ -240,13 +240,23 @@ SELECT is_empty($$
 -- ---------------------------------------------------------------- generic: search_path of functions
 -- Functions of a superuser-only extension must not resolve names through the caller's
 -- search_path (except the procedure run_turn, which cannot SET search_path while it commits).
+-- The exceptions are hot helpers without a SET clause so that they can be inlined or at least
+-- not planned again in every transaction; their bodies qualify every name, operator and type.
 SELECT is_empty($$
     SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
       JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
      WHERE n.nspname = 'pgagent' AND p.prokind = 'f'
        AND NOT EXISTS (SELECT 1 FROM unnest(coalesce(p.proconfig, '{}')) o WHERE o LIKE 'search_path=%')
-       AND p.oid <> 'pgagent.default_tenant_id()'::regprocedure$$,
-    'every pgagent function (except the constant default_tenant_id) pins its search_path');
+       AND p.oid::regprocedure::text NOT IN ('pgagent.default_tenant_id()', 'pgagent._outer_user()',
+             'pgagent._outer_is_member(name)', 'pgagent._is_member(name)', 'pgagent._step_hash(pgagent.step)',
+             'pgagent._audit_hash(pgagent.audit_event)')$$,
+    'every pgagent function (except a few fully qualified hot helpers) pins its search_path');
+SELECT is_empty($$
+    SELECT p.proname FROM pg_catalog.pg_proc p
+     WHERE p.pronamespace = 'pgagent'::regnamespace AND p.proconfig IS NULL
+       AND p.proname IN ('_outer_user', '_outer_is_member', '_is_member', '_step_hash', '_audit_hash')
+       AND p.prosrc ~ '\s(=|\|\||<>|::(text|name|bytea))\s'$$,
+    'the helpers without a pinned search_path use only schema-qualified operators and types');
 
 -- Spot-check a few columns the other test files rely on.
 SELECT col_is_pk('pgagent', 'step', ARRAY['tenant_id', 'step_id'], 'pgagent.step PK is (tenant_id, step_id)');
