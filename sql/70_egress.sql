@@ -24,7 +24,7 @@ BEGIN
     END IF;
     IF h IS NULL THEN
         RAISE EXCEPTION 'pgagent: "%" is not a host', host
-          USING ERRCODE = 'invalid_parameter_value',
+          USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The allowlist holds host names and IP addresses only.',
                 HINT = 'Give a bare host name or IP address such as api.example.com, *.example.com or 203.0.113.7, without scheme, port or path.';
     END IF;
     RETURN h;

@@ -153,8 +153,12 @@ def internal_function_attacks(m: Matrix, c: psycopg.Connection, su: psycopg.Conn
     return len(routines)
 
 
-def api_abuse_attacks(m: Matrix, c: psycopg.Connection, who: str, ids: dict[str, Any], group: str) -> None:
+def api_abuse_attacks(m: Matrix, c: psycopg.Connection, who: str, ids: dict[str, Any], group: str,
+                      other_group_role: str = "pg_monitor") -> None:
     call, turn = ids["pending_step"], ids["parked_turn"]
+    # binding a new tenant to another team's role (or to none) is refused to tenant admins
+    m.attack(c, who, "SELECT pgagent.add_tenant('planted', %s)", [other_group_role], succeeded=lambda rows: True)
+    m.attack(c, who, "SELECT pgagent.add_tenant('planted2')", None, succeeded=lambda rows: True)
     # approving, running or cancelling one's own or others' calls beyond the role's rights
     m.attack(c, who, "SELECT pgagent.approve_step(%s, true, 'self')", [call],
              succeeded=lambda rows: group in ("viewer", "user"))
@@ -182,7 +186,7 @@ def run_matrix(world: World, conn: psycopg.Connection) -> Matrix:
         with world.connect("acme", g, autocommit=False) as c:
             forge_attacks(m, c, who, acme)
             internal_function_attacks(m, c, conn, who, acme, globex)
-            api_abuse_attacks(m, c, who, acme, g)
+            api_abuse_attacks(m, c, who, acme, g, world.role("globex"))
     return m
 
 
@@ -362,3 +366,27 @@ def test_a_tool_cannot_call_back_into_the_api(world, conn):
     finally:
         conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(cb)))
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(cb)))
+
+
+def test_add_tenant_binds_only_to_ones_own_role(world, conn):
+    mine = f"{world.dbname}_acme_lab"
+    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(mine)))
+    conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(mine), sql.Identifier(world.role("acme", "admin"))))
+    try:
+        with world.connect("acme", "admin") as a:
+            with pytest.raises(errors.InsufficientPrivilege) as e:
+                a.execute("SELECT pgagent.add_tenant('grab', %s)", [world.role("globex")])
+            assert e.value.diag.message_detail and e.value.diag.message_hint
+            tid = a.execute("SELECT pgagent.add_tenant('acme-lab', %s)", [mine]).fetchone()[0]
+            with pytest.raises(errors.DuplicateObject):
+                a.execute("SELECT pgagent.add_tenant('acme-lab', %s)", [mine])
+            with pytest.raises(errors.InvalidParameterValue):
+                a.execute("SELECT pgagent.add_tenant('Bad Name', %s)", [mine])
+        assert conn.execute("SELECT actor FROM pgagent.audit_event WHERE tenant_id = %s AND action = 'tenant_added'",
+                            [tid]).fetchone()[0] == world.role("acme", "admin")
+    finally:
+        # the new tenant's audit chain is append-only: lift the trigger to clean up
+        conn.execute("ALTER TABLE pgagent.audit_event DISABLE TRIGGER audit_no_update_delete")
+        conn.execute("DELETE FROM pgagent.tenant WHERE name = 'acme-lab'")
+        conn.execute("ALTER TABLE pgagent.audit_event ENABLE TRIGGER audit_no_update_delete")
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(mine)))
