@@ -16,6 +16,7 @@ Writes ``bench/results.md`` (and prints it). Usage: ``make bench`` or
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import socket
@@ -32,6 +33,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+import releases  # noqa: E402
 from pgcluster import Cluster  # noqa: E402
 
 TOOL_CALL = {"role": "assistant", "content": None, "tool_calls": [
@@ -126,58 +128,96 @@ def plain_loop(dsn: str, url: str) -> Callable[[int], None]:
     return turn
 
 
+class PgAgentBench:
+    """One database with pgagent (this version, or an earlier release by ``version``) set up for
+    the reference turn; ``send`` and ``run`` do one turn each and check it."""
+
+    def __init__(self, cluster: Cluster, dbname: str, url: str, version: str | None = None) -> None:
+        cluster.createdb(dbname)
+        self.conn = conn = psycopg.connect(cluster.dsn(dbname), autocommit=True)
+        conn.execute("CREATE EXTENSION pgagent " + (f"VERSION '{version}' " if version else "") + "CASCADE")
+        conn.execute("CREATE TABLE public.t AS SELECT g AS x FROM generate_series(1, 9) g")
+        conn.execute("GRANT SELECT ON public.t TO pgagent_sandbox")  # sql tools run as the sandbox role
+        conn.execute("SELECT pgagent.register_model('instant', base_url => %s, max_retries => 0)", [url])
+        conn.execute("""SELECT pgagent.register_tool('run_sql', 'query', '{"type": "object", "properties":
+                        {"query": {"type": "string"}}, "required": ["query"]}', kind => 'sql')""")
+        conn.execute("SELECT pgagent.create_agent('bench', model => 'instant', tools => '{run_sql}', "
+                     "config => '{\"history_turns\": 0}')")
+        self.pid = conn.info.backend_pid
+
+    def new_conv(self) -> int:
+        """A new conversation with the bench agent."""
+        return self.conn.execute("SELECT pgagent.start_conversation('bench')").fetchone()[0]
+
+    def send(self, _: int) -> None:
+        """One turn with send_message; asserts it completed with a successful tool run."""
+        r = self.conn.execute("SELECT pgagent.send_message(%s, 'How many?')", [self.new_conv()]).fetchone()[0]
+        assert r["status"] == "completed" and r["llm_calls"] == 2, r
+        ok = self.conn.execute("SELECT NOT (payload->>'is_error')::boolean FROM pgagent.step WHERE turn_id = %s "
+                               "AND kind = 'tool_result'", [r["turn_id"]]).fetchone()[0]
+        assert ok, "the sql tool failed"
+
+    def run(self, _: int) -> None:
+        """One turn with enqueue_message + CALL run_turn; asserts it completed."""
+        tid = self.conn.execute("SELECT pgagent.enqueue_message(%s, 'How many?')", [self.new_conv()]).fetchone()[0]
+        r = self.conn.execute("CALL pgagent.run_turn(%s)", [tid]).fetchone()[0]
+        assert r["status"] == "completed", r
+
+
+def interleaved(n: int, rounds: int, fns: dict[str, Callable[[int], None]]) -> dict[str, list[float]]:
+    """Time ``n`` calls of each function, in ``rounds`` alternating rounds, so that the CPU speed
+    drift of a shared VM hits every function alike. Returns the samples (ms) by name."""
+    out: dict[str, list[float]] = {k: [] for k in fns}
+    for r in range(rounds):
+        for k, fn in (fns.items() if r % 2 == 0 else reversed(list(fns.items()))):
+            out[k] += timed(n // rounds, fn)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--turns", type=int, default=300)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
+    ap.add_argument("--no-baseline", action="store_true",
+                    help="do not measure the previous release (scripts/releases.py) in the same run")
     args = ap.parse_args()
     server = ThreadingHTTPServer(("127.0.0.1", 0), InstantLLM)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/v1"
     n = args.turns
-    with Cluster() as cluster:
-        cluster.createdb("bench")
-        dsn = cluster.dsn("bench")
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION pgagent CASCADE")
-            conn.execute("CREATE TABLE public.t AS SELECT g AS x FROM generate_series(1, 9) g")
-            conn.execute("GRANT SELECT ON public.t TO pgagent_sandbox")  # sql tools run as the sandbox role
-            conn.execute("SELECT pgagent.register_model('instant', base_url => %s, max_retries => 0)", [url])
-            conn.execute("""SELECT pgagent.register_tool('run_sql', 'query', '{"type": "object", "properties":
-                            {"query": {"type": "string"}}, "required": ["query"]}', kind => 'sql')""")
-            conn.execute("SELECT pgagent.create_agent('bench', model => 'instant', tools => '{run_sql}', "
-                         "config => '{\"history_turns\": 0}')")
-            pid = conn.info.backend_pid
-
-            def new_conv() -> int:
-                return conn.execute("SELECT pgagent.start_conversation('bench')").fetchone()[0]
-
-            def send(_: int) -> None:
-                r = conn.execute("SELECT pgagent.send_message(%s, 'How many?')", [new_conv()]).fetchone()[0]
-                assert r["status"] == "completed" and r["llm_calls"] == 2, r
-                ok = conn.execute("SELECT NOT (payload->>'is_error')::boolean FROM pgagent.step WHERE turn_id = %s "
-                                  "AND kind = 'tool_result'", [r["turn_id"]]).fetchone()[0]
-                assert ok, "the sql tool failed"
-
-            def run(_: int) -> None:
-                tid = conn.execute("SELECT pgagent.enqueue_message(%s, 'How many?')", [new_conv()]).fetchone()[0]
-                r = conn.execute("CALL pgagent.run_turn(%s)", [tid]).fetchone()[0]
-                assert r["status"] == "completed", r
-
-            timed(20, send)  # warm-up: imports, plans, HTTP session
-            rss0, anon0 = rss_kb(pid), rss_kb(pid, "RssAnon")
-            send_ms = timed(n, send)
-            rss1, anon1 = rss_kb(pid), rss_kb(pid, "RssAnon")
-            timed(10, run)
-            run_ms = timed(n, run)
-            steps = conn.execute("SELECT count(*) FROM pgagent.step").fetchone()[0]
-            turns = conn.execute("SELECT count(*) FROM pgagent.turn WHERE status = 'completed'").fetchone()[0]
-        baseline = plain_loop(dsn, url)
+    prev = None
+    with contextlib.ExitStack() as stack, Cluster() as cluster:
+        cur = PgAgentBench(cluster, "bench", url)
+        if not args.no_baseline:
+            try:
+                prev_version = stack.enter_context(releases.installed())
+                prev = PgAgentBench(cluster, "bench_prev", url, prev_version)
+            except releases.Unavailable as e:
+                print(f"no baseline: {e}")
+        for b in filter(None, (cur, prev)):   # warm-up: imports, plans, HTTP session
+            timed(20, b.send)
+            timed(10, b.run)
+        rss0, anon0 = rss_kb(cur.pid), rss_kb(cur.pid, "RssAnon")
+        send_ms = timed(n, cur.send)
+        rss1, anon1 = rss_kb(cur.pid), rss_kb(cur.pid, "RssAnon")
+        run_ms = timed(n, cur.run)
+        steps = cur.conn.execute("SELECT count(*) FROM pgagent.step").fetchone()[0]
+        turns = cur.conn.execute("SELECT count(*) FROM pgagent.turn WHERE status = 'completed'").fetchone()[0]
+        if prev is not None:
+            # the comparison runs on a fresh database of this version, with the same history as
+            # the previous release's (the tables' size changes the cost of a turn)
+            cmp_ = PgAgentBench(cluster, "bench_cmp", url)
+            timed(20, cmp_.send)
+            timed(10, cmp_.run)
+            versus = interleaved(n, 6, {"send": cmp_.send, "prev_send": prev.send, "run": cmp_.run,
+                                        "prev_run": prev.run})
+            cmp_.conn.close()
+        baseline = plain_loop(cluster.dsn("bench"), url)
         timed(20, baseline)
         plain_ms = timed(n, baseline)
-        conv_ms = []
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conv_ms = timed(n, lambda _: conn.execute("SELECT pgagent.start_conversation('bench')"))
+        conv_ms = timed(n, lambda _: cur.conn.execute("SELECT pgagent.start_conversation('bench')"))
+        for b in filter(None, (cur, prev)):
+            b.conn.close()
     server.shutdown()
 
     s, r, p, c = stats(send_ms), stats(run_ms), stats(plain_ms), stats(conv_ms)
@@ -205,6 +245,17 @@ def main() -> int:
         "Targets (DEVELOPERS.md): a plain loop does a 2-LLM-call turn in about 4 ms; LangGraph with its",
         "Postgres checkpointer in about 14 ms. pgagent should stay near the former.",
     ]
+    if prev is not None:
+        rows = [("send_message", "send", "prev_send"), ("enqueue_message + run_turn", "run", "prev_run")]
+        lines += ["", f"## Against the previous release ({releases.PREVIOUS[0]}, commit {releases.PREVIOUS[1]}), same run",
+                  "",
+                  f"Both versions in the same cluster, in databases with the same history, {n} turns each, "
+                  "timed in 6 alternating rounds (this VM's CPU speed drifts).", "",
+                  f"| path | {releases.PREVIOUS[0]} median ms | this version median ms | change |",
+                  "|---|---:|---:|---:|"]
+        for label, now, before in rows:
+            a_, b_ = stats(versus[before])["median"], stats(versus[now])["median"]
+            lines.append(f"| {label} | {a_:.2f} | {b_:.2f} | {(b_ / a_ - 1) * 100:+.0f}% |")
     text = "\n".join(lines) + "\n"
     Path(args.out).write_text(text)
     print(text)

@@ -6,13 +6,10 @@ new turns, views). Needs `make install` of this tree and the git history (commit
 from __future__ import annotations
 
 import difflib
-import io
 import json
 import os
 import re
-import shutil
 import subprocess
-import tarfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,10 +19,10 @@ from psycopg import sql
 
 from scripted_llm import text, tool_calls
 
+import releases  # noqa: E402  (scripts/ is on sys.path: conftest.py)
+
 ROOT = Path(__file__).resolve().parents[2]
-PG_CONFIG = "/usr/lib/postgresql/15/bin/pg_config"
-PYLIBROOT = Path("/usr/local/lib/pgagent_core")
-OLD_VERSION, OLD_COMMIT = "0.1.0", "30ee2d7"
+OLD_VERSION, OLD_COMMIT = releases.PREVIOUS
 GROUPS = ("viewer", "user", "operator", "admin")
 RUN_SQL_SCHEMA = {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}
 BUMP_SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
@@ -36,38 +33,12 @@ def current_version() -> str:
     return re.search(r"^default_version = '(.*)'", (ROOT / "pgagent.control").read_text(), re.M).group(1)
 
 
-def git(*args: str) -> bytes:
-    return subprocess.run(["git", "-C", str(ROOT), *args], check=True, capture_output=True).stdout
-
-
-def extension_dir() -> Path:
-    return Path(subprocess.run([PG_CONFIG, "--sharedir"], check=True, capture_output=True, text=True)
-                .stdout.strip()) / "extension"
-
-
-def old_release_script(commit: str, version: str) -> str:
-    """The full script of an old release, concatenated from its sql/ files as its Makefile did."""
-    names = sorted(n for n in git("ls-tree", "--name-only", f"{commit}:sql").decode().split()
-                   if re.fullmatch(r"[0-9][0-9]_.*\.sql", n))
-    out = ["-- generated from sql/*.sql by make; do not edit",
-           '\\echo Use "CREATE EXTENSION pgagent" to load this file. \\quit']
-    for n in names:
-        out += ["", f"-- ---- sql/{n}", git("show", f"{commit}:sql/{n}").decode().rstrip("\n")]
-    script = "\n".join(out) + "\n"
-    return script.replace("@PYLIBDIR@", str(PYLIBROOT / version)).replace("@EXTVERSION@", version)
-
-
 @pytest.fixture
 def old_release() -> Iterator[str]:
-    """Install 0.1.0 next to this version: its script into the extension directory (removed
-    afterwards, so users never see it) and its pgagent_core into its versioned directory."""
-    try:
-        git("cat-file", "-e", f"{OLD_COMMIT}^{{commit}}")
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip(f"needs the git history (commit {OLD_COMMIT} of release {OLD_VERSION})")
-    ext = extension_dir()
-    if not (os.access(ext, os.W_OK) and os.access(PYLIBROOT, os.W_OK)):
-        pytest.skip(f"needs write access to {ext} and {PYLIBROOT} (tests run as root)")
+    """Install 0.1.0 next to this version (scripts/releases.py): its script into the extension
+    directory (removed afterwards, so users never see it) and its pgagent_core into its
+    versioned directory. Checks first that this tree is what is installed."""
+    ext = releases.extension_dir()
     new = current_version()
     upgrade = ext / f"pgagent--{OLD_VERSION}--{new}.sql"
     built = ROOT / "build" / upgrade.name
@@ -76,23 +47,11 @@ def old_release() -> Iterator[str]:
         f"{upgrade} is missing or differs from {built}: run `make install`"
     assert (ext / f"pgagent--{new}.sql").read_bytes() == (ROOT / "build" / f"pgagent--{new}.sql").read_bytes(), \
         "the installed full script differs from build/: run `make install`"
-    pydir = PYLIBROOT / OLD_VERSION
-    had_pydir = pydir.exists()
-    shutil.rmtree(pydir / "pgagent_core", ignore_errors=True)
-    pydir.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(git("archive", "--format=tar", OLD_COMMIT, "python/pgagent_core"))) as tar:
-        for m in tar.getmembers():
-            m.name = m.name.removeprefix("python/")
-            tar.extract(m, pydir, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
-    subprocess.run(["chmod", "-R", "a+rX", str(pydir)], check=True)
-    script = ext / f"pgagent--{OLD_VERSION}.sql"
-    script.write_text(old_release_script(OLD_COMMIT, OLD_VERSION))
     try:
-        yield OLD_VERSION
-    finally:
-        script.unlink(missing_ok=True)
-        if not had_pydir:
-            shutil.rmtree(pydir, ignore_errors=True)
+        with releases.installed(OLD_VERSION, OLD_COMMIT) as version:
+            yield version
+    except releases.Unavailable as e:
+        pytest.skip(str(e))
 
 
 # ---------------------------------------------------------------------------- the catalog
@@ -196,7 +155,7 @@ def replayable_sql() -> str:
                            check=True, capture_output=True, text=True).stdout.split()
     assert files and "sql/10_tables.sql" not in files
     body = "\n".join((ROOT / f).read_text() for f in files)
-    return body.replace("@PYLIBDIR@", str(PYLIBROOT / current_version())).replace("@EXTVERSION@", current_version())
+    return body.replace("@PYLIBDIR@", str(releases.PYLIBROOT / current_version())).replace("@EXTVERSION@", current_version())
 
 
 # ---------------------------------------------------------------------------- the test
