@@ -150,11 +150,27 @@ def run_turn_proc(plpy: Any, gd: dict, turn_id: int) -> str:
     plan = gd.get("pgagent_step_plan")
     if plan is None:
         plan = gd["pgagent_step_plan"] = plpy.prepare("SELECT pgagent._turn_step($1) AS r", ["int8"])
-    while True:
-        r = json.loads(plan.execute([turn_id])[0]["r"])
-        if "error" in r or r["result"]["done"]:
-            return _jsonb(r if "error" in r else {"result": r["result"]["result"]})
-        plpy.commit()
+    try:
+        while True:
+            r = json.loads(plan.execute([turn_id])[0]["r"])
+            if "error" in r or r["result"]["done"]:
+                return _jsonb(r if "error" in r else {"result": r["result"]["result"]})
+            plpy.commit()
+    except Exception as e:  # e.g. a cancel that lands in COMMIT between two units
+        for key in [k for k in gd.get("pgagent_session_locks", set()) if k[1] == turn_id]:
+            gd["pgagent_session_locks"].discard(key)
+            try:
+                plpy.execute(plpy.prepare(f"SELECT pg_catalog.pg_advisory_unlock({loop.LOCK_KEY_SQL})",
+                                          ["text", "int8"]), list(key))
+            except Exception:
+                pass   # the lock goes with the session at the latest
+        for key in [k for k in gd.get("pgagent_turns", {}) if k[1] == turn_id]:
+            gd["pgagent_turns"].pop(key, None)
+        return _jsonb({"error": PgAgentError(
+            f"CALL pgagent.run_turn({turn_id}) stopped between two steps: {e}",
+            detail="Every step committed so far is kept.",
+            hint=f"CALL pgagent.run_turn({turn_id}) again to resume it.").as_dict()
+            | {"sqlstate": getattr(e, "sqlstate", None) or "57014"}})
 
 
 def llm_call(plpy: Any, gd: dict, model_id: int, request: str) -> str:

@@ -458,3 +458,27 @@ def _call_catching(c: psycopg.Connection, turn_id: int, caught: list[BaseExcepti
         c.execute("CALL pgagent.run_turn(%s)", [turn_id])
     except BaseException as e:
         caught.append(e)
+
+
+def test_run_turn_that_fails_between_steps_reports_and_unlocks(conn, llm, dsn):
+    """A COMMIT that fails between two units (here a deferred constraint trigger; in life a
+    cancel landing in COMMIT) ends CALL run_turn with a readable error, keeps the committed
+    steps and releases the turn, so another session can resume it."""
+    cid = setup_agent(conn, llm)
+    conn.execute("""CREATE FUNCTION public.refuse_results() RETURNS trigger LANGUAGE plpgsql AS
+                    $$ BEGIN RAISE EXCEPTION 'refused at commit'; END $$""")
+    conn.execute("""CREATE CONSTRAINT TRIGGER refuse_results AFTER INSERT ON pgagent.step DEFERRABLE INITIALLY DEFERRED
+                    FOR EACH ROW WHEN (NEW.kind = 'tool_result') EXECUTE FUNCTION public.refuse_results()""")
+    turn = conn.execute("SELECT pgagent.enqueue_message(%s, 'count')", [cid]).fetchone()[0]
+    llm.script(tool_calls([("run_sql", {"query": "SELECT 1 AS one"})]), text("one"))
+    with psycopg.connect(dsn, autocommit=True) as a:
+        with pytest.raises(psycopg.Error) as e:
+            a.execute("CALL pgagent.run_turn(%s)", [turn])
+        assert "stopped between two steps" in e.value.diag.message_primary
+        assert "run_turn" in e.value.diag.message_hint
+        assert "Traceback" not in (e.value.diag.context or "")
+        assert kinds(conn, turn) == ["user_message", "llm_call", "tool_call"]   # committed steps kept
+        conn.execute("DROP TRIGGER refuse_results ON pgagent.step")
+        with psycopg.connect(dsn, autocommit=True) as b:   # not 55P03: the lock was released
+            r = b.execute("CALL pgagent.run_turn(%s)", [turn]).fetchone()[0]
+        assert r["status"] == "completed" and r["answer"] == "one"
