@@ -77,6 +77,20 @@ def test_update_disable_enable_delete(conn, llm):
     assert conn.execute("SELECT ok FROM pgagent.verify_audit_chain()").fetchone()[0] is True
 
 
+def test_agent_stats_counts_every_status(conn, llm):
+    cid = setup_agent(conn, llm)
+    llm.script(text("done"))
+    send(conn, cid)                                                           # completed
+    t = conn.execute("SELECT pgagent.enqueue_message(%s, 'later')", [cid]).fetchone()[0]   # queued
+    row = conn.execute("SELECT turns, completed, queued, running, cancelled FROM pgagent.agent_stats").fetchone()
+    assert row == (2, 1, 1, 0, 0)
+    conn.execute("SELECT pgagent.cancel_turn(%s)", [t])
+    row = conn.execute("SELECT turns, completed, queued, running, cancelled FROM pgagent.agent_stats").fetchone()
+    assert row == (2, 1, 0, 0, 1)
+    # pending_approvals comes in the order it promises (oldest first)
+    assert "ORDER BY" in conn.execute("SELECT pg_get_viewdef('pgagent.pending_approvals')").fetchone()[0]
+
+
 def test_used_tool_is_disabled_not_deleted(conn, llm):
     cid = setup_agent(conn, llm)
     llm.script(tool_calls([("bump", {"n": 1})]), text("done"))

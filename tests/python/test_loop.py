@@ -173,6 +173,11 @@ def test_invalid_arguments_get_the_validation_error_and_a_retry(conn, llm):
     errs = [s["payload"]["error"] for s in steps(conn, r["turn_id"], "tool_result")[:2]]
     assert "do not match its JSON Schema at n" in errs[0] and "minimum" in errs[0]
     assert "not valid JSON" in errs[1]
+    # the timeline shows what the model wrote and why it was refused, not "null"
+    summaries = [x for (x,) in conn.execute("SELECT summary FROM pgagent.turn_timeline WHERE turn_id = %s "
+                                            "AND kind = 'tool_call' ORDER BY seq", [r["turn_id"]])]
+    assert summaries[1].startswith("invalid: ") and '(raw: {"n": )' in summaries[1], summaries
+    assert summaries[2] == '{"n": 2}'
 
 
 def test_too_many_invalid_calls_fail_the_turn(conn, llm):
