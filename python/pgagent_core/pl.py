@@ -109,7 +109,11 @@ def dispatch(plpy: Any, gd: dict, name: str, args: str | None) -> str:
     gd["pgagent_active"] = True
     try:
         db = PlpyDb(plpy, gd, atomic=True)
-        c = caller(db, group)
+        c = gd.get("pgagent_run_caller") if name == "turn_step" else None
+        if c is None:
+            c = caller(db, group)
+            if name == "turn_step" and "pgagent_run_caller" in gd:
+                gd["pgagent_run_caller"] = c   # one check per CALL run_turn (see run_turn_proc)
         try:
             kwargs = limits.parse_json(args, max_depth=limits.MAX_DEPTH + 1, what="a jsonb argument",
                                        allow_nan=True) if args else {}
@@ -150,6 +154,9 @@ def run_turn_proc(plpy: Any, gd: dict, turn_id: int) -> str:
     plan = gd.get("pgagent_step_plan")
     if plan is None:
         plan = gd["pgagent_step_plan"] = plpy.prepare("SELECT pgagent._turn_step($1) AS r", ["int8"])
+    # The caller cannot change between two units of one CALL (the procedure's body is ours and
+    # runs no SET ROLE), so the first unit's caller check serves the whole CALL.
+    gd["pgagent_run_caller"] = None
     try:
         while True:
             r = json.loads(plan.execute([turn_id])[0]["r"])
@@ -171,6 +178,8 @@ def run_turn_proc(plpy: Any, gd: dict, turn_id: int) -> str:
             detail="Every step committed so far is kept.",
             hint=f"CALL pgagent.run_turn({turn_id}) again to resume it.").as_dict()
             | {"sqlstate": getattr(e, "sqlstate", None) or "57014"}})
+    finally:
+        gd.pop("pgagent_run_caller", None)
 
 
 def llm_call(plpy: Any, gd: dict, model_id: int, request: str) -> str:
