@@ -487,3 +487,18 @@ def test_run_turn_that_fails_between_steps_reports_and_unlocks(conn, llm, dsn):
         with psycopg.connect(dsn, autocommit=True) as b:   # not 55P03: the lock was released
             r = b.execute("CALL pgagent.run_turn(%s)", [turn]).fetchone()[0]
         assert r["status"] == "completed" and r["answer"] == "one"
+
+
+def test_function_tool_with_an_odd_parameter_name(conn, llm):
+    """Parameter names are quoted as identifiers (a double quote inside one is doubled)."""
+    cid = setup_agent(conn, llm)
+    conn.execute("""CREATE FUNCTION public.odd("a""b" int, "select" text) RETURNS text LANGUAGE sql
+                    AS $$ SELECT $2 || $1 $$""")
+    conn.execute("""SELECT pgagent.register_tool('odd', 'odd names', %s, kind => 'function',
+                    config => '{"function": "public.odd"}')""",
+                 [json.dumps({"type": "object", "properties": {'a"b': {"type": "integer"}, "select": {"type": "string"}}})])
+    conn.execute("SELECT pgagent.update_agent('analyst', tools => '{run_sql,bump,odd}')")
+    llm.script(tool_calls([("odd", {'a"b': 7, "select": "x"})]), text("ok"))
+    r = send(conn, cid)
+    assert r["status"] == "completed"
+    assert steps(conn, r["turn_id"], "tool_result")[0]["payload"] == {"is_error": False, "result": "x7"}

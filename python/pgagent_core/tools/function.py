@@ -75,6 +75,11 @@ def check_registration(db: Db, registrar: str, superuser: bool, config: dict[str
                         hint=f"GRANT EXECUTE ON FUNCTION {sig['signature']} TO {role} (and what it uses).")
 
 
+def _ident(name: str) -> str:
+    """``name`` as a quoted SQL identifier (embedded double quotes doubled, as quote_ident does)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _signature(ctx: ToolContext, fn: str) -> dict[str, Any]:
     key = ("pgagent_fn_sig", fn)
     sig = ctx.gd.get(key)
@@ -95,8 +100,8 @@ def run(ctx: ToolContext, tool: dict[str, Any], args: dict[str, Any]) -> Any:
     unknown = set(args) - set(sig["argnames"])
     if unknown:
         raise ToolFailure(f"{fn} has no parameter(s) {sorted(unknown)}")
-    coldefs = ", ".join(f'"{n}" {t}' for n, t in zip(sig["argnames"], sig["argtypes"]) if n in names)
-    call_args = ", ".join(f'"{n}" => r."{n}"' for n in names)
+    coldefs = ", ".join(f"{_ident(n)} {t}" for n, t in zip(sig["argnames"], sig["argtypes"]) if n in names)
+    call_args = ", ".join(f"{_ident(n)} => r.{_ident(n)}" for n in names)
     if names:
         call = (f"SELECT pg_catalog.to_jsonb({sig['name']}({call_args})) "
                 f"FROM pg_catalog.jsonb_to_record($1::jsonb) AS r({coldefs})")
