@@ -38,6 +38,11 @@ ALTER TABLE pgagent.tool ADD COLUMN enabled boolean NOT NULL DEFAULT true;
 ALTER TABLE pgagent.agent ADD COLUMN enabled boolean NOT NULL DEFAULT true;
 
 ALTER TABLE pgagent.persona ADD COLUMN updated_at timestamptz NOT NULL DEFAULT now();
+
+-- turn's (conversation, seq) key leads with conversation_id now (see 10_tables.sql: a generic
+-- plan of step's foreign-key check could pick the old (tenant_id, ...) index and walk the tenant)
+ALTER TABLE pgagent.turn DROP CONSTRAINT IF EXISTS turn_tenant_id_conversation_id_seq_key,
+    ADD CONSTRAINT turn_conversation_seq UNIQUE (conversation_id, seq, tenant_id);
 UPDATE pgagent.persona SET updated_at = created_at;   -- create_persona of 0.1.0 kept no update time
 
 ALTER TABLE pgagent.conversation ADD COLUMN user_id text CHECK (length(user_id) BETWEEN 1 AND 256);

@@ -134,7 +134,11 @@ CREATE TABLE pgagent.turn (
     finished_at       timestamptz,
     updated_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (tenant_id, turn_id),
-    UNIQUE (tenant_id, conversation_id, seq),
+    -- conversation_id first: then the primary key is the only index that starts with tenant_id,
+    -- so the cached generic plan of the foreign-key check from pgagent.step (tenant_id = $1 AND
+    -- turn_id = $2), made before the table has statistics, cannot pick this index and filter
+    -- every turn of the tenant (a step insert that got slower with every turn)
+    CONSTRAINT turn_conversation_seq UNIQUE (conversation_id, seq, tenant_id),
     FOREIGN KEY (tenant_id, conversation_id) REFERENCES pgagent.conversation (tenant_id, conversation_id),
     CONSTRAINT turn_finished_iff_terminal
       CHECK ((status IN ('completed', 'failed', 'cancelled')) = (finished_at IS NOT NULL)),

@@ -481,7 +481,7 @@ def execute_call(db: Db, gd: dict, turn: Turn, call: dict[str, Any]) -> dict[str
     t0 = time.perf_counter()
     try:
         if tool is None:
-            raise tools.ToolFailure(f"tool {call['tool_name']!r} was removed from the agent")
+            raise tools.ToolFailure(f"tool {call['tool_name']!r} was removed from the agent or disabled")
         result = tools.run(tools.ToolContext(db, turn.tenant_id, turn.turn_id, gd), tool, call["payload"]["arguments"])
         payload = {"is_error": False, "result": result}
     except tools.ToolFailure as e:
