@@ -566,6 +566,14 @@ def opt_str(value: Any, where: str) -> str | None:
     return clean_text(value)
 
 
+def req_str(value: Any, where: str) -> str:
+    """``value`` as it is if it is a string; raises ProviderError(kind="malformed") naming
+    ``where`` otherwise. The caller cleans the text it finally keeps (:func:`clean_text`)."""
+    if not isinstance(value, str):
+        raise malformed(f"{where} must be a string, got {describe(value)}")
+    return value
+
+
 def obj(value: Any, where: str, *, optional: bool = False) -> dict[str, Any]:
     """``value`` if it is a JSON object ({} for None when ``optional``); raises
     ProviderError(kind="malformed") naming ``where`` otherwise."""

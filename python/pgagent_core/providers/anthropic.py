@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import Reply, ToolCall, allowed, arguments_text, describe, malformed, obj, opt_str, tokens
+from . import Reply, ToolCall, allowed, arguments_text, describe, malformed, obj, opt_str, req_str, tokens
 from ..limits import clean_text, parse_json
 
 API_VERSION = "2023-06-01"
@@ -73,18 +73,11 @@ def build_request(model: dict[str, Any], messages: list[dict[str, Any]], tools: 
 def _block(i: int, b: Any, texts: list[str], thinking: list[str], calls: list[ToolCall]) -> None:
     where = f"content[{i}]"
     b = obj(b, where)
-    kind = b.get("type")
-    if not isinstance(kind, str):
-        raise malformed(f"{where}.type must be a string, got {describe(kind)}")
+    kind = req_str(b.get("type"), f"{where}.type")
     if kind == "text":
-        text = b.get("text")
-        if not isinstance(text, str):
-            raise malformed(f"{where}.text must be a string, got {describe(text)}")
-        texts.append(text)
+        texts.append(req_str(b.get("text"), f"{where}.text"))
     elif kind == "thinking":
-        thought = b.get("thinking")
-        if not isinstance(thought, str):
-            raise malformed(f"{where}.thinking must be a string, got {describe(thought)}")
+        thought = req_str(b.get("thinking"), f"{where}.thinking")
         thinking.append(thought)
     elif kind == "tool_use":
         name = b.get("name")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import Reply, ToolCall, allowed, arguments_text, describe, malformed, obj, opt_str, tokens
+from . import Reply, ToolCall, allowed, arguments_text, describe, malformed, obj, opt_str, req_str, tokens
 from ..limits import clean_text
 
 
@@ -50,14 +50,8 @@ def _content(value: Any, where: str) -> str | None:
     texts = []
     for i, part in enumerate(value):
         part = obj(part, f"{where}[{i}]")
-        kind = part.get("type")
-        if not isinstance(kind, str):
-            raise malformed(f"{where}[{i}].type must be a string, got {describe(kind)}")
-        if kind == "text":
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise malformed(f"{where}[{i}].text must be a string, got {describe(text)}")
-            texts.append(text)
+        if req_str(part.get("type"), f"{where}[{i}].type") == "text":
+            texts.append(req_str(part.get("text"), f"{where}[{i}].text"))
     return clean_text("".join(texts)) if texts else None
 
 
