@@ -19,7 +19,8 @@ from typing import Iterator
 ROOT = Path(__file__).resolve().parents[1]
 PG_CONFIG = "/usr/lib/postgresql/15/bin/pg_config"
 PYLIBROOT = Path("/usr/local/lib/pgagent_core")
-PREVIOUS = ("0.1.0", "30ee2d7")   # (version, commit) of the release before this one
+PREVIOUS = ("0.1.1", "735151c")   # (version, commit) of the release before this one
+RELEASES = (("0.1.0", "30ee2d7"), ("0.1.1", "735151c"))   # every earlier release, oldest first
 
 
 class Unavailable(RuntimeError):

@@ -162,14 +162,16 @@ DO $$
 DECLARE t text;
 BEGIN
   FOREACH t IN ARRAY ARRAY['model','persona','tool','agent','agent_tool','conversation','turn','step','tenant_member',
-                           'audit_event','secret','egress_allow','egress_exception'] LOOP
+                           'audit_event','secret','egress_allow','egress_exception','intervention','rating','flag',
+                           'budget','budget_usage','budget_hold','hook'] LOOP
     EXECUTE format('ALTER TABLE pgagent.%I ALTER COLUMN tenant_id SET DEFAULT pgagent.current_tenant()', t);
   END LOOP;
-  FOREACH t IN ARRAY ARRAY['conversation','turn','step','secret'] LOOP
+  FOREACH t IN ARRAY ARRAY['conversation','turn','step','secret','intervention','flag','budget','hook'] LOOP
     EXECUTE format('ALTER TABLE pgagent.%I ALTER COLUMN created_by SET DEFAULT pgagent._outer_user()', t);
   END LOOP;
   FOREACH t IN ARRAY ARRAY['tenant_member','egress_allow','egress_exception'] LOOP
     EXECUTE format('ALTER TABLE pgagent.%I ALTER COLUMN added_by SET DEFAULT pgagent._outer_user()', t);
   END LOOP;
   ALTER TABLE pgagent.audit_event ALTER COLUMN actor SET DEFAULT pgagent._outer_user();
+  ALTER TABLE pgagent.rating ALTER COLUMN rated_by SET DEFAULT pgagent._outer_user();
 END $$;

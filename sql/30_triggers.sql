@@ -14,25 +14,36 @@ BEGIN
                 DETAIL = 'tenant_id, turn_id, conversation_id, seq, user_message, created_at and created_by never change.',
                 HINT = 'Start a new turn with pgagent.send_message instead.';
     END IF;
-    IF OLD.status IN ('completed', 'failed', 'cancelled') THEN
+    -- Terminal turns are frozen, except: a failed turn may be queued again (pgagent.retry_turn),
+    -- and a completed turn's answer may be replaced (pgagent.override_response; the model's
+    -- answer stays in its response step).
+    IF OLD.status IN ('completed', 'failed', 'cancelled')
+       AND NOT (OLD.status = 'failed' AND NEW.status = 'queued')
+       AND NOT (OLD.status = 'completed' AND NEW.status = 'completed'
+                AND (NEW.llm_calls, NEW.prompt_tokens, NEW.completion_tokens, NEW.cost_usd, NEW.error, NEW.finished_at)
+                    IS NOT DISTINCT FROM
+                    (OLD.llm_calls, OLD.prompt_tokens, OLD.completion_tokens, OLD.cost_usd, OLD.error, OLD.finished_at))
+    THEN
         RAISE EXCEPTION 'pgagent: turn % is % and can no longer change', OLD.turn_id, OLD.status
           USING ERRCODE = 'integrity_constraint_violation', DETAIL = 'Completed, failed and cancelled turns are frozen.',
-                HINT = 'Send a new message to continue the conversation.';
+                HINT = 'Send a new message to continue the conversation (or pgagent.retry_turn a failed turn).';
     END IF;
     IF NEW.status <> OLD.status AND NOT (
-         (OLD.status = 'queued' AND NEW.status IN ('running', 'cancelled'))
-      OR (OLD.status = 'running' AND NEW.status IN ('awaiting_approval', 'completed', 'failed', 'cancelled'))
-      OR (OLD.status = 'awaiting_approval' AND NEW.status IN ('running', 'failed', 'cancelled'))) THEN
+         (OLD.status = 'queued' AND NEW.status IN ('running', 'paused', 'cancelled'))
+      OR (OLD.status = 'running' AND NEW.status IN ('awaiting_approval', 'paused', 'completed', 'failed', 'cancelled'))
+      OR (OLD.status = 'awaiting_approval' AND NEW.status IN ('running', 'paused', 'failed', 'cancelled'))
+      OR (OLD.status = 'paused' AND NEW.status IN ('queued', 'cancelled'))
+      OR (OLD.status = 'failed' AND NEW.status = 'queued')) THEN
         RAISE EXCEPTION 'pgagent: invalid turn transition % -> %', OLD.status, NEW.status
           USING ERRCODE = 'integrity_constraint_violation',
-                DETAIL = 'queued -> running -> awaiting_approval -> running -> completed | failed | cancelled.',
-                HINT = 'Turns change state through the loop only (send_message, run_turn, approve_step, cancel_turn).';
+                DETAIL = 'queued -> running -> awaiting_approval -> running -> completed | failed | cancelled; queued, running or awaiting_approval -> paused -> queued; failed -> queued (retry).',
+                HINT = 'Turns change state through the loop only (send_message, run_turn, approve_step, cancel_turn, pause_conversation, retry_turn).';
     END IF;
     NEW.updated_at := clock_timestamp();
     RETURN NEW;
 END $$;
 COMMENT ON FUNCTION pgagent.turn_guard() IS
-  'Trigger: enforces the turn state machine (queued -> running -> awaiting_approval -> running -> completed|failed|cancelled; terminal turns are frozen) and keeps identity columns immutable. Raises 23000.';
+  'Trigger: enforces the turn state machine (queued -> running -> awaiting_approval -> running -> completed|failed|cancelled; queued|running|awaiting_approval -> paused -> queued|cancelled; failed -> queued by retry_turn; terminal turns are otherwise frozen, except a completed turn''s answer (override_response)) and keeps identity columns immutable. Raises 23000.';
 CREATE OR REPLACE TRIGGER turn_guard BEFORE UPDATE ON pgagent.turn
   FOR EACH ROW EXECUTE FUNCTION pgagent.turn_guard();
 
@@ -58,7 +69,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- pgagent.delete_conversation (an audited admin act) removes whole turns; nothing else may
-    IF TG_TABLE_NAME = 'step' AND TG_OP = 'DELETE' AND TG_LEVEL = 'ROW'
+    IF TG_TABLE_NAME IN ('step', 'intervention') AND TG_OP = 'DELETE' AND TG_LEVEL = 'ROW'
        AND pg_catalog.current_setting('pgagent.purging', true) = 'on' THEN
         RETURN OLD;
     END IF;
@@ -67,10 +78,14 @@ BEGIN
             HINT = 'pgagent.delete_conversation removes a whole conversation (audited).';
 END $$;
 COMMENT ON FUNCTION pgagent.step_append_only() IS
-  'Trigger: refuses UPDATE, DELETE and TRUNCATE on append-only logs (step, audit_event); only pgagent.delete_conversation may delete whole turns'' steps. Raises 42501.';
+  'Trigger: refuses UPDATE, DELETE and TRUNCATE on append-only logs (step, intervention, audit_event); only pgagent.delete_conversation may delete a whole conversation''s steps and interventions. Raises 42501.';
 CREATE OR REPLACE TRIGGER step_no_update_delete BEFORE UPDATE OR DELETE ON pgagent.step
   FOR EACH ROW EXECUTE FUNCTION pgagent.step_append_only();
 CREATE OR REPLACE TRIGGER step_no_truncate BEFORE TRUNCATE ON pgagent.step
+  FOR EACH STATEMENT EXECUTE FUNCTION pgagent.step_append_only();
+CREATE OR REPLACE TRIGGER intervention_no_update_delete BEFORE UPDATE OR DELETE ON pgagent.intervention
+  FOR EACH ROW EXECUTE FUNCTION pgagent.step_append_only();
+CREATE OR REPLACE TRIGGER intervention_no_truncate BEFORE TRUNCATE ON pgagent.intervention
   FOR EACH STATEMENT EXECUTE FUNCTION pgagent.step_append_only();
 
 CREATE OR REPLACE FUNCTION pgagent.step_insert_guard() RETURNS trigger
@@ -175,6 +190,8 @@ BEGIN
             cost := cost + coalesce(s.cost_usd, 0);
         ELSIF s.kind = 'response' THEN
             answer := s.payload ->> 'content';
+        ELSIF s.kind = 'intervention' AND s.payload ->> 'action' = 'override_response' THEN
+            answer := s.payload ->> 'content';
         END IF;
     END LOOP;
     IF why IS NULL AND (t.llm_calls <> calls OR t.prompt_tokens <> ptok OR t.completion_tokens <> ctok
@@ -189,4 +206,4 @@ BEGIN
     RETURN QUERY SELECT why IS NULL, n, broken, why;
 END $$;
 COMMENT ON FUNCTION pgagent.verify_turn(bigint) IS
-  'Check a turn''s integrity: recompute its steps'' hash chain (ok, the number of steps, the first step whose seq, prev_hash or hash does not match) and compare the turn''s totals (llm_calls, tokens, cost in USD) and answer with its steps. problem says what is wrong (NULL when ok). Detects even a superuser''s edit of a step or of the turn row. Raises 42704 for a turn the caller cannot see.';
+  'Check a turn''s integrity: recompute its steps'' hash chain (ok, the number of steps, the first step whose seq, prev_hash or hash does not match) and compare the turn''s totals (llm_calls, tokens, cost in USD) and answer with its steps (the last response step, or the last override_response intervention after it). problem says what is wrong (NULL when ok). Detects even a superuser''s edit of a step or of the turn row. Raises 42704 for a turn the caller cannot see.';

@@ -120,6 +120,11 @@ COMMENT ON COLUMN pgagent.conversation.conversation_id IS 'Generated id of the c
 COMMENT ON COLUMN pgagent.conversation.agent_id IS 'The agent this conversation talks to.';
 COMMENT ON COLUMN pgagent.conversation.title IS 'Optional free-form title.';
 COMMENT ON COLUMN pgagent.conversation.metadata IS 'Application-defined JSON object; pgagent does not interpret it.';
+COMMENT ON COLUMN pgagent.conversation.paused_at IS 'When pgagent.pause_conversation paused it (NULL: not paused). While paused, no LLM call or tool call starts in the conversation.';
+COMMENT ON COLUMN pgagent.conversation.paused_by IS 'The role that paused the conversation (NULL when not paused).';
+COMMENT ON COLUMN pgagent.conversation.pause_reason IS 'Why it was paused (pause_conversation''s reason).';
+COMMENT ON COLUMN pgagent.conversation.forked_from IS 'pgagent.fork_conversation: the conversation this one was forked from (NULL otherwise).';
+COMMENT ON COLUMN pgagent.conversation.forked_at_step IS 'pgagent.fork_conversation: the step of forked_from up to which the history was copied.';
 COMMENT ON COLUMN pgagent.conversation.user_id IS 'The application''s end-user id (1 to 256 characters), for applications whose users share one database role; NULL when not given. pgagent records it and does not interpret it (it is not a database role).';
 COMMENT ON COLUMN pgagent.conversation.created_by IS 'The database role that started the conversation: the role the session acted as (SET ROLE''s role, else session_user), not the API function''s owner.';
 COMMENT ON COLUMN pgagent.conversation.created_at IS 'When the conversation was started.';
@@ -129,7 +134,7 @@ COMMENT ON COLUMN pgagent.turn.tenant_id IS 'The tenant that owns the turn.';
 COMMENT ON COLUMN pgagent.turn.turn_id IS 'Generated id of the turn (unique with tenant_id).';
 COMMENT ON COLUMN pgagent.turn.conversation_id IS 'The conversation the turn belongs to.';
 COMMENT ON COLUMN pgagent.turn.seq IS 'Position of the turn in its conversation (1, 2, ...).';
-COMMENT ON COLUMN pgagent.turn.status IS 'queued, running, awaiting_approval (a tool call waits for pgagent.approve_step), completed, failed or cancelled; changes only along the state machine (trigger).';
+COMMENT ON COLUMN pgagent.turn.status IS 'queued, running, awaiting_approval (a tool call waits for pgagent.approve_step), paused (its conversation is paused: pgagent.resume_conversation queues it again), completed, failed (pgagent.retry_turn queues it again) or cancelled; changes only along the state machine (trigger).';
 COMMENT ON COLUMN pgagent.turn.user_message IS 'The user''s message that started the turn.';
 COMMENT ON COLUMN pgagent.turn.params IS 'Request parameters for this turn only (e.g. {"temperature": 0}), over the model''s, persona''s and agent''s.';
 COMMENT ON COLUMN pgagent.turn.answer IS 'The agent''s final answer; set when completed.';
@@ -149,8 +154,8 @@ COMMENT ON COLUMN pgagent.step.tenant_id IS 'The tenant that owns the step.';
 COMMENT ON COLUMN pgagent.step.step_id IS 'Generated id of the step (unique with tenant_id); what approve_step and process_tool_call take.';
 COMMENT ON COLUMN pgagent.step.turn_id IS 'The turn the step belongs to.';
 COMMENT ON COLUMN pgagent.step.seq IS 'Position of the step in its turn (1, 2, ...).';
-COMMENT ON COLUMN pgagent.step.kind IS 'user_message, llm_call, thinking, tool_call, approval, tool_result, response or error.';
-COMMENT ON COLUMN pgagent.step.payload IS 'What happened, by kind: user_message/thinking/response {content}; llm_call {message, finish_reason, model, provider, tool_mode, tool_call_source}; tool_call {arguments (JSON null when invalid), raw_arguments, source, requires_approval, invalid}; approval {approved, note, decided_by, session_user, decided_at}; tool_result {is_error, result | error, ...}; error {message, error_kind, ...}.';
+COMMENT ON COLUMN pgagent.step.kind IS 'user_message, llm_call, thinking, tool_call, approval, tool_result, response, error, intervention (an operator acted on the turn: injected a message, paused, resumed, retried, overrode the answer) or guardrail (a policy hook denied or rewrote something).';
+COMMENT ON COLUMN pgagent.step.payload IS 'What happened, by kind: user_message/thinking/response {content}; llm_call {message, finish_reason, model, provider, tool_mode, tool_call_source}; tool_call {arguments (JSON null when invalid), raw_arguments, source, requires_approval, invalid}; approval {approved, note, decided_by, session_user, decided_at}; tool_result {is_error, result | error, ...}; error {message, error_kind, ...}; intervention {action: inject_message {intervention_id, role, content, injected_by} | pause {paused_by, reason} | resume {resumed_by} | retry {previous_error, by} | override_response {content, original, reason, by}}; guardrail {event, hook, action: deny | rewrite, reason}.';
 COMMENT ON COLUMN pgagent.step.parent_step_id IS 'For tool_result and approval: the tool_call step they answer (same turn; at most one of each per call).';
 COMMENT ON COLUMN pgagent.step.tool_call_id IS 'The provider''s tool call id (OpenAI tool_calls[].id, Anthropic tool_use.id), or one pgagent made for calls recovered from text.';
 COMMENT ON COLUMN pgagent.step.tool_name IS 'For tool_call and tool_result: the tool''s name as the model called it.';
@@ -275,3 +280,85 @@ COMMENT ON COLUMN pgagent.agent_stats.cancelled IS 'Turns with status cancelled.
 COMMENT ON COLUMN pgagent.agent_stats.running IS 'Turns with status running.';
 COMMENT ON COLUMN pgagent.agent_stats.queued IS 'Turns with status queued.';
 COMMENT ON COLUMN pgagent.agent_stats.enabled IS 'Whether the agent is enabled (agent.enabled).';
+
+-- ---------------------------------------------------------------------------- operating (0.2.0)
+COMMENT ON TABLE pgagent.intervention IS
+  'Append-only log of what operators did to conversations and turns (pgagent.inject_message, override_response, pause_conversation, resume_conversation, retry_turn, fork_conversation, bulk_approve). An intervention that acts on a turn is also an intervention step of that turn. UPDATE, DELETE and TRUNCATE are refused (only pgagent.delete_conversation removes a conversation''s).';
+COMMENT ON COLUMN pgagent.intervention.tenant_id IS 'The tenant of the conversation.';
+COMMENT ON COLUMN pgagent.intervention.intervention_id IS 'Generated id; injected messages reach the model in this order.';
+COMMENT ON COLUMN pgagent.intervention.conversation_id IS 'The conversation acted on.';
+COMMENT ON COLUMN pgagent.intervention.turn_id IS 'The turn acted on (override_response, retry), else NULL.';
+COMMENT ON COLUMN pgagent.intervention.action IS 'inject_message, override_response, pause, resume, retry, fork or bulk_approve.';
+COMMENT ON COLUMN pgagent.intervention.payload IS 'By action: inject_message {role, content}; override_response {reason, chars}; pause {reason, paused_turns}; resume {requeued_turns}; retry {previous_error}; fork {new_conversation_id, at_step, agent_id}.';
+COMMENT ON COLUMN pgagent.intervention.created_by IS 'The role that acted (SET ROLE''s role, else session_user).';
+COMMENT ON COLUMN pgagent.intervention.created_at IS 'When (clock time).';
+
+COMMENT ON TABLE pgagent.rating IS 'Ratings of turns (pgagent.rate_turn): one per turn and rater; rating again replaces it.';
+COMMENT ON COLUMN pgagent.rating.tenant_id IS 'The tenant of the turn.';
+COMMENT ON COLUMN pgagent.rating.rating_id IS 'Generated id.';
+COMMENT ON COLUMN pgagent.rating.turn_id IS 'The rated turn.';
+COMMENT ON COLUMN pgagent.rating.rated_by IS 'The role that rated.';
+COMMENT ON COLUMN pgagent.rating.rating IS 'Stars, 1 (bad) to 5 (good), or NULL when only thumbs_up was given.';
+COMMENT ON COLUMN pgagent.rating.thumbs_up IS 'true (up), false (down) or NULL.';
+COMMENT ON COLUMN pgagent.rating.comment IS 'Optional comment (at most 10000 characters).';
+COMMENT ON COLUMN pgagent.rating.created_at IS 'When first rated.';
+COMMENT ON COLUMN pgagent.rating.updated_at IS 'When last rated.';
+
+COMMENT ON TABLE pgagent.flag IS 'Problems flagged in turns or steps (pgagent.flag_issue), open until pgagent.resolve_issue; see the flagged_issues view.';
+COMMENT ON COLUMN pgagent.flag.tenant_id IS 'The tenant of the turn.';
+COMMENT ON COLUMN pgagent.flag.flag_id IS 'Generated id.';
+COMMENT ON COLUMN pgagent.flag.turn_id IS 'The flagged turn.';
+COMMENT ON COLUMN pgagent.flag.step_id IS 'The flagged step, or NULL for the whole turn.';
+COMMENT ON COLUMN pgagent.flag.category IS 'What kind of problem, e.g. wrong_answer, unsafe, tool_misuse, slow (^[a-z][a-z0-9_]{0,62}$).';
+COMMENT ON COLUMN pgagent.flag.note IS 'Free text from whoever flagged it.';
+COMMENT ON COLUMN pgagent.flag.status IS 'open or resolved.';
+COMMENT ON COLUMN pgagent.flag.created_by IS 'The role that flagged it.';
+COMMENT ON COLUMN pgagent.flag.created_at IS 'When it was flagged.';
+COMMENT ON COLUMN pgagent.flag.resolved_by IS 'The operator that resolved it (NULL while open).';
+COMMENT ON COLUMN pgagent.flag.resolved_at IS 'When it was resolved (NULL while open).';
+COMMENT ON COLUMN pgagent.flag.resolution IS 'How it was resolved.';
+
+COMMENT ON TABLE pgagent.budget IS 'Spending limits (pgagent.set_budget) per tenant, agent or role and day or month (UTC), enforced before every LLM call; see budget_status and docs/guardrails.md.';
+COMMENT ON COLUMN pgagent.budget.tenant_id IS 'The tenant the budget belongs to.';
+COMMENT ON COLUMN pgagent.budget.budget_id IS 'Generated id.';
+COMMENT ON COLUMN pgagent.budget.scope IS 'tenant (every turn of the tenant), agent (turns of agent_id) or role (turns started by role_name).';
+COMMENT ON COLUMN pgagent.budget.agent_id IS 'scope agent: the agent; NULL otherwise.';
+COMMENT ON COLUMN pgagent.budget.role_name IS 'scope role: the role whose turns count; NULL otherwise.';
+COMMENT ON COLUMN pgagent.budget.period IS 'day or month (UTC calendar periods).';
+COMMENT ON COLUMN pgagent.budget.max_usd IS 'Most USD per period (NULL: no cost limit).';
+COMMENT ON COLUMN pgagent.budget.max_tokens IS 'Most tokens (prompt + completion) per period (NULL: no token limit).';
+COMMENT ON COLUMN pgagent.budget.max_turns IS 'Most turns that make an LLM call per period (NULL: no turn limit).';
+COMMENT ON COLUMN pgagent.budget.created_by IS 'The admin that set it.';
+COMMENT ON COLUMN pgagent.budget.created_at IS 'When it was first set.';
+COMMENT ON COLUMN pgagent.budget.updated_at IS 'When it was last set.';
+
+COMMENT ON TABLE pgagent.budget_usage IS 'What each budget''s period has spent: committed LLM calls (USD, tokens) and the turns that made them. Written by the loop only.';
+COMMENT ON COLUMN pgagent.budget_usage.tenant_id IS 'The budget''s tenant.';
+COMMENT ON COLUMN pgagent.budget_usage.budget_id IS 'The budget.';
+COMMENT ON COLUMN pgagent.budget_usage.period_start IS 'Start of the period (UTC day or month).';
+COMMENT ON COLUMN pgagent.budget_usage.spent_usd IS 'USD spent in the period.';
+COMMENT ON COLUMN pgagent.budget_usage.spent_tokens IS 'Tokens (prompt + completion) spent in the period.';
+COMMENT ON COLUMN pgagent.budget_usage.turns IS 'Turns that made an LLM call in the period.';
+COMMENT ON COLUMN pgagent.budget_usage.updated_at IS 'When it last changed.';
+
+COMMENT ON TABLE pgagent.budget_hold IS 'Reservations for LLM calls in flight: made before a call, replaced by its real usage when its llm_call step is recorded; a terminal turn''s holds do not count.';
+COMMENT ON COLUMN pgagent.budget_hold.tenant_id IS 'The budget''s tenant.';
+COMMENT ON COLUMN pgagent.budget_hold.budget_id IS 'The budget.';
+COMMENT ON COLUMN pgagent.budget_hold.period_start IS 'The period reserved in.';
+COMMENT ON COLUMN pgagent.budget_hold.turn_id IS 'The turn whose next LLM call the hold is for.';
+COMMENT ON COLUMN pgagent.budget_hold.usd IS 'USD reserved (an estimate).';
+COMMENT ON COLUMN pgagent.budget_hold.tokens IS 'Tokens reserved (an estimate).';
+COMMENT ON COLUMN pgagent.budget_hold.turns IS '1 when the call is the turn''s first, else 0.';
+COMMENT ON COLUMN pgagent.budget_hold.created_at IS 'When the reservation was made.';
+
+COMMENT ON TABLE pgagent.hook IS 'Policy hooks (pgagent.add_hook): SQL functions the loop calls before an LLM call, before a tool call or after a response, which allow, deny or rewrite; see docs/guardrails.md.';
+COMMENT ON COLUMN pgagent.hook.tenant_id IS 'The tenant the hook belongs to.';
+COMMENT ON COLUMN pgagent.hook.hook_id IS 'Generated id.';
+COMMENT ON COLUMN pgagent.hook.event IS 'before_llm_call, before_tool_call or after_response.';
+COMMENT ON COLUMN pgagent.hook.fn IS 'The function (payload jsonb) RETURNS jsonb.';
+COMMENT ON COLUMN pgagent.hook.agent_id IS 'The agent whose turns it applies to; NULL: every agent of the tenant.';
+COMMENT ON COLUMN pgagent.hook.run_as IS 'The role the function runs as (default pgagent_sandbox), never the extension owner.';
+COMMENT ON COLUMN pgagent.hook.priority IS 'Order: lower first (then hook_id).';
+COMMENT ON COLUMN pgagent.hook.enabled IS 'false: the hook is skipped.';
+COMMENT ON COLUMN pgagent.hook.created_by IS 'The admin that added it.';
+COMMENT ON COLUMN pgagent.hook.created_at IS 'When it was added.';

@@ -5,4 +5,4 @@ the database is reached through the small :class:`pgagent_core.db.Db` protocol, 
 part of the loop can be imported and tested outside PostgreSQL.
 """
 
-__version__ = "0.1.1"
+__version__ = "0.2.0"

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import requests
 
-from . import toolcalls, tools, validation
+from . import budget, hooks, toolcalls, tools, validation
 from .db import Db, one
 from .limits import MAX_TOKENS_PER_CALL, clean_json, clean_text
 from .errors import Busy, InvalidState, NotFound
@@ -39,7 +39,7 @@ DEFAULTS = {"max_steps": 8, "max_tool_errors": 3, "history_turns": 20, "retry_ba
 
 CONFIG_SQL = """
 SELECT t.tenant_id::text AS tenant_id, t.turn_id, t.conversation_id, t.seq, t.status, t.user_message,
-       t.answer, t.error, t.created_by::text AS created_by,
+       t.answer, t.error, t.created_by::text AS created_by, t.created_at::text AS turn_created_at,
        t.params AS turn_params, c.agent_id, a.name AS agent_name, a.instructions, a.config AS agent_config,
        a.enabled AS agent_enabled,
        p.system_prompt, coalesce(p.traits, '{}') AS traits, coalesce(p.params, '{}') AS persona_params,
@@ -47,7 +47,13 @@ SELECT t.tenant_id::text AS tenant_id, t.turn_id, t.conversation_id, t.seq, t.st
        coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(tl) ORDER BY tl.name)
                    FROM pgagent.agent_tool at
                    JOIN pgagent.tool tl ON tl.tenant_id = at.tenant_id AND tl.tool_id = at.tool_id
-                  WHERE at.tenant_id = t.tenant_id AND at.agent_id = c.agent_id AND tl.enabled), '[]') AS tools
+                  WHERE at.tenant_id = t.tenant_id AND at.agent_id = c.agent_id AND tl.enabled), '[]') AS tools,
+       coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                          'hook_id', h.hook_id, 'event', h.event, 'fn', h.fn::pg_catalog.text, 'fn_oid', h.fn::pg_catalog.oid,
+                          'run_as', h.run_as) ORDER BY h.priority, h.hook_id)
+                   FROM pgagent.hook h
+                  WHERE h.tenant_id = t.tenant_id AND h.enabled AND (h.agent_id IS NULL OR h.agent_id = c.agent_id)),
+                '[]') AS hooks
   FROM pgagent.turn t
   JOIN pgagent.conversation c ON c.tenant_id = t.tenant_id AND c.conversation_id = t.conversation_id
   JOIN pgagent.agent a ON a.tenant_id = c.tenant_id AND a.agent_id = c.agent_id
@@ -60,11 +66,36 @@ SELECT step_id, seq, kind, payload, parent_step_id, tool_call_id, tool_name,
        prompt_tokens, completion_tokens, cost_usd
   FROM pgagent.step WHERE tenant_id = $1::uuid AND turn_id = $2 ORDER BY seq"""
 
+# Earlier completed turns (the last history_turns of them) and the messages operators injected
+# (pgagent.inject_message) before this turn was created, in time order. An injection made while
+# a turn runs becomes an 'intervention' step of that turn instead (see GATE_SQL).
 HISTORY_SQL = """
-SELECT user_message, answer FROM (
-  SELECT seq, user_message, answer FROM pgagent.turn
+WITH h AS (
+  SELECT created_at, seq, user_message, answer FROM pgagent.turn
    WHERE tenant_id = $1::uuid AND conversation_id = $2 AND seq < $3 AND status = 'completed'
-   ORDER BY seq DESC LIMIT $4) h ORDER BY seq"""
+   ORDER BY seq DESC LIMIT $4)
+SELECT user_message, answer, NULL AS role, NULL AS content, created_at, 0::bigint AS id FROM h
+UNION ALL
+SELECT NULL, NULL, i.payload ->> 'role', i.payload ->> 'content', i.created_at, i.intervention_id
+  FROM pgagent.intervention i
+ WHERE i.conversation_id = $2 AND i.tenant_id = $1::uuid AND i.action = 'inject_message'
+   AND i.created_at < $5::timestamptz
+   AND i.created_at >= coalesce((SELECT pg_catalog.min(h.created_at) FROM h), '-infinity')
+ ORDER BY 5, 6"""
+
+# At every step boundary that starts work (a tool call, an LLM call): is the conversation paused
+# (pgagent.pause_conversation), and which messages were injected since the turn was created
+# that it has not recorded yet?
+GATE_SQL = """
+SELECT c.paused_at IS NOT NULL AS paused, c.paused_by::text AS paused_by, c.pause_reason,
+       (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                 'intervention_id', i.intervention_id, 'role', i.payload ->> 'role',
+                 'content', i.payload ->> 'content', 'injected_by', i.created_by) ORDER BY i.intervention_id)
+          FROM pgagent.intervention i
+         WHERE i.conversation_id = c.conversation_id AND i.tenant_id = c.tenant_id
+           AND i.action = 'inject_message' AND i.intervention_id > $3 AND i.created_at >= $4::timestamptz)
+         AS injections
+  FROM pgagent.conversation c WHERE c.tenant_id = $1::uuid AND c.conversation_id = $2"""
 
 INSERT_STEP_SQL = """
 INSERT INTO pgagent.step (tenant_id, turn_id, seq, kind, payload, parent_step_id, tool_call_id, tool_name,
@@ -99,6 +130,10 @@ class Turn:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     tool_errors: int = 0
+    since_retry_llm_calls: int = 0  # LLM calls and invalid tool calls since the last retry_turn:
+    since_retry_tool_errors: int = 0  # what max_steps and max_tool_errors limit
+    held: bool = False  # this process reserved budget for the next LLM call (budget.reserve)
+    next_request: dict[str, Any] | None = None  # the request for the external runtime (NEEDS_LLM)
     actor: str | None = None  # the role that drives the turn now: the created_by of the steps it writes
     history: list[dict[str, Any]] | None = None  # earlier completed turns of the conversation, loaded once
 
@@ -140,11 +175,15 @@ def load(db: Db, tenant_id: str, turn_id: int, actor: str | None = None) -> Turn
     for s in steps:
         if s["kind"] == "llm_call":
             turn.llm_calls += 1
+            turn.since_retry_llm_calls += 1
             turn.prompt_tokens += s["prompt_tokens"] or 0
             turn.completion_tokens += s["completion_tokens"] or 0
             turn.cost_usd += float(s["cost_usd"] or 0)
         elif s["kind"] == "tool_result" and s["payload"].get("is_error") and s["payload"].get("invalid_call"):
             turn.tool_errors += 1
+            turn.since_retry_tool_errors += 1
+        elif s["kind"] == "intervention" and s["payload"].get("action") == "retry":
+            turn.since_retry_llm_calls = turn.since_retry_tool_errors = 0
     return turn
 
 
@@ -168,7 +207,11 @@ def add_step(db: Db, turn: Turn, kind: str, payload: dict[str, Any], *, parent: 
 
 
 def set_status(db: Db, turn: Turn, status: str) -> None:
-    """Write the turn's status and totals (usage in tokens, cost in USD)."""
+    """Write the turn's status and totals (usage in tokens, cost in USD). A turn that stops
+    (terminal, paused, awaiting a human) gives up its budget reservation."""
+    if turn.held and status != "running":
+        budget.release(db, turn)
+        turn.held = False
     turn.status = status
     db.all(UPDATE_TURN_SQL, UPDATE_TURN_TYPES,
            [turn.tenant_id, turn.turn_id, status, turn.answer,
@@ -262,15 +305,21 @@ def build_messages(db: Db, turn: Turn, specs: list[dict[str, Any]]) -> list[dict
     json_mode = cfg["model"]["tool_mode"] == "json_schema"
     msgs: list[dict[str, Any]] = [{"role": "system", "content": system_prompt(turn, specs)}]
     if turn.history is None:  # earlier turns do not change while this one runs
-        turn.history = db.all(HISTORY_SQL, ["text", "int8", "int4", "int4"],
-                              [turn.tenant_id, cfg["conversation_id"], cfg["seq"], int(s["history_turns"])])
+        turn.history = db.all(HISTORY_SQL, ["text", "int8", "int4", "int4", "text"],
+                              [turn.tenant_id, cfg["conversation_id"], cfg["seq"], int(s["history_turns"]),
+                               cfg["turn_created_at"]])
     for h in turn.history:
+        if h["role"] is not None:
+            msgs.append({"role": h["role"], "content": h["content"]})
+            continue
         msgs.append({"role": "user", "content": h["user_message"]})
         msgs.append({"role": "assistant", "content": h["answer"]})
     msgs.append({"role": "user", "content": cfg["user_message"]})
     for st in turn.steps:
         p = st["payload"]
-        if st["kind"] == "llm_call":
+        if st["kind"] == "intervention" and p.get("action") == "inject_message":
+            msgs.append({"role": p["role"], "content": p["content"]})
+        elif st["kind"] == "llm_call":
             msg = p["message"]
             if json_mode:
                 msgs.append({"role": "assistant", "content": msg.get("content") or ""})
@@ -364,10 +413,11 @@ def llm_attempts(turn: Turn) -> int:
     return n
 
 
-def llm_attempt(db: Db, gd: dict, turn: Turn) -> Reply | None:
-    """One LLM call. A failure is recorded as an error step (``attempt``, ``will_retry``);
-    when no retry is left the turn fails. Returns the reply or None. Sleeps the backoff
-    (retry_backoff_ms * 2^(attempt-1), at least Retry-After, at most 30 s) before a retry."""
+def llm_attempt(db: Db, gd: dict, turn: Turn, request: dict[str, Any] | None = None) -> Reply | None:
+    """One LLM call sending ``request`` (default :func:`request_for`). A failure is recorded as
+    an error step (``attempt``, ``will_retry``); when no retry is left the turn fails. Returns
+    the reply or None. Sleeps the backoff (retry_backoff_ms * 2^(attempt-1), at least
+    Retry-After, at most 30 s) before a retry."""
     model = turn.cfg["model"]
     failed = llm_attempts(turn)
     if failed:
@@ -376,7 +426,8 @@ def llm_attempt(db: Db, gd: dict, turn: Turn) -> Reply | None:
         if last.get("retry_after_s") is not None:
             backoff = max(backoff, min(float(last["retry_after_s"]), 30.0))
         time.sleep(min(backoff, 30.0))
-    request = request_for(db, turn)
+    if request is None:
+        request = request_for(db, turn)
     try:
         if model.get("secret_name"):
             return keyed_chat(db, model, request)
@@ -402,9 +453,10 @@ def record_llm_failure(db: Db, turn: Turn, e: ProviderError) -> None:
 
 # ---------------------------------------------------------------------------- recording a reply
 
-def record_reply(db: Db, turn: Turn, reply: Reply) -> None:
+def record_reply(db: Db, turn: Turn, reply: Reply, gd: dict | None = None) -> None:
     """Write the llm_call step and what follows from it: thinking, tool_call steps (with
-    immediate error results for invalid calls), or the response that completes the turn."""
+    immediate error results for invalid calls), or the response that completes the turn (after
+    the after_response policy hooks). Settles the call's budget (:func:`budget.settle`)."""
     model = turn.cfg["model"]
     names = {t["name"] for t in turn.cfg["tools"]}
     id_prefix = f"call_{turn.turn_id}_{turn.next_seq}"
@@ -434,14 +486,25 @@ def record_reply(db: Db, turn: Turn, reply: Reply) -> None:
              prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens, cost_usd=round(cost, 8),
              latency_ms=reply.latency_ms)
     turn.llm_calls += 1
+    turn.since_retry_llm_calls += 1
     turn.prompt_tokens += reply.prompt_tokens
     turn.completion_tokens += reply.completion_tokens
     turn.cost_usd += cost
     thinking = reply.reasoning or (reply.content if calls and reply.tool_calls and reply.content else None)
     if thinking:
         add_step(db, turn, "thinking", {"content": thinking})
+    budget.settle(db, turn, cost, reply.prompt_tokens + reply.completion_tokens)
+    turn.held = False
     if not calls:
-        turn.answer = clean_text(answer) if answer is not None else ""
+        content = clean_text(answer) if answer is not None else ""
+        verdict = run_hooks(db, {} if gd is None else gd, turn, "after_response", {"content": content})
+        if verdict.action == "deny":
+            fail(db, turn, f"the answer was withheld by policy hook {verdict.hook}: {verdict.reason}",
+                 {"error_kind": "hook_denied", "hook": verdict.hook})
+            return
+        if verdict.action == "rewrite":
+            content = clean_text(str(verdict.payload.get("content", content)))
+        turn.answer = content
         add_step(db, turn, "response", {"content": turn.answer})
         set_status(db, turn, "completed")
         return
@@ -457,6 +520,7 @@ def record_reply(db: Db, turn: Turn, reply: Reply) -> None:
                         tool_call_id=c.id, tool_name=c.name)
         if problem is not None:
             turn.tool_errors += 1
+            turn.since_retry_tool_errors += 1
             add_step(db, turn, "tool_result", {"is_error": True, "invalid_call": True, "error": problem},
                      parent=call["step_id"], tool_call_id=c.id, tool_name=c.name)
 
@@ -474,9 +538,10 @@ def decision(turn: Turn, call_step_id: int) -> dict[str, Any] | None:
     return next((s for s in turn.steps if s["kind"] == "approval" and s["parent_step_id"] == call_step_id), None)
 
 
-def execute_call(db: Db, gd: dict, turn: Turn, call: dict[str, Any]) -> dict[str, Any]:
+def execute_call(db: Db, gd: dict, turn: Turn, call: dict[str, Any], *, rewritten_by: str | None = None) -> dict[str, Any]:
     """Run one approved or approval-free tool call and record its tool_result (in the same
-    transaction as the tool's own writes)."""
+    transaction as the tool's own writes). ``rewritten_by``: the policy hook that rewrote the
+    arguments (they are then recorded in the result as ``arguments``)."""
     tool = turn.tool(call["tool_name"])
     t0 = time.perf_counter()
     try:
@@ -488,6 +553,8 @@ def execute_call(db: Db, gd: dict, turn: Turn, call: dict[str, Any]) -> dict[str
         payload = {**e.details, "is_error": True, "error": str(e)}
     except Exception as e:  # a bug in a tool kind must not lose the turn
         payload = {"is_error": True, "error": f"{type(e).__name__}: {e}"}
+    if rewritten_by:
+        payload = {**payload, "rewritten_by": rewritten_by, "arguments": call["payload"]["arguments"]}
     return add_step(db, turn, "tool_result", payload, parent=call["step_id"], tool_call_id=call["tool_call_id"],
                     tool_name=call["tool_name"], latency_ms=(time.perf_counter() - t0) * 1000.0)
 
@@ -507,12 +574,15 @@ CONTINUE, STOP, NEEDS_LLM = "continue", "stop", "needs_llm"
 
 def advance(db: Db, gd: dict, turn: Turn, *, external: bool = False) -> str:
     """Do the next unit of work of ``turn`` and return CONTINUE (more to do), STOP (the turn is
-    terminal or waits for an approval) or, with ``external`` (pgagent.prepare_turn /
-    submit_reply), NEEDS_LLM instead of calling the model. A unit is one of: queued -> running;
-    one pending tool call run (or its rejection recorded, or the turn parked for a human);
-    awaiting_approval -> running; a limit reached (the turn fails); one LLM attempt recorded.
-    Raises Interrupted (the backend was cancelled during an LLM call)."""
-    if turn.status in TERMINAL:
+    terminal, paused or waits for an approval) or, with ``external`` (pgagent.prepare_turn /
+    submit_reply), NEEDS_LLM instead of calling the model (the request is then in
+    ``turn.next_request``). A unit is one of: queued -> running; one pending tool call run (or
+    its rejection or a policy hook's denial recorded, or the turn parked for a human);
+    awaiting_approval -> running; a limit reached (the turn fails); a budget reservation
+    (committed on its own under run_turn); one LLM attempt recorded. Before a tool call or an
+    LLM call starts, :func:`gate` records injected messages and parks the turn if its
+    conversation is paused. Raises Interrupted (the backend was cancelled during an LLM call)."""
+    if turn.status in TERMINAL or turn.status == "paused":
         return STOP
     if turn.status == "queued":
         set_status(db, turn, "running")
@@ -527,25 +597,113 @@ def advance(db: Db, gd: dict, turn: Turn, *, external: bool = False) -> str:
             if not d["payload"]["approved"]:
                 reject_result(db, turn, call, d)
                 return CONTINUE
-        execute_call(db, gd, turn, call)
+        if gate(db, turn):
+            return STOP
+        tool_call_guarded(db, gd, turn, call)
         return CONTINUE
     if turn.status == "awaiting_approval":
         set_status(db, turn, "running")
         return CONTINUE
     s = turn.settings
-    if turn.tool_errors > int(s["max_tool_errors"]):
-        fail(db, turn, f"too many invalid tool calls ({turn.tool_errors} > max_tool_errors "
+    if turn.since_retry_tool_errors > int(s["max_tool_errors"]):
+        fail(db, turn, f"too many invalid tool calls ({turn.since_retry_tool_errors} > max_tool_errors "
                        f"{s['max_tool_errors']})", {"error_kind": "max_tool_errors"})
         return STOP
-    if turn.llm_calls >= int(s["max_steps"]):
+    if turn.since_retry_llm_calls >= int(s["max_steps"]):
         fail(db, turn, f"max_steps ({s['max_steps']}) reached without an answer", {"error_kind": "max_steps"})
         return STOP
+    if gate(db, turn):
+        return STOP
+    request = request_for(db, turn)
+    if not turn.held:
+        try:
+            turn.held = budget.reserve(db, turn, request) == "held"
+        except budget.BudgetExceeded as e:
+            fail(db, turn, f"budget exceeded: {e.message}",
+                 {"error_kind": "budget_exceeded", "sqlstate": budget.BUDGET_SQLSTATE, "detail": e.detail})
+            return STOP
+        if turn.held and db.can_commit():
+            return CONTINUE  # commit the reservation before the call: its row lock is held briefly
+    verdict = run_hooks(db, gd, turn, "before_llm_call",
+                        {"messages": request["messages"], "params": request["params"],
+                         "tools": [t["function"]["name"] for t in tool_specs(turn)]})
+    if verdict.action == "deny":
+        fail(db, turn, f"the LLM call was denied by policy hook {verdict.hook}: {verdict.reason}",
+             {"error_kind": "hook_denied", "hook": verdict.hook})
+        return STOP
+    if verdict.action == "rewrite":
+        request = {**request, "messages": verdict.payload.get("messages", request["messages"]),
+                   "params": verdict.payload.get("params", request["params"])}
     if external:
+        turn.next_request = request
         return NEEDS_LLM
-    reply = llm_attempt(db, gd, turn)
+    reply = llm_attempt(db, gd, turn, request)
     if reply is not None:
-        record_reply(db, turn, reply)
+        record_reply(db, turn, reply, gd)
+    elif turn.held:
+        budget.release(db, turn)
+        turn.held = False
     return STOP if turn.status in TERMINAL else CONTINUE
+
+
+def gate(db: Db, turn: Turn) -> bool:
+    """Before a tool call or an LLM call starts: record the messages operators injected into the
+    conversation since the turn was created (one 'intervention' step each, in order: the model
+    sees them from the next LLM call on) and, if the conversation is paused, record that and
+    park the turn as 'paused' (pgagent.resume_conversation re-queues it). Returns True when
+    the turn was parked."""
+    seen = max((int(st["payload"].get("intervention_id") or 0) for st in turn.steps
+                if st["kind"] == "intervention" and st["payload"].get("action") == "inject_message"), default=0)
+    row = one(db, GATE_SQL, ["text", "int8", "int8", "text"],
+              [turn.tenant_id, turn.cfg["conversation_id"], seen, turn.cfg["turn_created_at"]])
+    for inj in (row or {}).get("injections") or []:
+        add_step(db, turn, "intervention", {"action": "inject_message", **inj})
+    if row and row["paused"]:
+        add_step(db, turn, "intervention", {"action": "pause", "paused_by": row["paused_by"],
+                                            "reason": row["pause_reason"]})
+        set_status(db, turn, "paused")
+        return True
+    return False
+
+
+def run_hooks(db: Db, gd: dict, turn: Turn, event: str, payload: dict[str, Any]) -> hooks.Verdict:
+    """Run the turn's policy hooks for ``event`` (:func:`pgagent_core.hooks.run`) and record a
+    'guardrail' step when one denies or rewrites (event, hook, action, reason; never the
+    payload itself, which the following steps show)."""
+    if not any(h["event"] == event for h in turn.cfg.get("hooks") or ()):
+        return hooks.Verdict("allow", payload)
+    verdict = hooks.run(db, gd, turn, event, {"event": event, "turn_id": turn.turn_id,
+                                              "agent": turn.cfg["agent_name"], **payload})
+    if verdict.action != "allow":
+        add_step(db, turn, "guardrail", {"event": event, "hook": verdict.hook, "action": verdict.action,
+                                         "reason": verdict.reason})
+    return verdict
+
+
+def tool_call_guarded(db: Db, gd: dict, turn: Turn, call: dict[str, Any]) -> dict[str, Any]:
+    """Run the before_tool_call hooks, then the call (:func:`execute_call`). A denial is the
+    call's tool_result (is_error, denied: the model is told why); rewritten arguments are
+    validated against the tool's schema again and recorded in the result payload."""
+    verdict = run_hooks(db, gd, turn, "before_tool_call",
+                        {"tool": call["tool_name"], "tool_call_id": call["tool_call_id"],
+                         "arguments": call["payload"].get("arguments")})
+    if verdict.action == "deny":
+        return add_step(db, turn, "tool_result",
+                        {"is_error": True, "denied": True, "hook": verdict.hook,
+                         "error": f"the call was denied by policy hook {verdict.hook}: {verdict.reason}"},
+                        parent=call["step_id"], tool_call_id=call["tool_call_id"], tool_name=call["tool_name"])
+    if verdict.action == "rewrite":
+        args = verdict.payload.get("arguments")
+        checked, problem = validation.check_call(turn.cfg["tools"], turn.tool(call["tool_name"]), call["tool_name"],
+                                                 dumps(args))
+        if problem is not None:
+            return add_step(db, turn, "tool_result",
+                            {"is_error": True, "denied": True, "hook": verdict.hook,
+                             "error": f"policy hook {verdict.hook} rewrote the arguments into invalid ones: {problem}"},
+                            parent=call["step_id"], tool_call_id=call["tool_call_id"], tool_name=call["tool_name"])
+        call = {**call, "payload": {**call["payload"], "arguments": checked}}
+        return execute_call(db, gd, turn, call, rewritten_by=verdict.hook)
+    return execute_call(db, gd, turn, call)
 
 
 def guarded_advance(db: Db, gd: dict, turn: Turn, *, external: bool = False) -> str:

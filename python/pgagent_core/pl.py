@@ -23,42 +23,24 @@ import dataclasses
 import json
 import re
 import traceback
-from dataclasses import dataclass
+
 from typing import Any, Callable
 
 from . import configschema, limits, loop, providers, secrets, tools, validation
+from .registry import API, NAME_RE, Caller, api
+from .registry import audit as _audit
+from .registry import check as _check
+from .registry import name as _name
+from .registry import obj as _obj
+from .registry import valid as _valid
 from .db import Db, PlpyDb, one
 from .errors import (Busy, Forbidden, InUse, Internal, InvalidArgument, InvalidState, NotFound, PgAgentError,
                      ProviderFailed)
 
 GROUPS = ("viewer", "user", "operator", "admin")
-NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}$")
 TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 SECRET_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-
-
-@dataclass
-class Caller:
-    """Who calls: ``role`` (SET ROLE's role, else session_user), ``session_user``, whether that
-    role is a superuser, and the tenant it acts for (uuid text)."""
-
-    role: str
-    session_user: str
-    superuser: bool
-    tenant_id: str
-
-
-API: dict[str, tuple[str, bool, Callable[..., Any]]] = {}
-
-
-def api(group: str, *, reentrant: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register an API function callable through :func:`dispatch` by members of
-    ``pgagent_<group>``; ``reentrant`` ones may also be called while a turn runs."""
-    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        API[fn.__name__] = (group, reentrant, fn)
-        return fn
-    return deco
 
 
 CALLER_SQL = """
@@ -246,41 +228,7 @@ def _jsonb(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-def _audit(db: Db, action: str, object_type: str, object_id: Any, payload: dict[str, Any] | None = None) -> None:
-    """Append an event (actor: the calling role) to the tenant's hash-chained audit log."""
-    db.all("SELECT pgagent._audit($1, $2, $3, $4)", ["text", "text", "text", "jsonb"],
-           [action, object_type, None if object_id is None else str(object_id), limits.clean_json(payload or {})])
-
-
 # ---------------------------------------------------------------------------- argument checks
-
-def _check(cond: bool, message: str, hint: str | None = None) -> None:
-    if not cond:
-        raise InvalidArgument(message, hint=hint)
-
-
-def _valid(fn: Callable[[], Any], what: str) -> Any:
-    """Run a validator that raises ValueError; report it as 22023 naming ``what``."""
-    try:
-        return fn()
-    except ValueError as e:
-        msg = str(e)
-        raise InvalidArgument(msg if msg.startswith(what) else f"{what}: {msg}") from None
-
-
-def _obj(value: Any, what: str) -> dict[str, Any]:
-    value = {} if value is None else value
-    _check(isinstance(value, dict), f"{what} must be a JSON object", f"Pass e.g. '{{}}'::jsonb for {what}.")
-    _valid(lambda: limits.check_depth(value, what=what), what)
-    return value
-
-
-def _name(value: Any, what: str, pattern: re.Pattern[str] = NAME_RE) -> str:
-    _check(isinstance(value, str) and bool(pattern.match(value)),
-           f"{what} {value!r} is not a valid name",
-           f"A {what} matches {pattern.pattern}.")
-    return value
-
 
 def _overlay(current: dict[str, Any], cols: tuple[str, ...] | list[str], changes: dict[str, Any]) -> dict[str, Any]:
     """The current row's ``cols`` with the non-NULL ``changes`` on top (what update_* saves)."""
@@ -750,7 +698,7 @@ def start_conversation(db: Db, gd: dict, c: Caller, agent: str, title: str | Non
 
 @api("admin")
 def delete_conversation(db: Db, gd: dict, c: Caller, conversation: int, reason: str | None = None) -> dict[str, Any]:
-    """Delete a conversation with its turns and steps (an audited admin act: the audit event
+    """Delete a conversation with its turns, steps, interventions, ratings and flags (an audited admin act: the audit event
     keeps each turn's final step hash, so the audit chain stays valid and says what was
     removed). 42704, 55P03 (a turn is being run), 55000 (a turn is still open)."""
     conv = one(db, "SELECT conversation_id FROM pgagent.conversation WHERE tenant_id = $1::uuid AND conversation_id = $2",
@@ -768,6 +716,12 @@ def delete_conversation(db: Db, gd: dict, c: Caller, conversation: int, reason: 
             raise InvalidState(f"turn {t['turn_id']} of conversation {conversation} is running",
                                hint=f"Cancel it first: SELECT pgagent.cancel_turn({t['turn_id']});")
     db.all("SELECT pg_catalog.set_config('pgagent.purging', 'on', true)")
+    for table in ("flag", "rating"):   # what people said about the turns, then what operators did
+        db.all(f"DELETE FROM pgagent.{table} WHERE tenant_id = $1::uuid AND turn_id IN (SELECT turn_id FROM "
+               "pgagent.turn WHERE tenant_id = $1::uuid AND conversation_id = $2)", ["text", "int8"],
+               [c.tenant_id, conversation])
+    db.all("DELETE FROM pgagent.intervention WHERE tenant_id = $1::uuid AND conversation_id = $2", ["text", "int8"],
+           [c.tenant_id, conversation])
     db.all("DELETE FROM pgagent.step WHERE tenant_id = $1::uuid AND turn_id IN (SELECT turn_id FROM pgagent.turn "
            "WHERE tenant_id = $1::uuid AND conversation_id = $2)", ["text", "int8"], [c.tenant_id, conversation])
     db.all("DELETE FROM pgagent.turn WHERE tenant_id = $1::uuid AND conversation_id = $2", ["text", "int8"],
@@ -805,7 +759,7 @@ def _new_turn(db: Db, gd: dict, c: Caller, conversation: int, content: Any, para
                            hint=f"pgagent.enable_model('{conv['model']}') or give the agent another model.")
     _valid(lambda: providers.check_params(conv["provider"], params), "params")
     busy = one(db, """SELECT turn_id, status FROM pgagent.turn WHERE tenant_id = $1::uuid AND conversation_id = $2
-                       AND status IN ('queued', 'running', 'awaiting_approval') ORDER BY seq LIMIT 1""",
+                       AND status IN ('queued', 'running', 'awaiting_approval', 'paused') ORDER BY seq LIMIT 1""",
                ["text", "int8"], [c.tenant_id, conversation])
     if busy is not None:
         raise InvalidState(f"conversation {conversation} has turn {busy['turn_id']} still {busy['status']}",
@@ -868,14 +822,12 @@ def _call_step(db: Db, gd: dict, c: Caller, step: int) -> tuple[loop.Turn, dict[
     return turn, next(s for s in turn.steps if s["step_id"] == step)
 
 
-@api("operator")
-def approve_step(db: Db, gd: dict, c: Caller, step: int, approved: Any, note: str | None = None) -> dict[str, Any]:
-    """Record a human decision on a tool call that awaits approval, signed by the calling role
-    (decided_by) and the session user. A rejection also records the tool_result that tells the
-    model. A role may not decide on a turn it started itself unless the agent's config has
-    allow_self_approval (or it is a superuser). 22023, 42704, 42501, 55000."""
-    _check(isinstance(approved, bool), "approved must be true or false")
-    turn, call = _call_step(db, gd, c, step)
+def _decide(db: Db, c: Caller, turn: loop.Turn, call: dict[str, Any], approved: bool, note: str | None) -> dict[str, Any]:
+    """Record the calling role's decision on ``call`` (a tool_call step of ``turn``, locked):
+    the approval step, the audit event and, for a rejection, the tool_result that tells the
+    model. Raises 55000 (no approval needed, already decided, turn not waiting), 42501
+    (four-eyes rule)."""
+    step = call["step_id"]
     if not call["payload"].get("requires_approval"):
         raise InvalidState(f"tool call {step} does not require approval", hint=f"SELECT pgagent.process_tool_call({step});")
     if loop.decision(turn, step) is not None:
@@ -894,9 +846,100 @@ def approve_step(db: Db, gd: dict, c: Caller, step: int, approved: Any, note: st
                                                    "tool": call["tool_name"], "approval_step_id": d["step_id"]})
     if not approved:
         loop.reject_result(db, turn, call, d)
+    return d
+
+
+@api("operator")
+def approve_step(db: Db, gd: dict, c: Caller, step: int, approved: Any, note: str | None = None) -> dict[str, Any]:
+    """Record a human decision on a tool call that awaits approval, signed by the calling role
+    (decided_by) and the session user. A rejection also records the tool_result that tells the
+    model. A role may not decide on a turn it started itself unless the agent's config has
+    allow_self_approval (or it is a superuser). 22023, 42704, 42501, 55000."""
+    _check(isinstance(approved, bool), "approved must be true or false")
+    turn, call = _call_step(db, gd, c, step)
+    d = _decide(db, c, turn, call, approved, note)
     return {"approval_step_id": d["step_id"], "tool_call_step_id": step, "approved": approved,
             "turn_id": turn.turn_id, "turn_status": turn.status, "decided_by": c.role,
             "pending": [x["step_id"] for x in loop.pending_calls(turn) if loop.decision(turn, x["step_id"]) is None]}
+
+
+BULK_SQL = """
+SELECT s.step_id, s.turn_id, t.created_by::text AS created_by
+  FROM pgagent.step s
+  JOIN pgagent.turn t ON t.tenant_id = s.tenant_id AND t.turn_id = s.turn_id
+  JOIN pgagent.conversation c ON c.tenant_id = t.tenant_id AND c.conversation_id = t.conversation_id
+  JOIN pgagent.agent a ON a.tenant_id = c.tenant_id AND a.agent_id = c.agent_id
+ WHERE t.tenant_id = $1::uuid AND t.status = 'awaiting_approval' AND s.kind = 'tool_call'
+   AND (s.payload ->> 'requires_approval')::boolean
+   AND ($2::text IS NULL OR a.name = $2) AND ($3::text IS NULL OR s.tool_name = $3)
+   AND NOT EXISTS (SELECT 1 FROM pgagent.step d WHERE d.tenant_id = s.tenant_id AND d.parent_step_id = s.step_id)
+ ORDER BY s.turn_id, s.seq"""
+
+
+@api("operator")
+def bulk_approve(db: Db, gd: dict, c: Caller, step_ids: Any = None, agent: str | None = None, tool: str | None = None,
+                 approved: Any = True, note: str | None = None, resume: Any = False) -> int:
+    """Decide many waiting tool calls at once: those in ``step_ids``, or every call waiting for
+    approval that matches the ``agent`` and/or ``tool`` filter (at least one of the three must
+    be given). Each decision is an approval step and an audit event, exactly as approve_step
+    records it; then each touched turn runs its decided calls the way process_tool_call does
+    (rejections become error results; a paused conversation parks its turn), and with
+    ``resume`` continues to its next stop. Listed ids are all-or-nothing (any that cannot be
+    decided raises); with a filter, calls in turns the caller started itself are skipped
+    (four-eyes rule). Returns how many calls were decided. Audited per call (approval_decided).
+    Raises 22023, 42704, 42501, 55000, 55P03."""
+    _check(isinstance(approved, bool), "approved must be true or false")
+    _check(isinstance(resume, bool), "resume must be true or false")
+    _check(step_ids is not None or agent is not None or tool is not None,
+           "give step_ids, or an agent and/or tool filter", "e.g. pgagent.bulk_approve(tool => 'refund', approved => true)")
+    if step_ids is not None:
+        _check(isinstance(step_ids, list) and len(step_ids) > 0
+               and all(isinstance(x, int) and not isinstance(x, bool) for x in step_ids),
+               "step_ids must be a non-empty array of step ids")
+        _check(len(set(step_ids)) == len(step_ids), "step_ids lists a step twice")
+        targets: list[tuple[int, int]] = []
+        for sid in step_ids:
+            row = one(db, "SELECT turn_id, kind FROM pgagent.step WHERE tenant_id = $1::uuid AND step_id = $2",
+                      ["text", "int8"], [c.tenant_id, sid])
+            if row is None:
+                raise NotFound(f"step {sid} does not exist (for this tenant)")
+            if row["kind"] != "tool_call":
+                raise InvalidArgument(f"step {sid} is a {row['kind']} step, not a tool_call")
+            targets.append((int(row["turn_id"]), sid))
+    else:
+        rows = db.all(BULK_SQL, ["text", "text", "text"], [c.tenant_id, agent, tool])
+        allow_self = c.superuser
+        targets = [(int(r["turn_id"]), int(r["step_id"])) for r in rows if allow_self or r["created_by"] != c.role
+                   or _self_approval_allowed(db, c, int(r["turn_id"]))]
+    decided = 0
+    by_turn: dict[int, list[int]] = {}
+    for turn_id, sid in targets:
+        by_turn.setdefault(turn_id, []).append(sid)
+    for turn_id, sids in by_turn.items():
+        turn = _locked(db, gd, c, turn_id)
+        for sid in sids:
+            call = next(s for s in turn.steps if s["step_id"] == sid)
+            _decide(db, c, turn, call, approved, note)
+            decided += 1
+        if resume:
+            loop.drive(db, gd, turn)
+            continue
+        state = loop.CONTINUE
+        while state == loop.CONTINUE and loop.pending_calls(turn):
+            waiting = [x for x in loop.pending_calls(turn) if x["payload"].get("requires_approval")
+                       and loop.decision(turn, x["step_id"]) is None]
+            if waiting:
+                break   # the turn still waits for other decisions
+            state = loop.guarded_advance(db, gd, turn)
+    return decided
+
+
+def _self_approval_allowed(db: Db, c: Caller, turn_id: int) -> bool:
+    row = one(db, "SELECT coalesce((a.config ->> 'allow_self_approval')::boolean, false) AS ok FROM pgagent.turn t "
+                  "JOIN pgagent.conversation c ON c.tenant_id = t.tenant_id AND c.conversation_id = t.conversation_id "
+                  "JOIN pgagent.agent a ON a.tenant_id = c.tenant_id AND a.agent_id = c.agent_id "
+                  "WHERE t.tenant_id = $1::uuid AND t.turn_id = $2", ["text", "int8"], [c.tenant_id, turn_id])
+    return bool(row and row["ok"])
 
 
 @api("operator")
@@ -914,8 +957,8 @@ def process_tool_call(db: Db, gd: dict, c: Caller, step: int, resume: bool = Tru
                                hint=f"SELECT pgagent.approve_step({step}, true, 'why');")
         if d is not None and not d["payload"]["approved"]:
             loop.reject_result(db, turn, call, d)
-        else:
-            loop.execute_call(db, gd, turn, call)
+        elif not loop.gate(db, turn):   # a paused conversation parks the turn instead
+            loop.tool_call_guarded(db, gd, turn, call)
     if not resume:
         return loop.summary(turn)
     return loop.drive(db, gd, turn)
@@ -944,7 +987,7 @@ def _external(db: Db, gd: dict, t: loop.Turn) -> dict[str, Any]:
     out = loop.summary(t)
     if state == loop.NEEDS_LLM:
         m = t.cfg["model"]
-        req = loop.request_for(db, t)
+        req = t.next_request or loop.request_for(db, t)
         out["request"] = {**req, "model": m["model_name"], "provider": m["provider"], "base_url": m["base_url"],
                           "tool_mode": m["tool_mode"]}
     else:
@@ -983,7 +1026,7 @@ def submit_reply(db: Db, gd: dict, c: Caller, turn: int, reply: Any) -> dict[str
     except providers.ProviderError as e:
         loop.record_llm_failure(db, t, e)
     else:
-        loop.record_reply(db, t, parsed)
+        loop.record_reply(db, t, parsed, gd)
     return _external(db, gd, t)
 
 
@@ -1022,3 +1065,7 @@ def embed(db: Db, gd: dict, c: Caller, input: list[str], model: str | None = Non
 
 
 __all__ = ["API", "Busy", "Caller", "dispatch", "llm_call", "run_turn_proc"]
+
+
+# The other API modules register their functions with registry.api when imported.
+from . import budget, hooks, ops  # noqa: E402,F401

@@ -7,15 +7,15 @@ SELECT plan(75);
 -- ---------------------------------------------------------------- extension
 SELECT has_extension('pgagent', 'extension pgagent is installed');
 SELECT has_schema('pgagent', 'schema pgagent exists');
-SELECT is((SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pgagent'), '0.1.1',
-          'pgagent is at version 0.1.1');
+SELECT is((SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pgagent'), '0.2.0',
+          'pgagent is at version 0.2.0');
 SELECT is((SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
             WHERE e.extname = 'pgagent'), 'pgagent'::name, 'the extension lives in schema pgagent');
 
 -- The control file requires exactly these, and the installed extension depends on them.
 SELECT set_eq(
     $$SELECT unnest(requires) FROM pg_catalog.pg_available_extension_versions
-       WHERE name = 'pgagent' AND version = '0.1.1'$$,
+       WHERE name = 'pgagent' AND version = '0.2.0'$$,
     ARRAY['plpython3u', 'vector', 'pgcrypto']::name[],
     'pgagent.control requires plpython3u, vector, pgcrypto');
 SELECT set_eq(

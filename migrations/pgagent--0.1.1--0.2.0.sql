@@ -1,0 +1,170 @@
+-- pgagent 0.1.1 -> 0.2.0: the operator surface (issue 8). What replaying sql/*.sql (appended to
+-- this file by make) cannot do by itself: new tables and columns, widened CHECK constraints, and
+-- drops of what the replay cannot replace. Runs before the replay; drops use IF EXISTS. It also
+-- runs on a database updated from 0.1.0 (0.1.0 -> 0.1.1 runs its migration only).
+
+-- ---------------------------------------------------------------------------- drops
+-- Recreated by the replay (50_views.sql and later): they read columns whose CHECKs change.
+DROP VIEW IF EXISTS pgagent.turn_timeline, pgagent.pending_approvals, pgagent.turn_summary, pgagent.agent_stats;
+
+-- ---------------------------------------------------------------------------- changed tables
+ALTER TABLE pgagent.conversation
+  ADD COLUMN paused_at      timestamptz,
+  ADD COLUMN paused_by      name,
+  ADD COLUMN pause_reason   text,
+  ADD COLUMN forked_from    bigint,
+  ADD COLUMN forked_at_step bigint,
+  ADD CONSTRAINT conversation_paused_by CHECK ((paused_at IS NULL) = (paused_by IS NULL));
+
+ALTER TABLE pgagent.turn DROP CONSTRAINT turn_status_check,
+  ADD CONSTRAINT turn_status_check
+    CHECK (status IN ('queued', 'running', 'awaiting_approval', 'paused', 'completed', 'failed', 'cancelled'));
+DROP INDEX pgagent.turn_active;
+CREATE INDEX turn_active ON pgagent.turn (tenant_id, status) WHERE status IN ('queued', 'running', 'awaiting_approval', 'paused');
+
+ALTER TABLE pgagent.step DROP CONSTRAINT step_kind_check,
+  ADD CONSTRAINT step_kind_check
+    CHECK (kind IN ('user_message', 'llm_call', 'thinking', 'tool_call', 'approval', 'tool_result', 'response',
+                    'error', 'intervention', 'guardrail'));
+
+-- ---------------------------------------------------------------------------- new tables
+-- (the same DDL as sql/10_tables.sql)
+-- ---------------------------------------------------------------------------- operating (0.2.0)
+-- What operators did (pgagent.inject_message, override_response, pause_conversation, ...):
+-- append-only. An intervention that acts on a turn is also a step (kind 'intervention') of that
+-- turn, written by the loop or the API under the turn's lock; see docs/operations.md.
+CREATE TABLE pgagent.intervention (
+    tenant_id       uuid NOT NULL,
+    intervention_id bigint GENERATED ALWAYS AS IDENTITY,
+    conversation_id bigint NOT NULL,
+    turn_id         bigint,
+    action          text NOT NULL CHECK (action IN ('inject_message', 'override_response', 'pause', 'resume',
+                                                    'retry', 'fork', 'bulk_approve')),
+    payload         jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(payload) = 'object'),
+    created_by      name NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (tenant_id, intervention_id),
+    FOREIGN KEY (tenant_id, conversation_id) REFERENCES pgagent.conversation (tenant_id, conversation_id),
+    FOREIGN KEY (tenant_id, turn_id) REFERENCES pgagent.turn (tenant_id, turn_id)
+);
+CREATE INDEX intervention_conversation ON pgagent.intervention (conversation_id, intervention_id, tenant_id);
+
+-- pgagent.rate_turn: one rating per turn and rater (rating again replaces it).
+CREATE TABLE pgagent.rating (
+    tenant_id  uuid NOT NULL,
+    rating_id  bigint GENERATED ALWAYS AS IDENTITY,
+    turn_id    bigint NOT NULL,
+    rated_by   name NOT NULL,
+    rating     smallint CHECK (rating BETWEEN 1 AND 5),
+    thumbs_up  boolean,
+    comment    text CHECK (length(comment) <= 10000),
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (tenant_id, rating_id),
+    CONSTRAINT rating_one_per_rater UNIQUE (turn_id, rated_by, tenant_id),
+    FOREIGN KEY (tenant_id, turn_id) REFERENCES pgagent.turn (tenant_id, turn_id),
+    CONSTRAINT rating_given CHECK (rating IS NOT NULL OR thumbs_up IS NOT NULL)
+);
+
+-- pgagent.flag_issue / resolve_issue: a problem someone saw in a turn (or one of its steps).
+CREATE TABLE pgagent.flag (
+    tenant_id   uuid NOT NULL,
+    flag_id     bigint GENERATED ALWAYS AS IDENTITY,
+    turn_id     bigint NOT NULL,
+    step_id     bigint,
+    category    text NOT NULL CHECK (category ~ '^[a-z][a-z0-9_]{0,62}$'),
+    note        text CHECK (length(note) <= 10000),
+    status      text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'resolved')),
+    created_by  name NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    resolved_by name,
+    resolved_at timestamptz,
+    resolution  text CHECK (length(resolution) <= 10000),
+    PRIMARY KEY (tenant_id, flag_id),
+    FOREIGN KEY (tenant_id, turn_id) REFERENCES pgagent.turn (tenant_id, turn_id),
+    FOREIGN KEY (tenant_id, step_id) REFERENCES pgagent.step (tenant_id, step_id),
+    CONSTRAINT flag_resolved CHECK ((status = 'resolved') = (resolved_at IS NOT NULL)
+                                    AND (resolved_at IS NULL) = (resolved_by IS NULL))
+);
+CREATE INDEX flag_open ON pgagent.flag (tenant_id, created_at) WHERE status = 'open';
+CREATE INDEX flag_turn ON pgagent.flag (turn_id, tenant_id);
+
+-- pgagent.set_budget: spending limits per tenant, agent or role and day or month (UTC), enforced
+-- by the loop before each LLM call (see python/pgagent_core/budget.py).
+CREATE TABLE pgagent.budget (
+    tenant_id  uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
+    budget_id  bigint GENERATED ALWAYS AS IDENTITY,
+    scope      text NOT NULL CHECK (scope IN ('tenant', 'agent', 'role')),
+    agent_id   bigint,
+    role_name  name,
+    period     text NOT NULL CHECK (period IN ('day', 'month')),
+    max_usd    numeric(20,8) CHECK (max_usd >= 0),
+    max_tokens bigint CHECK (max_tokens >= 0),
+    max_turns  integer CHECK (max_turns >= 0),
+    created_by name NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, budget_id),
+    CONSTRAINT budget_one_per_scope UNIQUE NULLS NOT DISTINCT (tenant_id, scope, agent_id, role_name, period),
+    FOREIGN KEY (tenant_id, agent_id) REFERENCES pgagent.agent (tenant_id, agent_id) ON DELETE CASCADE,
+    CONSTRAINT budget_scope_target CHECK ((scope = 'agent') = (agent_id IS NOT NULL)
+                                          AND (scope = 'role') = (role_name IS NOT NULL)),
+    CONSTRAINT budget_has_limit CHECK (max_usd IS NOT NULL OR max_tokens IS NOT NULL OR max_turns IS NOT NULL)
+);
+
+-- What a budget's period has spent (committed LLM calls and the turns that made them).
+CREATE TABLE pgagent.budget_usage (
+    tenant_id    uuid NOT NULL,
+    budget_id    bigint NOT NULL,
+    period_start timestamptz NOT NULL,
+    spent_usd    numeric(20,8) NOT NULL DEFAULT 0 CHECK (spent_usd >= 0),
+    spent_tokens bigint NOT NULL DEFAULT 0 CHECK (spent_tokens >= 0),
+    turns        integer NOT NULL DEFAULT 0 CHECK (turns >= 0),
+    updated_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (tenant_id, budget_id, period_start),
+    FOREIGN KEY (tenant_id, budget_id) REFERENCES pgagent.budget (tenant_id, budget_id) ON DELETE CASCADE
+);
+
+-- A reservation against a budget for one LLM call in flight (made before the call, replaced by
+-- the real usage when its llm_call step is recorded).
+CREATE TABLE pgagent.budget_hold (
+    tenant_id    uuid NOT NULL,
+    budget_id    bigint NOT NULL,
+    period_start timestamptz NOT NULL,
+    turn_id      bigint NOT NULL,
+    usd          numeric(20,8) NOT NULL DEFAULT 0 CHECK (usd >= 0),
+    tokens       bigint NOT NULL DEFAULT 0 CHECK (tokens >= 0),
+    turns        integer NOT NULL DEFAULT 0 CHECK (turns >= 0),
+    created_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (tenant_id, budget_id, period_start, turn_id),
+    FOREIGN KEY (tenant_id, budget_id, period_start)
+      REFERENCES pgagent.budget_usage (tenant_id, budget_id, period_start) ON DELETE CASCADE,
+    FOREIGN KEY (tenant_id, turn_id) REFERENCES pgagent.turn (tenant_id, turn_id) ON DELETE CASCADE
+);
+CREATE INDEX budget_hold_turn ON pgagent.budget_hold (turn_id, tenant_id);
+
+-- pgagent.add_hook: policy functions the loop calls before an LLM call, before a tool call and
+-- after a response (python/pgagent_core/hooks.py).
+CREATE TABLE pgagent.hook (
+    tenant_id  uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
+    hook_id    bigint GENERATED ALWAYS AS IDENTITY,
+    event      text NOT NULL CHECK (event IN ('before_llm_call', 'before_tool_call', 'after_response')),
+    fn         regprocedure NOT NULL,
+    agent_id   bigint,
+    run_as     name NOT NULL DEFAULT 'pgagent_sandbox',
+    priority   integer NOT NULL DEFAULT 100,
+    enabled    boolean NOT NULL DEFAULT true,
+    created_by name NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, hook_id),
+    FOREIGN KEY (tenant_id, agent_id) REFERENCES pgagent.agent (tenant_id, agent_id) ON DELETE CASCADE
+);
+
+
+SELECT pg_catalog.pg_extension_config_dump('pgagent.intervention', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.rating', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.flag', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.budget', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.budget_usage', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.budget_hold', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.hook', '');
