@@ -18,7 +18,12 @@ ROOT = Path(__file__).resolve().parents[2]
 GROUPS = ("viewer", "user", "operator", "admin")
 TENANTS = ("acme", "globex")
 TABLES = ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent_tool", "conversation", "turn",
-          "step", "audit_event", "secret", "egress_allow", "egress_exception")
+          "step", "audit_event", "secret", "egress_allow", "egress_exception", "intervention", "rating", "flag",
+          "budget", "budget_usage", "budget_hold", "hook")
+#: Tables nobody in the matrix may change for the other tenant (the probes change the attacker's
+#: own conversations, turns, steps and audit events).
+GUARDED = ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent_tool", "secret", "egress_allow",
+           "egress_exception", "intervention", "rating", "flag", "budget", "budget_usage", "budget_hold", "hook")
 VIEWS = ("turn_timeline", "pending_approvals", "turn_summary", "agent_stats")
 RUN_SQL_SCHEMA = {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}
 BUMP_SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
@@ -98,8 +103,25 @@ def setup_tenant(w: World, t: str) -> dict[str, Any]:
         assert r2["status"] == "awaiting_approval", r2
         tenant_id = u.execute("SELECT pgagent.current_tenant()::text").fetchone()[0]
         model_id = u.execute("SELECT model_id FROM pgagent.model WHERE name = 'scripted'").fetchone()[0]
+        u.execute("SELECT pgagent.rate_turn(%s, 4, %s)", [r1["turn_id"], f"MARK-{t} rating"])
+    with w.connect(t, "operator") as o:   # rows in the operating tables (0.2.0)
+        o.execute("SELECT pgagent.inject_message(%s, %s)", [cid, f"MARK-{t} injected"])
+        flag = o.execute("SELECT pgagent.flag_issue(%s, category => 'wrong_answer', note => %s)",
+                         [r1["turn_id"], f"MARK-{t} flag"]).fetchone()[0]
+    with psycopg.connect(w.cluster.dsn(w.dbname), autocommit=True) as su:   # and in the guard tables
+        budget = su.execute("INSERT INTO pgagent.budget (tenant_id, scope, period, max_usd, created_by) "
+                            "VALUES (%s, 'tenant', 'month', 1000, 'setup') RETURNING budget_id", [tenant_id]).fetchone()[0]
+        su.execute("INSERT INTO pgagent.budget_usage (tenant_id, budget_id, period_start) "
+                   "VALUES (%s, %s, date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')", [tenant_id, budget])
+        su.execute("INSERT INTO pgagent.budget_hold (tenant_id, budget_id, period_start, turn_id) "
+                   "SELECT tenant_id, budget_id, period_start, %s FROM pgagent.budget_usage WHERE budget_id = %s",
+                   [r2["turn_id"], budget])
+        hook = su.execute("INSERT INTO pgagent.hook (tenant_id, event, fn, enabled, created_by) VALUES "
+                          "(%s, 'after_response', 'pg_catalog.jsonb_typeof(jsonb)', false, 'setup') RETURNING hook_id",
+                          [tenant_id]).fetchone()[0]
     return {"tenant_id": tenant_id, "model_id": model_id, "conversation": cid, "done_turn": r1["turn_id"], "parked_turn": r2["turn_id"],
-            "pending_step": r2["pending_approvals"][0]["step_id"], "key": key_of(t), "marker": f"MARK-{t}"}
+            "pending_step": r2["pending_approvals"][0]["step_id"], "key": key_of(t), "marker": f"MARK-{t}",
+            "flag": flag, "budget": budget, "hook": hook}
 
 
 def snapshot(conn: psycopg.Connection, tenant_id: str) -> dict[str, str]:
@@ -196,6 +218,19 @@ def test_adversarial_matrix(world, conn):
                     ("SELECT pgagent.current_tenant()::text FROM pg_catalog.set_config('pgagent.tenant', %s, true)", [vt]),
                     ("SELECT pgagent._sandbox_query('SELECT * FROM pgagent.secret', NULL, 'public', 10)", None),
                     ("SELECT pgagent._sandbox_query('SELECT pg_catalog.set_config(''role'', current_user, true)', NULL, 'public', 10)", None),
+                    # the operator API (0.2.0) on the victim's ids
+                    ("SELECT pgagent.inject_message(%s, 'pwned')", [v["conversation"]]),
+                    ("SELECT pgagent.override_response(%s, 'pwned', 'x')", [v["done_turn"]]),
+                    ("SELECT pgagent.pause_conversation(%s)", [v["conversation"]]),
+                    ("SELECT pgagent.resume_conversation(%s)", [v["conversation"]]),
+                    ("SELECT pgagent.retry_turn(%s)", [v["done_turn"]]),
+                    ("SELECT pgagent.fork_conversation(%s, %s)", [v["conversation"], v["pending_step"]]),
+                    ("SELECT pgagent.bulk_approve(step_ids => %s)", [[v["pending_step"]]]),
+                    ("SELECT pgagent.bulk_approve(tool => 'bump')", None),
+                    ("SELECT pgagent.rate_turn(%s, 1, 'pwned')", [v["done_turn"]]),
+                    ("SELECT pgagent.flag_issue(%s)", [v["done_turn"]]),
+                    ("SELECT pgagent.flag_issue(step => %s)", [v["pending_step"]]),
+                    ("SELECT pgagent.resolve_issue(%s)", [v["flag"]]),
                 ]
                 for q, p in fn_attacks:
                     m.attempt(c, who, q, p, write=q.startswith("SELECT pgagent.add_"))
@@ -247,8 +282,7 @@ def test_adversarial_matrix(world, conn):
     after = {t: snapshot(conn, world.ids[t]["tenant_id"]) for t in TENANTS}
     # the attackers changed only their own tenants (the probes above); the victims are untouched
     for t in TENANTS:
-        for tbl in ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent_tool", "secret",
-                    "egress_allow", "egress_exception"):
+        for tbl in GUARDED:
             if before[t][tbl] != after[t][tbl]:
                 leaks.append(f"{t}.{tbl} changed by an attacker")
     out = ROOT / "results" / "security_matrix.txt"

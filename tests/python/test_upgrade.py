@@ -1,7 +1,8 @@
-"""ALTER EXTENSION pgagent UPDATE from the previous release: install 0.1.0 from git history, give
-it real data through its own API, update, and compare the catalog of schema pgagent with a fresh
-install of this version; then check that the old data still works (hash chains, approvals,
-new turns, views). Needs `make install` of this tree and the git history (commit of 0.1.0)."""
+"""ALTER EXTENSION pgagent UPDATE from every earlier release (scripts/releases.py RELEASES: 0.1.0
+updates through 0.1.1): install it from git history, give it real data through its own API,
+update, and compare the catalog of schema pgagent with a fresh install of this version; then
+check that the old data still works (hash chains, approvals, new turns, views, the new operator
+API on old turns). Needs `make install` of this tree and the git history."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from scripted_llm import text, tool_calls
 import releases  # noqa: E402  (scripts/ is on sys.path: conftest.py)
 
 ROOT = Path(__file__).resolve().parents[2]
-OLD_VERSION, OLD_COMMIT = releases.PREVIOUS
+PREVIOUS_VERSION = releases.PREVIOUS[0]
 GROUPS = ("viewer", "user", "operator", "admin")
 RUN_SQL_SCHEMA = {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}
 BUMP_SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
@@ -33,14 +34,15 @@ def current_version() -> str:
     return re.search(r"^default_version = '(.*)'", (ROOT / "pgagent.control").read_text(), re.M).group(1)
 
 
-@pytest.fixture
-def old_release() -> Iterator[str]:
-    """Install 0.1.0 next to this version (scripts/releases.py): its script into the extension
-    directory (removed afterwards, so users never see it) and its pgagent_core into its
-    versioned directory. Checks first that this tree is what is installed."""
+@pytest.fixture(params=releases.RELEASES, ids=[v for v, _ in releases.RELEASES])
+def old_release(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Install an earlier release next to this version (scripts/releases.py): its script into
+    the extension directory (removed afterwards, so users never see it) and its pgagent_core
+    into its versioned directory. Checks first that this tree is what is installed."""
+    old_version, old_commit = request.param
     ext = releases.extension_dir()
     new = current_version()
-    upgrade = ext / f"pgagent--{OLD_VERSION}--{new}.sql"
+    upgrade = ext / f"pgagent--{PREVIOUS_VERSION}--{new}.sql"
     built = ROOT / "build" / upgrade.name
     subprocess.run(["make", "-s", "-C", str(ROOT), "all"], check=True, capture_output=True)
     assert upgrade.exists() and upgrade.read_bytes() == built.read_bytes(), \
@@ -48,7 +50,7 @@ def old_release() -> Iterator[str]:
     assert (ext / f"pgagent--{new}.sql").read_bytes() == (ROOT / "build" / f"pgagent--{new}.sql").read_bytes(), \
         "the installed full script differs from build/: run `make install`"
     try:
-        with releases.installed(OLD_VERSION, OLD_COMMIT) as version:
+        with releases.installed(old_version, old_commit) as version:
             yield version
     except releases.Unavailable as e:
         pytest.skip(str(e))
@@ -221,7 +223,7 @@ def rows_digest(conn: psycopg.Connection, table: str, columns: str) -> list[tupl
     return conn.execute(f"SELECT {columns} FROM pgagent.{table} ORDER BY 1, 2").fetchall()
 
 
-def test_update_from_0_1_0_matches_a_fresh_install_and_keeps_the_data(cluster, llm, old_release):
+def test_update_matches_a_fresh_install_and_keeps_the_data(cluster, llm, old_release):
     new = current_version()
     old_db, fresh_db = f"upg{os.getpid()}_old", f"upg{os.getpid()}_fresh"
     t = Tenant(cluster, old_db, "acme")
@@ -294,6 +296,17 @@ def test_update_from_0_1_0_matches_a_fresh_install_and_keeps_the_data(cluster, l
             assert ok and n > events   # approval_decided and later events continue the old chain
             assert v.execute("SELECT status FROM pgagent.turn_summary WHERE turn_id = %s",
                              [ids["parked"]]).fetchone()[0] == "completed"
+        with t.connect("operator") as op:   # the operator API of this version works on old turns
+            o = op.execute("SELECT pgagent.override_response(%s, 'Three.', 'house style')", [ids["done"]]).fetchone()[0]
+            assert o["answer"] == "Three."
+            assert op.execute("SELECT pgagent.rate_turn(%s, 5)", [ids["done"]]).fetchone()[0] > 0
+            op.execute("SELECT pgagent.inject_message(%s, 'Be brief.')", [ids["conversation"]])
+            p = op.execute("SELECT pgagent.pause_conversation(%s)", [ids["conversation"]]).fetchone()[0]
+            assert p["paused_turns"] == [] and p["active_turns"] == []
+            op.execute("SELECT pgagent.resume_conversation(%s)", [ids["conversation"]])
+        with t.connect("viewer") as v:
+            assert v.execute("SELECT ok, problem FROM pgagent.verify_turn(%s)", [ids["done"]]).fetchone() == (True, None)
+            assert v.execute("SELECT count(*) FROM pgagent.intervention").fetchone()[0] == 4   # override, inject, pause, resume
         with psycopg.connect(cluster.dsn(old_db), autocommit=True) as su:
             assert [r[0] for r in su.execute("SELECT n FROM public.bumps")] == [7]
 
