@@ -622,8 +622,10 @@ def advance(db: Db, gd: dict, turn: Turn, *, external: bool = False) -> str:
             fail(db, turn, f"budget exceeded: {e.message}",
                  {"error_kind": "budget_exceeded", "sqlstate": budget.BUDGET_SQLSTATE, "detail": e.detail})
             return STOP
-        if turn.held and db.can_commit():
-            return CONTINUE  # commit the reservation before the call: its row lock is held briefly
+        if turn.held:
+            # its own unit: under CALL run_turn the reservation commits before the call, so the
+            # budget's row lock is held briefly (under send_message it is all one transaction)
+            return CONTINUE
     verdict = run_hooks(db, gd, turn, "before_llm_call",
                         {"messages": request["messages"], "params": request["params"],
                          "tools": [t["function"]["name"] for t in tool_specs(turn)]})
