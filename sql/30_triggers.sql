@@ -15,14 +15,21 @@ BEGIN
                 HINT = 'Start a new turn with pgagent.send_message instead.';
     END IF;
     -- Terminal turns are frozen, except: a failed turn may be queued again (pgagent.retry_turn),
-    -- and a completed turn's answer may be replaced (pgagent.override_response; the model's
-    -- answer stays in its response step).
+    -- and a completed turn's answer may be replaced by the content of its latest
+    -- override_response intervention step, which pgagent.override_response writes first (the
+    -- model's answer stays in its response step).
     IF OLD.status IN ('completed', 'failed', 'cancelled')
        AND NOT (OLD.status = 'failed' AND NEW.status = 'queued')
        AND NOT (OLD.status = 'completed' AND NEW.status = 'completed'
                 AND (NEW.llm_calls, NEW.prompt_tokens, NEW.completion_tokens, NEW.cost_usd, NEW.error, NEW.finished_at)
                     IS NOT DISTINCT FROM
-                    (OLD.llm_calls, OLD.prompt_tokens, OLD.completion_tokens, OLD.cost_usd, OLD.error, OLD.finished_at))
+                    (OLD.llm_calls, OLD.prompt_tokens, OLD.completion_tokens, OLD.cost_usd, OLD.error, OLD.finished_at)
+                AND (NEW.answer IS NOT DISTINCT FROM OLD.answer
+                     OR NEW.answer IS NOT DISTINCT FROM (
+                          SELECT s.payload ->> 'content' FROM pgagent.step s
+                           WHERE s.tenant_id = OLD.tenant_id AND s.turn_id = OLD.turn_id AND s.kind = 'intervention'
+                             AND s.payload ->> 'action' = 'override_response'
+                           ORDER BY s.seq DESC LIMIT 1)))
     THEN
         RAISE EXCEPTION 'pgagent: turn % is % and can no longer change', OLD.turn_id, OLD.status
           USING ERRCODE = 'integrity_constraint_violation', DETAIL = 'Completed, failed and cancelled turns are frozen.',
@@ -43,7 +50,7 @@ BEGIN
     RETURN NEW;
 END $$;
 COMMENT ON FUNCTION pgagent.turn_guard() IS
-  'Trigger: enforces the turn state machine (queued -> running -> awaiting_approval -> running -> completed|failed|cancelled; queued|running|awaiting_approval -> paused -> queued|cancelled; failed -> queued by retry_turn; terminal turns are otherwise frozen, except a completed turn''s answer (override_response)) and keeps identity columns immutable. Raises 23000.';
+  'Trigger: enforces the turn state machine (queued -> running -> awaiting_approval -> running -> completed|failed|cancelled; queued|running|awaiting_approval -> paused -> queued|cancelled; failed -> queued by retry_turn; terminal turns are otherwise frozen, except a completed turn''s answer, to the content of its latest override_response intervention step) and keeps identity columns immutable. Raises 23000.';
 CREATE OR REPLACE TRIGGER turn_guard BEFORE UPDATE ON pgagent.turn
   FOR EACH ROW EXECUTE FUNCTION pgagent.turn_guard();
 

@@ -73,6 +73,9 @@ AGENT_CONFIG = _object("agent.config", "An agent's config: loop settings, auto-a
                "description": "request parameters for the agent's model (checked against its provider: "
                               "params.openai, params.anthropic)"},
     "allow_self_approval": _bool(False, "whether a role may approve the tool calls of a turn it started itself"),
+    "hook_timeout_ms": _int(10, 60000, 2000, "deadline (ms) of one policy hook call (pgagent.add_hook)"),
+    "budget_completion_tokens": _int(1, 1000000, 1024, "completion tokens a budget reserves for an LLM call "
+                                                        "whose request sets no max_tokens"),
 })
 
 TOOL_SQL = _object("tool.sql", "Config of an sql tool: a read-only query run as pgagent_sandbox.", {

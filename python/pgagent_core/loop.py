@@ -620,7 +620,7 @@ def advance(db: Db, gd: dict, turn: Turn, *, external: bool = False) -> str:
             turn.held = budget.reserve(db, turn, request) == "held"
         except budget.BudgetExceeded as e:
             fail(db, turn, f"budget exceeded: {e.message}",
-                 {"error_kind": "budget_exceeded", "sqlstate": budget.BUDGET_SQLSTATE, "detail": e.detail})
+                 {"error_kind": "budget_exceeded", "sqlstate": budget.BUDGET_SQLSTATE, **e.facts})
             return STOP
         if turn.held:
             # its own unit: under CALL run_turn the reservation commits before the call, so the

@@ -206,6 +206,17 @@ def api_abuse_attacks(m: Matrix, c: psycopg.Connection, who: str, ids: dict[str,
                     ("SELECT pgagent.bulk_approve(tool => 'bump')", None),
                     ("SELECT pgagent.resolve_issue(%s)", [ids["flag"]])]:
         m.attack(c, who, q, args, succeeded=lambda rows: not_operator)
+    # budgets and hooks are policy: only admins set or remove them; a hook may not run as a
+    # role its admin may not lend (a superuser, or one the admin is not a member of)
+    not_admin = group != "admin"
+    for q, args in [("SELECT pgagent.set_budget(max_usd => 1e9)", None),
+                    ("SELECT pgagent.delete_budget(%s)", [ids["budget"]]),
+                    ("SELECT pgagent.delete_hook(%s)", [ids["hook"]]),
+                    ("SELECT pgagent.add_hook('after_response', 'pg_catalog.jsonb_strip_nulls(jsonb)')", None)]:
+        m.attack(c, who, q, args, succeeded=lambda rows: not_admin)
+    for role in ("postgres", "pg_read_server_files", "pg_execute_server_program"):
+        m.attack(c, who, "SELECT pgagent.add_hook('after_response', 'pg_catalog.jsonb_strip_nulls(jsonb)', "
+                         "run_as => %s)", [role], succeeded=lambda rows: True)
     # a user rating or flagging a turn someone else started
     m.attack(c, who, "SELECT pgagent.rate_turn(%s, 1)", [ids["other_turn"]], succeeded=lambda rows: not_operator)
     m.attack(c, who, "SELECT pgagent.flag_issue(%s)", [ids["other_turn"]], succeeded=lambda rows: not_operator)

@@ -23,8 +23,16 @@ TABLES = ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent
 #: Tables nobody in the matrix may change for the other tenant (the probes change the attacker's
 #: own conversations, turns, steps and audit events).
 GUARDED = ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent_tool", "secret", "egress_allow",
-           "egress_exception", "intervention", "rating", "flag", "budget", "budget_usage", "budget_hold", "hook")
-VIEWS = ("turn_timeline", "pending_approvals", "turn_summary", "agent_stats")
+           "egress_exception", "intervention", "rating", "flag", "budget", "hook")
+#: budget_usage and budget_hold change with the attacker's own probes (their LLM calls spend the
+#: tenant's budget): checked by :func:`spend` instead.
+SPEND_SQL = """
+SELECT (SELECT coalesce(sum(u.spent_usd), 0) FROM pgagent.budget_usage u WHERE u.tenant_id = %(t)s),
+       (SELECT coalesce(sum(s.cost_usd), 0) FROM pgagent.step s WHERE s.tenant_id = %(t)s AND s.kind = 'llm_call'
+           AND s.created_at >= (SELECT min(b.created_at) FROM pgagent.budget b WHERE b.tenant_id = %(t)s)),
+       (SELECT count(*) FROM pgagent.budget_hold h JOIN pgagent.turn x USING (tenant_id, turn_id)
+         WHERE h.tenant_id = %(t)s AND x.status = 'running')"""
+VIEWS = ("turn_timeline", "pending_approvals", "turn_summary", "agent_stats", "budget_status")
 RUN_SQL_SCHEMA = {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}
 BUMP_SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
 
@@ -83,7 +91,7 @@ def setup_tenant(w: World, t: str) -> dict[str, Any]:
     approval), so that every pgagent table has rows of the tenant."""
     with w.connect(t, "admin") as a:
         a.execute("SELECT pgagent.set_secret('KEY', %s)", [key_of(t)])
-        a.execute("SELECT pgagent.register_model('scripted', base_url => %s, secret_name => 'KEY')", [w.llm.base_url])
+        a.execute("SELECT pgagent.register_model('scripted', base_url => %s, secret_name => 'KEY', input_usd_per_mtok => 1000, output_usd_per_mtok => 2000)", [w.llm.base_url])
         a.execute("SELECT pgagent.register_tool('run_sql', 'Run SQL', %s, kind => 'sql')", [json.dumps(RUN_SQL_SCHEMA)])
         a.execute("""SELECT pgagent.register_tool('bump', 'Bump', %s, kind => 'function',
                      config => '{"function": "public.bump"}', requires_approval => true)""", [json.dumps(BUMP_SCHEMA)])
@@ -231,6 +239,9 @@ def test_adversarial_matrix(world, conn):
                     ("SELECT pgagent.flag_issue(%s)", [v["done_turn"]]),
                     ("SELECT pgagent.flag_issue(step => %s)", [v["pending_step"]]),
                     ("SELECT pgagent.resolve_issue(%s)", [v["flag"]]),
+                    ("SELECT pgagent.delete_budget(%s)", [v["budget"]]),
+                    ("SELECT pgagent.delete_hook(%s)", [v["hook"]]),
+                    ("SELECT pgagent.set_budget(scope => 'agent', agent => 'analyst', max_usd => 0)", None),
                 ]
                 for q, p in fn_attacks:
                     m.attempt(c, who, q, p, write=q.startswith("SELECT pgagent.add_"))
@@ -280,6 +291,12 @@ def test_adversarial_matrix(world, conn):
         total += m.attempts
         leaks += m.leaks
     after = {t: snapshot(conn, world.ids[t]["tenant_id"]) for t in TENANTS}
+    # each tenant's budget was charged exactly its own LLM calls, and no reservation is left over
+    for t in TENANTS:
+        spent, calls, held = conn.execute(SPEND_SQL, {"t": world.ids[t]["tenant_id"]}).fetchone()
+        assert calls > 0   # the probes made priced LLM calls
+        if spent != calls or held:
+            leaks.append(f"{t}: budget spent {spent} USD for its own LLM calls of {calls} USD, {held} holds left")
     # the attackers changed only their own tenants (the probes above); the victims are untouched
     for t in TENANTS:
         for tbl in GUARDED:

@@ -72,7 +72,7 @@ SELECT throws_ok($$UPDATE pgagent.turn SET status = 'queued' WHERE turn_id = pg_
 SELECT throws_ok($$UPDATE pgagent.turn SET status = 'running' WHERE turn_id = pg_temp.turn('happy')$$,
                  '23000', NULL, 'completed -> running is refused (23000)');
 SELECT throws_ok($$UPDATE pgagent.turn SET answer = 'changed' WHERE turn_id = pg_temp.turn('happy')$$,
-                 '23000', NULL, 'a completed turn''s answer cannot change (23000)');
+                 '23000', NULL, 'a completed turn''s answer cannot change without an override_response step (23000)');
 SELECT is((SELECT answer FROM pgagent.turn WHERE turn_id = pg_temp.turn('happy')), '42',
           'the completed turn keeps its answer');
 

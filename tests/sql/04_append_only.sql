@@ -44,8 +44,8 @@ SELECT throws_ok($$DELETE FROM pgagent.step WHERE turn_id = pg_temp.turn() AND s
                  '42501', NULL, 'DELETE of a step is refused (42501)');
 SELECT throws_ok($$DELETE FROM pgagent.step$$,
                  '42501', NULL, 'DELETE of all steps is refused (42501)');
-SELECT throws_ok($$TRUNCATE pgagent.step$$,
-                 '42501', NULL, 'TRUNCATE pgagent.step is refused (42501)');
+SELECT throws_ok($$TRUNCATE pgagent.step, pgagent.flag$$,
+                 '42501', NULL, 'TRUNCATE pgagent.step (with pgagent.flag, which references it) is refused (42501)');
 SELECT throws_ok($$TRUNCATE pgagent.turn CASCADE$$,
                  '42501', NULL, 'TRUNCATE pgagent.turn CASCADE (which would empty step) is refused (42501)');
 SELECT throws_ok($$WITH d AS (DELETE FROM pgagent.step WHERE turn_id = pg_temp.turn() RETURNING *)

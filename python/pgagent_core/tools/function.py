@@ -57,22 +57,31 @@ def check_registration(db: Db, registrar: str, superuser: bool, config: dict[str
                        hint="Create it first, give its schema (myschema.fn), or drop the other overloads.")
     if sig["prokind"] != "f":
         raise InvalidArgument(f"{fn!r} is not a plain function (prokind {sig['prokind']})")
+    check_run_as(db, registrar, superuser, role, sig["signature"], "config.run_as")
+
+
+def check_run_as(db: Db, registrar: str, superuser: bool, role: str, signature: str, what: str) -> None:
+    """``role`` (named by ``what`` in messages) may run function ``signature`` on behalf of
+    ``registrar``: it exists, is neither a superuser nor BYPASSRLS, ``registrar`` is a member of
+    it (or a superuser, or the role is pgagent_sandbox), and it may EXECUTE the function. Used
+    by function tools and policy hooks (pgagent.add_hook). Raises NotFound (42704), Forbidden
+    (42501)."""
     r = one(db, """SELECT r.rolsuper, r.rolbypassrls,
                           pg_catalog.pg_has_role($2, r.oid, 'MEMBER') AS mine,
                           pg_catalog.has_function_privilege(r.oid, $3::regprocedure, 'EXECUTE') AS can_execute
                      FROM pg_catalog.pg_roles r WHERE r.rolname = $1""", ["name", "name", "text"],
-            [role, registrar, sig["signature"]])
+            [role, registrar, signature])
     if r is None:
-        raise NotFound(f'config.run_as: role "{role}" does not exist', hint="CREATE ROLE it first (NOLOGIN is enough).")
+        raise NotFound(f'{what}: role "{role}" does not exist', hint="CREATE ROLE it first (NOLOGIN is enough).")
     if r["rolsuper"] or r["rolbypassrls"]:
-        raise Forbidden(f'config.run_as: role "{role}" is a superuser or has BYPASSRLS',
-                        hint="Tools run with the least rights they need: use a role made for the tool.")
+        raise Forbidden(f'{what}: role "{role}" is a superuser or has BYPASSRLS',
+                        hint="Tools and hooks run with the least rights they need: use a role made for them.")
     if not (superuser or r["mine"] or role == DEFAULT_RUN_AS):
-        raise Forbidden(f'config.run_as: role "{registrar}" is not a member of "{role}" and may not lend its rights',
+        raise Forbidden(f'{what}: role "{registrar}" is not a member of "{role}" and may not lend its rights',
                         hint=f"GRANT {role} TO {registrar}, or use another role.")
     if not r["can_execute"]:
-        raise Forbidden(f'config.run_as: role "{role}" may not execute {sig["signature"]}',
-                        hint=f"GRANT EXECUTE ON FUNCTION {sig['signature']} TO {role} (and what it uses).")
+        raise Forbidden(f'{what}: role "{role}" may not execute {signature}',
+                        hint=f"GRANT EXECUTE ON FUNCTION {signature} TO {role} (and what it uses).")
 
 
 def _ident(name: str) -> str:
@@ -118,4 +127,4 @@ def run(ctx: ToolContext, tool: dict[str, Any], args: dict[str, Any]) -> Any:
     return guarded(ctx.db, int(tool["timeout_ms"]), body, rollback=False)
 
 
-__all__ = ["DEFAULT_RUN_AS", "check_config", "check_registration", "run", "Forbidden", "InvalidArgument", "NotFound"]
+__all__ = ["DEFAULT_RUN_AS", "check_config", "check_run_as", "check_registration", "run", "Forbidden", "InvalidArgument", "NotFound"]
