@@ -73,6 +73,10 @@ SCRIPTS: dict[str, list[Reply]] = {
         tool_calls([("refund", {"order_id": 42})]),                  # carol's own turn parks
         text("Refunded order 42."),                                  # ... and continues after alice's approval
     ],
+    "docs/guardrails.md": [
+        text("Call us on +44 20 7946 0018, weekdays 9 to 5."),       # masked by the after_response hook
+        text("You're welcome!"),                                     # the one turn the budget allows
+    ],
     "examples/quickstart.sql": [
         text('{"tool": "run_sql", "arguments": {"query": '
              '"SELECT name, population FROM city WHERE country = \'Norway\' ORDER BY population DESC LIMIT 1"}}'),
@@ -255,7 +259,19 @@ def check_quickstart(c: psycopg.Connection, run: Run) -> None:
     assert result["result"]["rows"] == [{"name": "Oslo", "population": 709000}], result
 
 
+def check_guardrails(c: psycopg.Connection, run: Run) -> None:
+    answers = [a for (a,) in c.execute("SELECT answer FROM pgagent.turn ORDER BY turn_id")]
+    assert answers == ["Call us on [phone], weekdays 9 to 5.", "You're welcome!", None], answers
+    g = c.execute("SELECT payload FROM pgagent.step WHERE kind = 'guardrail'").fetchall()
+    assert [p for (p,) in g] == [{"event": "after_response", "hook": "policy.mask_phone_numbers(jsonb)",
+                                  "action": "rewrite", "reason": "phone number masked"}]
+    err = c.execute("SELECT payload FROM pgagent.step WHERE kind = 'error'").fetchone()[0]
+    assert err["error_kind"] == "budget_exceeded" and err["limit"] == "max_turns" and err["spent"] == 1
+    assert c.execute("SELECT turns, exhausted FROM pgagent.budget_status").fetchone() == (1, True)
+
+
 CHECKS: dict[str, Callable[[psycopg.Connection, Run], None]] = {
+    "docs/guardrails.md": check_guardrails,
     "README.md": check_readme,
     "docs/api.md": check_api,
     "docs/security.md": check_security,
