@@ -5,7 +5,9 @@ and the local llama.cpp server (Qwen2.5-Coder-1.5B-Instruct), loads vega-dataset
 seattle-weather.csv (1,461 days, 2012-2015) into a table, creates an analyst agent with a
 read-only ``sql`` tool and an approval-gated ``save_finding`` tool, asks real questions
 (one needing the data, one needing an approval, one needing no tool), approves the pending
-call, and prints each conversation's timeline. Everything it started is stopped at the end.
+call, and prints each conversation's timeline. Then it operates: an operator injects a message
+into a conversation, an admin sets a budget that stops a turn before its LLM call, and the
+dashboard shows the tenant. Everything it started is stopped at the end.
 
 Only the set-up (extension, data, roles, tenant) runs as the superuser. The tenant
 ``weather_team`` is then used through login roles, as in production: ``wt_admin``
@@ -127,6 +129,43 @@ def ask(conn: psycopg.Connection, agent: str, question: str, timings: list[tuple
     return result
 
 
+def operate(conn: psycopg.Connection, operator: psycopg.Connection, admin_dsn: str,
+            timings: list[tuple[str, float, int]]) -> None:
+    """The operator's side (release 0.2.0): inject a message into a conversation, watch the
+    dashboard, and a budget that stops a turn before its LLM call."""
+    print("\n== operating: wt_operator injects a system message into the analyst's next conversation")
+    cid = conn.execute("SELECT pgagent.start_conversation('weather_analyst', title => 'injected')").fetchone()[0]
+    operator.execute("SELECT pgagent.inject_message(%s, 'Operator note: end every answer with the words "
+                     "\"(checked by ops)\".')", [cid])
+    q = "How many days had snow in 2014?"
+    print(f"Q: {q}")
+    t0 = time.perf_counter()
+    r = conn.execute("SELECT pgagent.send_message(%s, %s)", [cid, q]).fetchone()[0]
+    timings.append((q + " (with an injected note)", (time.perf_counter() - t0) * 1000, r["steps"]))
+    show_turn(conn, r)
+    print(f"A: {r['answer']}")
+    for action, by in operator.execute("SELECT action, created_by FROM pgagent.intervention ORDER BY intervention_id"):
+        print(f"   intervention: {action} by {by} (audited)")
+
+    print("\n== budget: wt_admin allows wt_analyst 1 more turn today (pgagent.set_budget, scope role)")
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute("SELECT pgagent.set_budget(scope => 'role', role => 'wt_analyst', period => 'day', max_turns => 1)")
+    for q in ("What was the warmest temp_max in 2015?", "And the coldest temp_min in 2015?"):
+        r = ask(conn, "weather_analyst", q, timings)
+        if r["status"] == "failed":
+            print(f"   stopped before any LLM call: {r['error']}")
+    for row in conn.execute("SELECT scope, role_name, period, max_turns, turns, exhausted FROM pgagent.budget_status"):
+        print("   budget_status:", dict(zip(["scope", "role", "period", "max_turns", "turns", "exhausted"], row)))
+
+    print("\n== dashboard_overview (as wt_operator)")
+    cur = operator.execute("SELECT * FROM pgagent.dashboard_overview")
+    names = [d.name for d in cur.description]
+    for row in cur:
+        for k, v in zip(names, row):
+            if k != "tenant_id":
+                print(f"   {k:<28} {v}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keep-servers", action="store_true", help="leave the local model running afterwards")
@@ -145,7 +184,8 @@ def main() -> int:
                                    "AND extract(year FROM date) = 2013").fetchone()[0]
                 wettest = su.execute("SELECT date, precipitation FROM demo.seattle_weather "
                                      "ORDER BY precipitation DESC LIMIT 1").fetchone()
-            with psycopg.connect(cluster.dsn("demo", user="wt_admin"), autocommit=True) as admin:
+            admin_dsn = cluster.dsn("demo", user="wt_admin")
+            with psycopg.connect(admin_dsn, autocommit=True) as admin:
                 setup_agent(admin, chat_url, embed_url)
             print(f"== loaded {n} days of seattle-weather.csv; tenant 'weather_team'; agent 'weather_analyst' "
                   "configured by wt_admin")
@@ -175,6 +215,8 @@ def main() -> int:
                 print(f"   demo.findings now holds: {[s[0] for s in saved]}")
 
                 ask(conn, "weather_analyst", "Hi! Please greet the weather team in one short sentence.", timings)
+
+                operate(conn, operator, admin_dsn, timings)
 
                 print("\n== agent_stats (as wt_analyst; row level security shows only weather_team)")
                 for row in conn.execute("SELECT agent, turns, completed, failed, llm_calls, prompt_tokens, "
