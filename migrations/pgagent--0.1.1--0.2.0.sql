@@ -168,3 +168,10 @@ SELECT pg_catalog.pg_extension_config_dump('pgagent.budget', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.budget_usage', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.budget_hold', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.hook', '');
+
+-- Monitoring (0.2.0, sql/52_monitor.sql and 55_analytics.sql): recent turns per tenant, tool calls
+-- and thinking steps by time, an agent's conversations.
+CREATE INDEX turn_created ON pgagent.turn (tenant_id, created_at);
+CREATE INDEX step_tool_call ON pgagent.step (tenant_id, created_at) WHERE kind = 'tool_call';
+CREATE INDEX step_thinking ON pgagent.step (tenant_id, created_at) WHERE kind = 'thinking';
+CREATE INDEX conversation_agent ON pgagent.conversation (tenant_id, agent_id);

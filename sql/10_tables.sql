@@ -196,6 +196,12 @@ CREATE TABLE pgagent.step (
 CREATE UNIQUE INDEX step_one_result_per_call ON pgagent.step (tenant_id, parent_step_id) WHERE kind = 'tool_result';
 CREATE UNIQUE INDEX step_one_decision_per_call ON pgagent.step (tenant_id, parent_step_id) WHERE kind = 'approval';
 CREATE INDEX step_created ON pgagent.step (tenant_id, created_at);
+-- Monitoring (0.2.0, sql/52_monitor.sql and 55_analytics.sql): recent turns per tenant, tool calls
+-- and thinking steps by time, an agent's conversations.
+CREATE INDEX turn_created ON pgagent.turn (tenant_id, created_at);
+CREATE INDEX step_tool_call ON pgagent.step (tenant_id, created_at) WHERE kind = 'tool_call';
+CREATE INDEX step_thinking ON pgagent.step (tenant_id, created_at) WHERE kind = 'thinking';
+CREATE INDEX conversation_agent ON pgagent.conversation (tenant_id, agent_id);
 
 -- Who may act for a tenant (pgagent.add_member); see 20_tenancy.sql.
 CREATE TABLE pgagent.tenant_member (

@@ -28,6 +28,12 @@ SELECT s.tenant_id, c.conversation_id, a.name AS agent, t.turn_id, t.seq AS turn
                                       ELSE (s.payload -> 'result')::text END
          WHEN 'response' THEN s.payload ->> 'content'
          WHEN 'error' THEN s.payload ->> 'message'
+         WHEN 'intervention' THEN (s.payload ->> 'action')
+              || coalesce(' by ' || coalesce(s.payload ->> 'injected_by', s.payload ->> 'paused_by',
+                                             s.payload ->> 'resumed_by', s.payload ->> 'by'), '')
+              || coalesce(': ' || coalesce(s.payload ->> 'content', s.payload ->> 'reason'), '')
+         WHEN 'guardrail' THEN (s.payload ->> 'action') || ' by hook ' || coalesce(s.payload ->> 'hook', '?')
+              || ' at ' || coalesce(s.payload ->> 'event', '?') || coalesce(': ' || (s.payload ->> 'reason'), '')
        END AS summary,
        s.prompt_tokens, s.completion_tokens, s.cost_usd, s.latency_ms,
        round(extract(epoch FROM s.created_at - t.created_at)::numeric * 1000, 3) AS at_ms,

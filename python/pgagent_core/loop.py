@@ -490,9 +490,10 @@ def record_reply(db: Db, turn: Turn, reply: Reply, gd: dict | None = None) -> No
     turn.prompt_tokens += reply.prompt_tokens
     turn.completion_tokens += reply.completion_tokens
     turn.cost_usd += cost
-    thinking = reply.reasoning or (reply.content if calls and reply.tool_calls and reply.content else None)
-    if thinking:
-        add_step(db, turn, "thinking", {"content": thinking})
+    if reply.reasoning:   # the provider's reasoning (reasoning_content, Anthropic thinking blocks)
+        add_step(db, turn, "thinking", {"content": reply.reasoning, "source": "reasoning"})
+    elif calls and reply.tool_calls and reply.content:   # text the model wrote beside its tool calls
+        add_step(db, turn, "thinking", {"content": reply.content, "source": "content"})
     budget.settle(db, turn, cost, reply.prompt_tokens + reply.completion_tokens)
     turn.held = False
     if not calls:

@@ -163,7 +163,8 @@ def internal_function_attacks(m: Matrix, c: psycopg.Connection, su: psycopg.Conn
             args = [a.replace("%d", str(ids["pending_step"])) if isinstance(a, str) and "%d" in a else a for a in args]
             casts = ", ".join(f"%s::{t}" for t in types)
             q = f"SELECT pgagent.{name}({casts})"
-            if name in ("_is_member", "_outer_user", "_outer_is_member", "_audit_hash", "_step_hash", "_require"):
+            if name in ("_is_member", "_outer_user", "_outer_is_member", "_audit_hash", "_step_hash", "_require",
+                        "_check_days"):
                 m.attack(c, who, q, args)   # read-only helpers granted for row level security: no effect possible
             elif name == "_turn_step":
                 m.attack(c, who, q, args, succeeded=lambda rows, a=args: a[0] == victim["parked_turn"]

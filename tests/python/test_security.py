@@ -32,7 +32,8 @@ SELECT (SELECT coalesce(sum(u.spent_usd), 0) FROM pgagent.budget_usage u WHERE u
            AND s.created_at >= (SELECT min(b.created_at) FROM pgagent.budget b WHERE b.tenant_id = %(t)s)),
        (SELECT count(*) FROM pgagent.budget_hold h JOIN pgagent.turn x USING (tenant_id, turn_id)
          WHERE h.tenant_id = %(t)s AND x.status = 'running')"""
-VIEWS = ("turn_timeline", "pending_approvals", "turn_summary", "agent_stats", "budget_status")
+VIEWS = ("turn_timeline", "pending_approvals", "turn_summary", "agent_stats", "budget_status", "realtime_steps",
+         "tool_call_queue", "thinking_trace", "conversation_timeline", "dashboard_overview", "flagged_issues")
 RUN_SQL_SCHEMA = {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}
 BUMP_SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
 
@@ -242,6 +243,12 @@ def test_adversarial_matrix(world, conn):
                     ("SELECT pgagent.delete_budget(%s)", [v["budget"]]),
                     ("SELECT pgagent.delete_hook(%s)", [v["hook"]]),
                     ("SELECT pgagent.set_budget(scope => 'agent', agent => 'analyst', max_usd => 0)", None),
+                    # the analytics functions (0.2.0) run as the caller: its tenant only
+                    ("SELECT pgagent.agent_analytics('analyst', 3660)", None),
+                    ("SELECT * FROM pgagent.hourly_activity(2)", None),
+                    ("SELECT * FROM pgagent.tool_usage(3660)", None),
+                    ("SELECT pgagent.agent_analytics('analyst') FROM pg_catalog.set_config('pgagent.tenant', %s, true)",
+                     [victim_name]),
                 ]
                 for q, p in fn_attacks:
                     m.attempt(c, who, q, p, write=q.startswith("SELECT pgagent.add_"))
