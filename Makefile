@@ -81,6 +81,7 @@ test: deps
 
 bench: deps
 	.venv/bin/python bench/bench_turn.py
+	.venv/bin/python bench/bench_views.py
 
 print-sharedir:
 	@echo $(datadir)

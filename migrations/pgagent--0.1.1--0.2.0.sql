@@ -175,3 +175,41 @@ CREATE INDEX turn_created ON pgagent.turn (tenant_id, created_at);
 CREATE INDEX step_tool_call ON pgagent.step (tenant_id, created_at) WHERE kind = 'tool_call';
 CREATE INDEX step_thinking ON pgagent.step (tenant_id, created_at) WHERE kind = 'thinking';
 CREATE INDEX conversation_agent ON pgagent.conversation (tenant_id, agent_id);
+
+-- Per agent and UTC day (of the turn's created_at): totals of the turns that reached a final
+-- status (completed, failed, cancelled), kept by the trigger turn_rollup (30_triggers.sql) so that
+-- agent_stats reads a few rows per agent instead of aggregating every turn (50_views.sql).
+CREATE TABLE pgagent.agent_daily (
+    tenant_id         uuid NOT NULL,
+    agent_id          bigint NOT NULL,
+    day               date NOT NULL,
+    completed         bigint NOT NULL DEFAULT 0,
+    failed            bigint NOT NULL DEFAULT 0,
+    cancelled         bigint NOT NULL DEFAULT 0,
+    llm_calls         bigint NOT NULL DEFAULT 0,
+    prompt_tokens     bigint NOT NULL DEFAULT 0,
+    completion_tokens bigint NOT NULL DEFAULT 0,
+    cost_usd          numeric(20,8) NOT NULL DEFAULT 0,
+    timed             bigint NOT NULL DEFAULT 0,
+    timed_ms          numeric NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, agent_id, day),
+    FOREIGN KEY (tenant_id, agent_id) REFERENCES pgagent.agent (tenant_id, agent_id) ON DELETE CASCADE
+);
+SELECT pg_catalog.pg_extension_config_dump('pgagent.agent_daily', '');
+-- Backfill from the turns already final (the trigger keeps it from here on).
+INSERT INTO pgagent.agent_daily (tenant_id, agent_id, day, completed, failed, cancelled, llm_calls, prompt_tokens,
+                                 completion_tokens, cost_usd, timed, timed_ms)
+SELECT t.tenant_id, c.agent_id, (t.created_at AT TIME ZONE 'UTC')::date,
+       count(*) FILTER (WHERE t.status = 'completed'), count(*) FILTER (WHERE t.status = 'failed'),
+       count(*) FILTER (WHERE t.status = 'cancelled'), sum(t.llm_calls), sum(t.prompt_tokens),
+       sum(t.completion_tokens), sum(t.cost_usd), count(t.finished_at),
+       coalesce(sum(extract(epoch FROM t.finished_at - t.created_at) * 1000), 0)
+  FROM pgagent.turn t
+  JOIN pgagent.conversation c ON c.tenant_id = t.tenant_id AND c.conversation_id = t.conversation_id
+ WHERE t.status IN ('completed', 'failed', 'cancelled')
+ GROUP BY 1, 2, 3;
+
+-- Events (sql/35_events.sql): the key that names each tenant's NOTIFY channel.
+ALTER TABLE pgagent.tenant
+  ADD COLUMN events_key text NOT NULL DEFAULT replace(gen_random_uuid()::text, '-', '')
+    CHECK (events_key ~ '^[0-9a-f]{32}$');

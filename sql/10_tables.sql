@@ -12,7 +12,10 @@ CREATE TABLE pgagent.tenant (
     name         text NOT NULL UNIQUE CHECK (name ~ '^[a-z0-9_][a-z0-9_.-]{0,62}$'),
     display_name text,
     role_name    name,
-    created_at   timestamptz NOT NULL DEFAULT now()
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    -- names the tenant's NOTIFY channel (pgagent.event_channel): unguessable, because LISTEN is
+    -- not covered by row level security
+    events_key   text NOT NULL DEFAULT replace(gen_random_uuid()::text, '-', '') CHECK (events_key ~ '^[0-9a-f]{32}$')
 );
 
 INSERT INTO pgagent.tenant (tenant_id, name, display_name)
@@ -390,6 +393,26 @@ CREATE TABLE pgagent.hook (
     FOREIGN KEY (tenant_id, agent_id) REFERENCES pgagent.agent (tenant_id, agent_id) ON DELETE CASCADE
 );
 
+-- Per agent and UTC day (of the turn's created_at): totals of the turns that reached a final
+-- status (completed, failed, cancelled), kept by the trigger turn_rollup (30_triggers.sql) so that
+-- agent_stats reads a few rows per agent instead of aggregating every turn (50_views.sql).
+CREATE TABLE pgagent.agent_daily (
+    tenant_id         uuid NOT NULL,
+    agent_id          bigint NOT NULL,
+    day               date NOT NULL,
+    completed         bigint NOT NULL DEFAULT 0,
+    failed            bigint NOT NULL DEFAULT 0,
+    cancelled         bigint NOT NULL DEFAULT 0,
+    llm_calls         bigint NOT NULL DEFAULT 0,
+    prompt_tokens     bigint NOT NULL DEFAULT 0,
+    completion_tokens bigint NOT NULL DEFAULT 0,
+    cost_usd          numeric(20,8) NOT NULL DEFAULT 0,
+    timed             bigint NOT NULL DEFAULT 0,
+    timed_ms          numeric NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, agent_id, day),
+    FOREIGN KEY (tenant_id, agent_id) REFERENCES pgagent.agent (tenant_id, agent_id) ON DELETE CASCADE
+);
+
 -- Keep user rows in pg_dump (extension member tables are skipped otherwise).
 SELECT pg_catalog.pg_extension_config_dump('pgagent.tenant', 'WHERE name <> ''default''');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.model', '');
@@ -412,3 +435,4 @@ SELECT pg_catalog.pg_extension_config_dump('pgagent.budget', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.budget_usage', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.budget_hold', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.hook', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.agent_daily', '');

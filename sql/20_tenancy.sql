@@ -163,7 +163,7 @@ DECLARE t text;
 BEGIN
   FOREACH t IN ARRAY ARRAY['model','persona','tool','agent','agent_tool','conversation','turn','step','tenant_member',
                            'audit_event','secret','egress_allow','egress_exception','intervention','rating','flag',
-                           'budget','budget_usage','budget_hold','hook'] LOOP
+                           'budget','budget_usage','budget_hold','hook','agent_daily'] LOOP
     EXECUTE format('ALTER TABLE pgagent.%I ALTER COLUMN tenant_id SET DEFAULT pgagent.current_tenant()', t);
   END LOOP;
   FOREACH t IN ARRAY ARRAY['conversation','turn','step','secret','intervention','flag','budget','hook'] LOOP

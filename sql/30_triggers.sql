@@ -214,3 +214,61 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION pgagent.verify_turn(bigint) IS
   'Check a turn''s integrity: recompute its steps'' hash chain (ok, the number of steps, the first step whose seq, prev_hash or hash does not match) and compare the turn''s totals (llm_calls, tokens, cost in USD) and answer with its steps (the last response step, or the last override_response intervention after it). problem says what is wrong (NULL when ok). Detects even a superuser''s edit of a step or of the turn row. Raises 42704 for a turn the caller cannot see.';
+
+-- agent_daily (10_tables.sql): a turn counts there while its status is final (completed, failed,
+-- cancelled), under its conversation's agent and the UTC day of its created_at. Every change of
+-- such a turn (it becomes final, leaves a final status under retry_turn, its totals change, it is
+-- deleted) takes its old contribution off and adds the new one, so the rollup always equals the
+-- aggregate over the final turns (checked in tests/python/test_monitor.py).
+-- SECURITY DEFINER: whoever changes a turn (the API runs as the owner; a superuser by hand), the
+-- rollup, which no role may write, follows.
+CREATE OR REPLACE FUNCTION pgagent.turn_rollup() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r pgagent.turn;
+    sign int;
+    aid bigint;
+BEGIN
+    FOR i IN 1..2 LOOP
+        IF i = 1 THEN
+            CONTINUE WHEN TG_OP = 'INSERT';
+            r := OLD; sign := -1;
+        ELSE
+            CONTINUE WHEN TG_OP = 'DELETE';
+            r := NEW; sign := 1;
+        END IF;
+        CONTINUE WHEN r.status NOT IN ('completed', 'failed', 'cancelled');
+        SELECT agent_id INTO aid FROM pgagent.conversation
+         WHERE tenant_id = r.tenant_id AND conversation_id = r.conversation_id;
+        CONTINUE WHEN aid IS NULL;   -- the conversation is being deleted with its agent or tenant
+        INSERT INTO pgagent.agent_daily AS d (tenant_id, agent_id, day, completed, failed, cancelled, llm_calls,
+                                              prompt_tokens, completion_tokens, cost_usd, timed, timed_ms)
+        VALUES (r.tenant_id, aid, (r.created_at AT TIME ZONE 'UTC')::date,
+                sign * (r.status = 'completed')::int, sign * (r.status = 'failed')::int,
+                sign * (r.status = 'cancelled')::int, sign * r.llm_calls, sign * r.prompt_tokens,
+                sign * r.completion_tokens, sign * r.cost_usd, sign * (r.finished_at IS NOT NULL)::int,
+                sign * coalesce(extract(epoch FROM r.finished_at - r.created_at) * 1000, 0))
+        ON CONFLICT (tenant_id, agent_id, day) DO UPDATE
+           SET completed = d.completed + excluded.completed, failed = d.failed + excluded.failed,
+               cancelled = d.cancelled + excluded.cancelled, llm_calls = d.llm_calls + excluded.llm_calls,
+               prompt_tokens = d.prompt_tokens + excluded.prompt_tokens,
+               completion_tokens = d.completion_tokens + excluded.completion_tokens,
+               cost_usd = d.cost_usd + excluded.cost_usd, timed = d.timed + excluded.timed,
+               timed_ms = d.timed_ms + excluded.timed_ms;
+    END LOOP;
+    RETURN NULL;
+END $$;
+REVOKE ALL ON FUNCTION pgagent.turn_rollup() FROM PUBLIC;
+COMMENT ON FUNCTION pgagent.turn_rollup() IS
+  'Trigger: keeps pgagent.agent_daily equal to the totals of the final (completed, failed, cancelled) turns per agent and UTC day.';
+DROP TRIGGER IF EXISTS turn_rollup_insert_delete ON pgagent.turn;
+CREATE TRIGGER turn_rollup_insert_delete AFTER INSERT OR DELETE ON pgagent.turn
+  FOR EACH ROW EXECUTE FUNCTION pgagent.turn_rollup();
+DROP TRIGGER IF EXISTS turn_rollup_update ON pgagent.turn;
+CREATE TRIGGER turn_rollup_update AFTER UPDATE ON pgagent.turn FOR EACH ROW
+  WHEN ((OLD.status IN ('completed', 'failed', 'cancelled') OR NEW.status IN ('completed', 'failed', 'cancelled'))
+        AND (OLD.status, OLD.llm_calls, OLD.prompt_tokens, OLD.completion_tokens, OLD.cost_usd, OLD.finished_at,
+             OLD.conversation_id, OLD.created_at)
+            IS DISTINCT FROM (NEW.status, NEW.llm_calls, NEW.prompt_tokens, NEW.completion_tokens, NEW.cost_usd,
+                              NEW.finished_at, NEW.conversation_id, NEW.created_at))
+  EXECUTE FUNCTION pgagent.turn_rollup();

@@ -50,7 +50,7 @@ COMMENT ON VIEW pgagent.turn_timeline IS
 CREATE OR REPLACE VIEW pgagent.pending_approvals WITH (security_invoker = true) AS
 SELECT s.tenant_id, s.step_id, s.turn_id, t.conversation_id, a.name AS agent, s.tool_name,
        s.payload -> 'arguments' AS arguments, t.user_message, s.created_at,
-       round(extract(epoch FROM clock_timestamp() - s.created_at)::numeric, 3) AS waiting_s,
+       round(greatest(extract(epoch FROM now() - s.created_at), 0)::numeric, 3) AS waiting_s,
        c.user_id
   FROM pgagent.step s
   JOIN pgagent.turn t ON t.tenant_id = s.tenant_id AND t.turn_id = s.turn_id
@@ -70,7 +70,7 @@ CREATE OR REPLACE VIEW pgagent.turn_summary WITH (security_invoker = true) AS
 SELECT t.tenant_id, t.turn_id, t.conversation_id, a.name AS agent, t.seq, t.status, t.user_message, t.answer, t.error,
        (SELECT count(*) FROM pgagent.step s WHERE s.tenant_id = t.tenant_id AND s.turn_id = t.turn_id) AS steps,
        t.llm_calls, t.prompt_tokens, t.completion_tokens, t.cost_usd,
-       round(extract(epoch FROM coalesce(t.finished_at, clock_timestamp()) - t.created_at)::numeric * 1000, 3) AS duration_ms,
+       round(greatest(extract(epoch FROM coalesce(t.finished_at, now()) - t.created_at), 0)::numeric * 1000, 3) AS duration_ms,
        t.created_by, t.created_at, t.started_at, t.finished_at,
        c.user_id
   FROM pgagent.turn t
@@ -82,23 +82,39 @@ COMMENT ON VIEW pgagent.turn_summary IS
 -- Token sums are cast back to bigint (a sum of bigint is numeric) so the columns stay integers.
 CREATE OR REPLACE VIEW pgagent.agent_stats WITH (security_invoker = true) AS
 SELECT a.tenant_id, a.agent_id, a.name AS agent, m.name AS model,
-       count(t.turn_id) AS turns,
-       count(t.turn_id) FILTER (WHERE t.status = 'completed') AS completed,
-       count(t.turn_id) FILTER (WHERE t.status = 'failed') AS failed,
-       count(t.turn_id) FILTER (WHERE t.status = 'awaiting_approval') AS awaiting_approval,
-       coalesce(sum(t.llm_calls), 0) AS llm_calls,
-       coalesce(sum(t.prompt_tokens), 0)::bigint AS prompt_tokens,
-       coalesce(sum(t.completion_tokens), 0)::bigint AS completion_tokens,
-       coalesce(sum(t.cost_usd), 0) AS cost_usd,
-       round(avg(extract(epoch FROM t.finished_at - t.created_at) * 1000)::numeric, 3) AS avg_turn_ms,
-       count(t.turn_id) FILTER (WHERE t.status = 'cancelled') AS cancelled,
-       count(t.turn_id) FILTER (WHERE t.status = 'running') AS running,
-       count(t.turn_id) FILTER (WHERE t.status = 'queued') AS queued,
+       fin.completed + fin.failed + fin.cancelled + act.turns AS turns,
+       fin.completed, fin.failed, act.awaiting_approval,
+       fin.llm_calls + act.llm_calls AS llm_calls,
+       (fin.prompt_tokens + act.prompt_tokens)::bigint AS prompt_tokens,
+       (fin.completion_tokens + act.completion_tokens)::bigint AS completion_tokens,
+       fin.cost_usd + act.cost_usd AS cost_usd,
+       round((fin.timed_ms + act.timed_ms) / nullif(fin.timed + act.timed, 0), 3) AS avg_turn_ms,
+       fin.cancelled, act.running, act.queued,
        a.enabled
   FROM pgagent.agent a
   JOIN pgagent.model m ON m.tenant_id = a.tenant_id AND m.model_id = a.model_id
-  LEFT JOIN pgagent.conversation c ON c.tenant_id = a.tenant_id AND c.agent_id = a.agent_id
-  LEFT JOIN pgagent.turn t ON t.tenant_id = c.tenant_id AND t.conversation_id = c.conversation_id
- GROUP BY a.tenant_id, a.agent_id, a.name, m.name, a.enabled;
+  -- final turns: the rollup kept by the trigger turn_rollup (a few rows per agent and day)
+  CROSS JOIN LATERAL (
+        SELECT coalesce(sum(d.completed), 0)::bigint AS completed, coalesce(sum(d.failed), 0)::bigint AS failed,
+               coalesce(sum(d.cancelled), 0)::bigint AS cancelled, coalesce(sum(d.llm_calls), 0)::bigint AS llm_calls,
+               coalesce(sum(d.prompt_tokens), 0) AS prompt_tokens,
+               coalesce(sum(d.completion_tokens), 0) AS completion_tokens,
+               coalesce(sum(d.cost_usd), 0) AS cost_usd, coalesce(sum(d.timed), 0) AS timed,
+               coalesce(sum(d.timed_ms), 0) AS timed_ms
+          FROM pgagent.agent_daily d
+         WHERE d.tenant_id = a.tenant_id AND d.agent_id = a.agent_id) fin
+  -- turns not final yet: few, found through the partial index turn_active
+  CROSS JOIN LATERAL (
+        SELECT count(*) AS turns, count(*) FILTER (WHERE t.status = 'awaiting_approval') AS awaiting_approval,
+               count(*) FILTER (WHERE t.status = 'running') AS running,
+               count(*) FILTER (WHERE t.status = 'queued') AS queued,
+               coalesce(sum(t.llm_calls), 0)::bigint AS llm_calls, coalesce(sum(t.prompt_tokens), 0) AS prompt_tokens,
+               coalesce(sum(t.completion_tokens), 0) AS completion_tokens, coalesce(sum(t.cost_usd), 0) AS cost_usd,
+               count(t.finished_at) AS timed,
+               coalesce(sum(extract(epoch FROM t.finished_at - t.created_at) * 1000), 0) AS timed_ms
+          FROM pgagent.turn t
+          JOIN pgagent.conversation c ON c.tenant_id = t.tenant_id AND c.conversation_id = t.conversation_id
+         WHERE t.tenant_id = a.tenant_id AND c.agent_id = a.agent_id
+           AND t.status IN ('queued', 'running', 'awaiting_approval', 'paused')) act;
 COMMENT ON VIEW pgagent.agent_stats IS
   'Per agent: turns by status (completed, failed, awaiting_approval, cancelled, running, queued), LLM calls, tokens, cost (USD), average time of finished turns (avg_turn_ms, ms) and whether the agent is enabled.';

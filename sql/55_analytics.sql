@@ -31,7 +31,7 @@ BEGIN
         RAISE EXCEPTION 'pgagent: agent % does not exist (for this tenant)', quote_literal(agent)
           USING ERRCODE = 'undefined_object', HINT = 'Check the name; objects of other tenants are not visible.';
     END IF;
-    since := clock_timestamp() - make_interval(days => days);
+    since := now() - make_interval(days => days);
     WITH t AS (
         SELECT t.* FROM pgagent.conversation c
           JOIN pgagent.turn t ON t.tenant_id = c.tenant_id AND t.conversation_id = c.conversation_id
@@ -96,7 +96,7 @@ DECLARE
     since timestamptz;
 BEGIN
     PERFORM pgagent._check_days(days);
-    since := date_trunc('hour', clock_timestamp() - make_interval(days => days));
+    since := date_trunc('hour', now() - make_interval(days => days));
     RETURN QUERY
     WITH s AS (
         SELECT date_trunc('hour', x.created_at) AS h, count(*) AS steps,
@@ -112,7 +112,7 @@ BEGIN
           FROM pgagent.turn x WHERE x.tenant_id = tid AND x.created_at >= since GROUP BY 1)
     SELECT g.h, coalesce(t.turns, 0), coalesce(s.steps, 0), coalesce(s.llm_calls, 0), coalesce(s.prompt_tokens, 0),
            coalesce(s.completion_tokens, 0), coalesce(s.cost_usd, 0), coalesce(s.errors, 0), coalesce(t.failed, 0)
-      FROM generate_series(since, date_trunc('hour', clock_timestamp()), interval '1 hour') AS g(h)
+      FROM generate_series(since, date_trunc('hour', now()), interval '1 hour') AS g(h)
       LEFT JOIN s ON s.h = g.h LEFT JOIN t ON t.h = g.h
      ORDER BY g.h;
 END $$;
@@ -139,7 +139,7 @@ BEGIN
       FROM pgagent.step s
       LEFT JOIN pgagent.step r ON r.tenant_id = s.tenant_id AND r.parent_step_id = s.step_id AND r.kind = 'tool_result'
       LEFT JOIN pgagent.step d ON d.tenant_id = s.tenant_id AND d.parent_step_id = s.step_id AND d.kind = 'approval'
-     WHERE s.tenant_id = tid AND s.kind = 'tool_call' AND s.created_at >= clock_timestamp() - make_interval(days => days)
+     WHERE s.tenant_id = tid AND s.kind = 'tool_call' AND s.created_at >= now() - make_interval(days => days)
      GROUP BY s.tool_name
      ORDER BY count(*) DESC, s.tool_name;
 END $$;

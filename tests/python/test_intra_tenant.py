@@ -29,7 +29,7 @@ def state(conn: psycopg.Connection, tenant_id: str) -> str:
     parts = []
     for t in ("model", "persona", "tool", "agent", "agent_tool", "conversation", "turn", "step", "audit_event",
               "secret", "tenant_member", "egress_allow", "intervention", "rating", "flag", "budget", "budget_usage",
-              "budget_hold", "hook"):
+              "budget_hold", "hook", "agent_daily"):
         parts.append(conn.execute(sql.SQL("SELECT count(*)::text || ':' || coalesce(md5(string_agg(x::text, '|' "
                                           "ORDER BY x::text)), '') FROM pgagent.{} x WHERE tenant_id = %s")
                                   .format(sql.Identifier(t)), [tenant_id]).fetchone()[0])
@@ -128,6 +128,9 @@ def forge_attacks(m: Matrix, c: psycopg.Connection, who: str, ids: dict[str, Any
         ("DELETE FROM pgagent.budget WHERE tenant_id = %s", [tid]),
         ("UPDATE pgagent.budget_usage SET spent_usd = 0, spent_tokens = 0, turns = 0 WHERE tenant_id = %s", [tid]),
         ("DELETE FROM pgagent.budget_hold WHERE tenant_id = %s", [tid]),
+        ("UPDATE pgagent.agent_daily SET failed = 0, cost_usd = 0 WHERE tenant_id = %s", [tid]),
+        ("INSERT INTO pgagent.agent_daily (tenant_id, agent_id, day) SELECT tenant_id, agent_id, '2000-01-01' "
+         "FROM pgagent.agent WHERE tenant_id = %s", [tid]),
         ("UPDATE pgagent.hook SET enabled = false WHERE tenant_id = %s", [tid]),
         ("DELETE FROM pgagent.hook WHERE tenant_id = %s", [tid]),
         ("INSERT INTO pgagent.hook (tenant_id, event, fn, created_by) VALUES (%s, 'after_response', "

@@ -202,3 +202,43 @@ def test_row_level_security_in_every_view_and_function(conn, world, cluster, dbn
         for r in ("mon_a", "mon_b", "mon_team_b"):
             conn.execute(f"DROP OWNED BY {r}")
             conn.execute(f"DROP ROLE {r}")
+
+
+AGGREGATE_SQL = """
+SELECT c.agent_id, count(*) AS turns, count(*) FILTER (WHERE t.status = 'completed') AS completed,
+       count(*) FILTER (WHERE t.status = 'failed') AS failed,
+       count(*) FILTER (WHERE t.status = 'cancelled') AS cancelled,
+       count(*) FILTER (WHERE t.status = 'awaiting_approval') AS awaiting_approval,
+       sum(t.llm_calls) AS llm_calls, sum(t.prompt_tokens)::bigint AS prompt_tokens,
+       sum(t.completion_tokens)::bigint AS completion_tokens, sum(t.cost_usd) AS cost_usd,
+       round(avg(extract(epoch FROM t.finished_at - t.created_at) * 1000)::numeric, 3) AS avg_turn_ms
+  FROM pgagent.turn t JOIN pgagent.conversation c USING (tenant_id, conversation_id)
+ WHERE t.tenant_id = pgagent.current_tenant() GROUP BY c.agent_id"""
+STATS_SQL = """
+SELECT agent_id, turns, completed, failed, cancelled, awaiting_approval, llm_calls, prompt_tokens, completion_tokens,
+       cost_usd, avg_turn_ms FROM pgagent.agent_stats WHERE tenant_id = pgagent.current_tenant() AND turns > 0"""
+
+
+def test_agent_stats_rollup_equals_the_aggregate_through_every_transition(conn, llm, world):
+    """agent_stats reads the agent_daily rollup for final turns: it must equal the plain aggregate
+    over pgagent.turn after turns complete, fail, get cancelled, retried and deleted."""
+    def same() -> dict[int, dict[str, Any]]:
+        want = {r["agent_id"]: r for r in rows(conn, AGGREGATE_SQL)}
+        got = {r["agent_id"]: r for r in rows(conn, STATS_SQL)}
+        assert got == want
+        return got
+
+    first = same()
+    assert sum(r["turns"] for r in first.values()) == 6 and sum(r["failed"] for r in first.values()) == 1
+    conn.execute("SELECT pgagent.cancel_turn(%s, 'enough')", [world["pending"]])
+    assert sum(r["cancelled"] for r in same().values()) == 1
+    llm.script(text("second try"))
+    conn.execute("SELECT pgagent.retry_turn(%s)", [world["failed"]])   # failed -> running -> completed
+    after = same()
+    assert sum(r["failed"] for r in after.values()) == 0
+    assert sum(r["completed"] for r in after.values()) == sum(r["completed"] for r in first.values()) + 1
+    conn.execute("SELECT pgagent.delete_conversation(%s)", [world["conv"][0]])
+    assert sum(r["turns"] for r in same().values()) == 5
+    daily = conn.execute("SELECT count(*), sum(completed + failed + cancelled) FROM pgagent.agent_daily "
+                         "WHERE tenant_id = pgagent.current_tenant()").fetchone()
+    assert daily[0] >= 1 and daily[1] == 5

@@ -19,7 +19,7 @@ GROUPS = ("viewer", "user", "operator", "admin")
 TENANTS = ("acme", "globex")
 TABLES = ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent_tool", "conversation", "turn",
           "step", "audit_event", "secret", "egress_allow", "egress_exception", "intervention", "rating", "flag",
-          "budget", "budget_usage", "budget_hold", "hook")
+          "budget", "budget_usage", "budget_hold", "hook", "agent_daily")
 #: Tables nobody in the matrix may change for the other tenant (the probes change the attacker's
 #: own conversations, turns, steps and audit events).
 GUARDED = ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent_tool", "secret", "egress_allow",

@@ -1,7 +1,7 @@
 -- The operating API (issue 8): who may call each function (grants), and bad input refused
 -- with documented SQLSTATEs (NULLs, unknown ids, other tenants' ids). No LLM is called here.
 BEGIN;
-SELECT plan(57);
+SELECT plan(60);
 
 -- ---------------------------------------------------------------- grants
 -- operator functions: operator and admin (who inherits operator) may execute; user and viewer not
@@ -32,9 +32,10 @@ SELECT ok(pg_catalog.has_table_privilege('pgagent_viewer', 'pgagent.budget_statu
           'viewers read budget_status');
 SELECT ok(NOT pg_catalog.has_table_privilege('pgagent_admin', 'pgagent.' || t, p),
           'no role writes pgagent.' || t || ' directly (' || p || ')')
-  FROM unnest(ARRAY['budget', 'budget_usage', 'budget_hold', 'hook', 'intervention', 'rating', 'flag']) AS t,
+  FROM unnest(ARRAY['budget', 'budget_usage', 'budget_hold', 'hook', 'intervention', 'rating', 'flag',
+                    'agent_daily']) AS t,
        unnest(ARRAY['INSERT', 'UPDATE', 'DELETE']) AS p
- WHERE t IN ('budget', 'hook') OR p = 'INSERT';
+ WHERE t IN ('budget', 'hook', 'agent_daily') OR p = 'INSERT';
 SELECT is((SELECT array_agg(DISTINCT x) FROM (
              SELECT (SELECT option_value FROM pg_catalog.pg_options_to_table(c.reloptions)
                       WHERE option_name = 'security_invoker') AS x
