@@ -24,6 +24,7 @@ The test asserts that every block ran, and the key outcomes of each file (CHECKS
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -76,6 +77,9 @@ SCRIPTS: dict[str, list[Reply]] = {
     "docs/guardrails.md": [
         text("Call us on +44 20 7946 0018, weekdays 9 to 5."),       # masked by the after_response hook
         text("You're welcome!"),                                     # the one turn the budget allows
+    ],
+    "docs/events.md": [
+        text("42."),                                                 # the send_message whose events psql prints
     ],
     "examples/quickstart.sql": [
         text('{"tool": "run_sql", "arguments": {"query": '
@@ -270,7 +274,21 @@ def check_guardrails(c: psycopg.Connection, run: Run) -> None:
     assert c.execute("SELECT turns, exhausted FROM pgagent.budget_status").fetchone() == (1, True)
 
 
+def check_events(c: psycopg.Connection, run: Run) -> None:
+    """psql printed the notifications of the send_message, in order, with no content."""
+    notes = re.findall(r'Asynchronous notification "(pgagent_events_[0-9a-f]{32})" with payload "(.*)" received',
+                       run.stdout + run.stderr)
+    key = c.execute("SELECT events_key FROM pgagent.tenant WHERE name = 'default'").fetchone()[0]
+    assert notes and {ch for ch, _ in notes} == {f"pgagent_events_{key}"}, run.stdout
+    events = [json.loads(p) for _, p in notes]
+    assert [e.get("kind", e.get("status")) for e in events] == ["running", "user_message", "llm_call", "response",
+                                                                "completed"], events
+    assert all("6 times 7" not in p and "42." not in p for _, p in notes)   # ids and kinds only
+    assert events[0]["previous_status"] is None and events[-1]["previous_status"] == "running"
+
+
 CHECKS: dict[str, Callable[[psycopg.Connection, Run], None]] = {
+    "docs/events.md": check_events,
     "docs/guardrails.md": check_guardrails,
     "README.md": check_readme,
     "docs/api.md": check_api,

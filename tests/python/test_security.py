@@ -175,6 +175,7 @@ def test_adversarial_matrix(world, conn):
     for attacker, victim_name in (("acme", "globex"), ("globex", "acme")):
         v = world.ids[victim_name]
         vt = v["tenant_id"]
+        victim_channel = conn.execute("SELECT pgagent.event_channel(%s)", [vt]).fetchone()[0]
         m = Matrix(v)
         for g in GROUPS:
             who = f"{attacker}/{g}"
@@ -252,6 +253,22 @@ def test_adversarial_matrix(world, conn):
                 ]
                 for q, p in fn_attacks:
                     m.attempt(c, who, q, p, write=q.startswith("SELECT pgagent.add_"))
+                # the victim's event channel (LISTEN is not covered by row level security: its name
+                # is the secret); asking for it must fail, not answer it
+                for q, p in [("SELECT pgagent.event_channel(%s)", [victim_name]),
+                             ("SELECT pgagent.event_channel(%s)", [vt]),
+                             ("SELECT pgagent.event_channel() FROM pg_catalog.set_config('pgagent.tenant', %s, true)",
+                              [victim_name]),
+                             ("SELECT pgagent._event_channel(%s)", [vt]),
+                             ("SELECT 'pgagent_events_' || events_key FROM pgagent.tenant WHERE tenant_id = %s", [vt])]:
+                    m.attempts += 1
+                    try:
+                        with c.transaction(force_rollback=True):
+                            out = c.execute(q, p).fetchone()
+                            if out and out[0] == victim_channel:
+                                m.leaks.append(f"{who}: {q} -> {out}")
+                    except psycopg.Error:
+                        pass
                 # an id-taking function that answered must have answered with an error, not the victim's data
                 for q, p in [("SELECT pgagent._turn_step(%s)", [v["parked_turn"]])]:
                     m.attempts += 1
