@@ -31,6 +31,9 @@ class Db(Protocol):
     def can_commit(self) -> bool:
         """True when :meth:`commit` is allowed (``CALL pgagent.run_turn``), False inside ``send_message``."""
 
+    def notice(self, message: str) -> None:
+        """Send ``message`` to the client now, as a NOTICE (streamed answer text)."""
+
 
 def one(db: Db, sql: str, types: Sequence[str] = (), args: Sequence[Any] = ()) -> dict[str, Any] | None:
     """First row of ``db.all(...)`` or None."""
@@ -96,3 +99,9 @@ class PlpyDb:
     def subtransaction(self) -> AbstractContextManager[Any]:
         """``plpy.subtransaction()``: a savepoint rolled back if the block raises."""
         return self._plpy.subtransaction()
+
+    def notice(self, message: str) -> None:
+        """``plpy.notice(message)``: libpq delivers it to the client while the statement runs
+        (psql prints ``NOTICE:  <message>``; drivers have a notice handler). Not sent when the
+        session's client_min_messages is above notice."""
+        self._plpy.notice(message)

@@ -432,7 +432,8 @@ def llm_attempt(db: Db, gd: dict, turn: Turn, request: dict[str, Any] | None = N
         if model.get("secret_name"):
             return keyed_chat(db, model, request)
         return chat(http_session(gd), model, request["messages"], request["tools"], request["params"], None,
-                    request["response_format"], check=interrupt_check(db))
+                    request["response_format"], check=interrupt_check(db),
+                    on_delta=db.notice if request["params"].get("stream") else None)
     except ProviderError as e:
         record_llm_failure(db, turn, e)
         return None

@@ -207,7 +207,9 @@ def llm_call(plpy: Any, gd: dict, model_id: int, request: str) -> str:
             return _jsonb({"embeddings": vectors, "prompt_tokens": tokens, "latency_ms": latency})
         reply = providers.chat(loop.http_session(gd), model, req["messages"], req.get("tools") or [],
                                req.get("params") or {}, key, req.get("response_format"),
-                               check=loop.interrupt_check(db))
+                               check=loop.interrupt_check(db),
+                               on_delta=(lambda t: db.notice(secrets.redact(t, [key])))
+                               if (req.get("params") or {}).get("stream") else None)
     except providers.ProviderError as e:
         return _jsonb(secrets.redact({"error": {"message": e.message, "kind": e.kind, "status": e.status,
                                                 "retryable": e.retryable, "retry_after_s": e.retry_after_s}},

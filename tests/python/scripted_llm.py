@@ -18,6 +18,11 @@ endpoint that pops it.  When the queue is empty the server answers HTTP 500
 with an error whose type is ``script_exhausted``, so a test that makes more
 calls than it scripted fails visibly.
 
+A request with ``"stream": true`` gets its text or tool-call reply as server-sent events
+(OpenAI ``chat.completion.chunk`` events ending with ``data: [DONE]``, a usage chunk when
+``stream_options.include_usage`` is set; Anthropic ``message_start`` ... ``message_stop``), the
+content split into words, :attr:`ScriptedLLM.stream_delay_s` seconds apart.
+
 Every request is recorded in :attr:`ScriptedLLM.requests`.
 
 Example::
@@ -41,6 +46,7 @@ import hashlib
 import http.server
 import json
 import math
+import re
 import struct
 import sys
 import threading
@@ -288,6 +294,9 @@ class _Response:
     #: seconds between bytes when the response trickles (:class:`TrickleReply`), else None
     trickle: Optional[float] = None
     trickle_headers: bool = False
+    #: server-sent events (each a complete "event: ...\ndata: ...\n\n" text) instead of a body
+    events: Optional[List[str]] = None
+    event_delay: float = 0.0
 
     def __init__(self, status: int, body: Union[str, Dict[str, Any]],
                  content_type: str = "application/json",
@@ -323,6 +332,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if resp.trickle is not None:
             self._send_trickled(llm, resp, data)
             return
+        if resp.events is not None:
+            self._send_events(llm, resp)
+            return
         try:
             self.send_response(resp.status)
             self.send_header("Content-Type", resp.content_type)
@@ -350,6 +362,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 if llm._stopping.wait(resp.trickle):
                     return
                 self.wfile.write(data[i:i + 1])
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pass  # client gave up
+
+    def _send_events(self, llm: "ScriptedLLM", resp: "_Response") -> None:
+        """Write *resp.events* one by one, ``resp.event_delay`` seconds apart (the body ends when
+        the connection closes, as HTTP/1.0 without Content-Length)."""
+        self.close_connection = True
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.end_headers()
+            self.wfile.flush()
+            for i, event in enumerate(resp.events or []):
+                if i and resp.event_delay and llm._stopping.wait(resp.event_delay):
+                    return
+                self.wfile.write(event.encode("utf-8"))
+                self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError, OSError):
             pass  # client gave up
 
@@ -389,6 +419,8 @@ class ScriptedLLM:
         self._tool_counter = 0
         self._msg_counter = 0
         self._stopping = threading.Event()
+        #: seconds between the events of a streamed reply
+        self.stream_delay_s = 0.0
         self._server: Optional[http.server.ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
 
@@ -568,9 +600,14 @@ class ScriptedLLM:
                     "usage": {"prompt_tokens": reply.prompt_tokens,
                               "total_tokens": reply.prompt_tokens}})
         elif isinstance(reply, (TextReply, ToolCallsReply)):
-            if api == "anthropic":
-                return _Response(200, self._anthropic(reply, model))
-            return _Response(200, self._openai(reply, model))
+            whole = self._anthropic(reply, model) if api == "anthropic" else self._openai(reply, model)
+            if body.get("stream") is True:
+                resp = _Response(200, "")
+                resp.events = (_anthropic_events(whole) if api == "anthropic"
+                               else _openai_events(whole, bool((body.get("stream_options") or {}).get("include_usage"))))
+                resp.event_delay = self.stream_delay_s
+                return resp
+            return _Response(200, whole)
         return _Response(500, _error_body(
             api, f"ScriptedLLM: {type(reply).__name__} cannot answer {route}",
             "script_error", "script_error"))
@@ -626,6 +663,65 @@ class ScriptedLLM:
         return _Response(200, {"object": "list", "data": data,
                                "model": str(body.get("model") or "scripted-embedding"),
                                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+def _words(text: Optional[str]) -> List[str]:
+    """*text* in pieces that join back to it: each word with the spaces after it."""
+    return re.findall(r"\s*\S+\s*", text or "") or ([text] if text else [])
+
+
+def _sse(data: Dict[str, Any], event: Optional[str] = None) -> str:
+    return (f"event: {event}\n" if event else "") + f"data: {json.dumps(data)}\n\n"
+
+
+def _openai_events(whole: Dict[str, Any], include_usage: bool) -> List[str]:
+    """The chat.completion.chunk events a streaming OpenAI server sends for *whole*."""
+    msg, choice = whole["choices"][0]["message"], whole["choices"][0]
+    head = {"id": whole["id"], "object": "chat.completion.chunk", "created": whole["created"],
+            "model": whole["model"]}
+
+    def chunk(delta: Dict[str, Any], finish: Optional[str] = None) -> str:
+        return _sse({**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]})
+
+    out = [chunk({"role": "assistant", "content": "" if msg.get("content") else None})]
+    out += [chunk({"content": w}) for w in _words(msg.get("content"))]
+    for i, tc in enumerate(msg.get("tool_calls") or []):
+        args = tc["function"]["arguments"]
+        out.append(chunk({"tool_calls": [{"index": i, "id": tc["id"], "type": "function",
+                                          "function": {"name": tc["function"]["name"], "arguments": ""}}]}))
+        half = len(args) // 2
+        out += [chunk({"tool_calls": [{"index": i, "function": {"arguments": part}}]})
+                for part in (args[:half], args[half:]) if part]
+    out.append(chunk({}, choice["finish_reason"]))
+    if include_usage:
+        out.append(_sse({**head, "choices": [], "usage": whole["usage"]}))
+    return out + ["data: [DONE]\n\n"]
+
+
+def _anthropic_events(whole: Dict[str, Any]) -> List[str]:
+    """The events a streaming Anthropic server sends for *whole*."""
+    start = {**whole, "content": [], "stop_reason": None,
+             "usage": {"input_tokens": whole["usage"]["input_tokens"], "output_tokens": 1}}
+    out = [_sse({"type": "message_start", "message": start}, "message_start"), _sse({"type": "ping"}, "ping")]
+    for i, block in enumerate(whole["content"]):
+        if block["type"] == "text":
+            out.append(_sse({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}},
+                            "content_block_start"))
+            out += [_sse({"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": w}},
+                         "content_block_delta") for w in _words(block["text"])]
+        else:
+            out.append(_sse({"type": "content_block_start", "index": i,
+                             "content_block": {"type": "tool_use", "id": block["id"], "name": block["name"],
+                                               "input": {}}}, "content_block_start"))
+            args = json.dumps(block["input"])
+            half = len(args) // 2
+            out += [_sse({"type": "content_block_delta", "index": i,
+                          "delta": {"type": "input_json_delta", "partial_json": part}}, "content_block_delta")
+                    for part in (args[:half], args[half:]) if part]
+        out.append(_sse({"type": "content_block_stop", "index": i}, "content_block_stop"))
+    out.append(_sse({"type": "message_delta", "delta": {"stop_reason": whole["stop_reason"], "stop_sequence": None},
+                     "usage": {"output_tokens": whole["usage"]["output_tokens"]}}, "message_delta"))
+    return out + [_sse({"type": "message_stop"}, "message_stop")]
 
 
 def _hash_vector(item: Any, dim: int) -> List[float]:

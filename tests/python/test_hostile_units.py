@@ -567,10 +567,14 @@ class TestEmbeddingsParser:
 class TestCheckParams:
     def test_documented_lists(self) -> None:
         assert set(ALLOWED_PARAMS) == {"openai", "anthropic", "openai.embedding"}
-        forbidden = {"messages", "model", "tools", "response_format", "stream", "stream_options", "n", "system",
+        forbidden = {"messages", "model", "tools", "response_format", "stream_options", "n", "system",
                      "functions", "function_call", "input", "encoding_format", "logprobs"}
         for names in ALLOWED_PARAMS.values():
             assert not names & forbidden
+        # stream is pgagent's own switch (chat only): valid in params, never copied into a body
+        from pgagent_core.providers import CONTROL_PARAMS, allowed
+        assert CONTROL_PARAMS == {"stream"} and "stream" not in ALLOWED_PARAMS["openai.embedding"]
+        assert "stream" not in allowed({"stream": True, "stream_options": {"x": 1}}, "openai")
         assert {"temperature", "top_p", "max_tokens", "stop", "seed"} <= ALLOWED_PARAMS["openai"]
         assert {"temperature", "top_k", "max_tokens", "stop_sequences", "metadata"} <= ALLOWED_PARAMS["anthropic"]
         assert "thinking" not in ALLOWED_PARAMS["anthropic"] and "tool_choice" not in ALLOWED_PARAMS["anthropic"]
@@ -608,12 +612,12 @@ class TestCheckParams:
         assert str(ei.value) == ('params: "messages" is not allowed for provider openai; allowed: '
                                  + ", ".join(sorted(ALLOWED_PARAMS["openai"])))
         with pytest.raises(ValueError) as ei:
-            check_params("anthropic", {"system": "x", "stream": True}, what="agent config.params")
-        assert str(ei.value).startswith('agent config.params: "system", "stream" are not allowed for provider '
-                                        "anthropic; allowed: max_tokens, metadata, ")
+            check_params("anthropic", {"system": "x", "stream_options": {}}, what="agent config.params")
+        assert str(ei.value).startswith('agent config.params: "system", "stream_options" are not allowed for '
+                                        "provider anthropic; allowed: max_tokens, metadata, ")
 
     @pytest.mark.parametrize("provider,params,fragment", [
-        ("openai", {"stream": True}, '"stream" is not allowed'),
+        ("openai", {"stream": "yes"}, '"stream" must be true or false'),
         ("openai", {"n": 3}, '"n" is not allowed'),
         ("openai", {"response_format": {"type": "json_object"}}, '"response_format" is not allowed'),
         ("openai", {"model": "gpt-evil"}, '"model" is not allowed'),

@@ -21,7 +21,14 @@ Request parameters
 parameters only: :data:`ALLOWED_PARAMS` lists them per provider (and for embeddings), and
 :data:`PARAM_SCHEMAS` gives each one's JSON Schema. :func:`check_params` refuses anything else
 at the API; ``build_request`` drops anything else again, so params can never replace the model,
-the conversation (``messages``/``system``), ``tools``, ``response_format`` or turn on ``stream``.
+the conversation (``messages``/``system``), ``tools`` or ``response_format``.
+
+One parameter is pgagent's own (:data:`CONTROL_PARAMS`): ``stream`` (true/false, both chat
+providers). With ``"stream": true`` :func:`chat` asks for server-sent events (OpenAI-compatible:
+``stream`` with ``stream_options.include_usage``; Anthropic: ``stream``), hands the answer's
+text to ``on_delta`` as it arrives, and rebuilds from the events the same reply object a
+non-streamed call returns, so the recorded step is the same. Inside PostgreSQL ``on_delta``
+sends NOTICEs (see loop.py).
 
 OpenAI-compatible chat (``openai``): ``temperature`` (0..2), ``top_p``, ``max_tokens``,
 ``max_completion_tokens``, ``stop``, ``seed``, ``presence_penalty``, ``frequency_penalty``,
@@ -31,14 +38,14 @@ OpenAI-compatible chat (``openai``): ``temperature`` (0..2), ``top_p``, ``max_to
 max_steps), ``reasoning_effort``, ``user``, and the llama.cpp/vLLM sampling extras ``top_k``,
 ``min_p``, ``typical_p``, ``repeat_penalty``. Left out on purpose: ``n`` (the loop reads one
 choice; more would be billed and thrown away), ``logprobs``/``top_logprobs`` (large replies
-nobody reads), ``stream``/``stream_options`` (replies are parsed whole), ``messages``,
+nobody reads), ``stream_options`` (set by ``stream``), ``messages``,
 ``model``, ``tools``, ``functions``, ``function_call``, ``response_format`` (the loop owns
 them), ``store``/``metadata``/``service_tier``/``modalities``/``audio``/``prediction``/
 ``web_search_options`` (side effects or features the loop cannot handle).
 
 Anthropic Messages (``anthropic``): ``temperature`` (0..1), ``top_p``, ``top_k``,
-``max_tokens``, ``stop_sequences``, ``metadata`` (``user_id`` only). Left out: ``system``,
-``messages``, ``model``, ``tools``, ``tool_choice``, ``stream`` (the loop owns them), and
+``max_tokens``, ``stop_sequences``, ``metadata`` (``user_id`` only), and ``stream`` (above). Left
+out: ``system``, ``messages``, ``model``, ``tools``, ``tool_choice`` (the loop owns them), and
 ``thinking``: with extended thinking the API requires the signed thinking blocks of the last
 assistant turn to be sent back with the tool results, which this translation does not keep,
 so a tool loop would fail with HTTP 400.
@@ -53,12 +60,13 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import requests
 import requests.adapters
@@ -134,6 +142,11 @@ def _integer(lo: int, hi: int, what: str) -> dict[str, Any]:
 
 
 _MAX_TOKENS = _integer(1, MAX_TOKENS_PER_CALL, "cap on generated tokens (tokens)")
+_STREAM = {"type": ["boolean", "null"], "x-expected": "true or false",
+           "description": "pgagent: stream the reply (server-sent events); its text reaches the caller as NOTICEs "
+                          "while it arrives"}
+#: Parameters pgagent reads itself: valid in params, never copied into a request body as they are.
+CONTROL_PARAMS = frozenset({"stream"})
 _STOP_LIST = {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 16}
 _USER = {"type": ["string", "null"], "maxLength": 256, "x-expected": "a string of at most 256 characters",
          "description": "an end-user id passed to the provider"}
@@ -174,6 +187,7 @@ PARAM_SCHEMAS: dict[str, dict[str, dict[str, Any]]] = {
         "min_p": _number(0, 1, "llama.cpp/vLLM: minimum token probability relative to the best"),
         "typical_p": _number(0, 1, "llama.cpp: locally typical sampling"),
         "repeat_penalty": _number(0, 10, "llama.cpp: repetition penalty (1: off)"),
+        "stream": _STREAM,
     },
     "anthropic": {
         "temperature": _number(0, 1, "sampling temperature"),
@@ -185,6 +199,7 @@ PARAM_SCHEMAS: dict[str, dict[str, dict[str, Any]]] = {
         "metadata": {"type": ["object", "null"], "additionalProperties": False,
                      "properties": {"user_id": {"type": ["string", "null"], "maxLength": 256}},
                      "x-expected": 'an object {"user_id": "..."}', "description": "request metadata"},
+        "stream": _STREAM,
     },
     "openai.embedding": {
         "dimensions": _integer(1, 65536, "vector size, for models that can shorten their vectors"),
@@ -232,8 +247,9 @@ def check_params(provider: str, params: dict[str, Any], *, kind: str = "chat", w
 def allowed(params: dict[str, Any] | None, provider: str, kind: str = "chat") -> dict[str, Any]:
     """The entries of ``params`` that may go into a request body: allowed for ``provider`` and
     ``kind`` (:data:`ALLOWED_PARAMS`) and not None. Unknown keys are dropped silently (they were
-    refused by :func:`check_params` when stored; this is defence in depth)."""
-    names = ALLOWED_PARAMS[params_key(provider, kind)]
+    refused by :func:`check_params` when stored; this is defence in depth). :data:`CONTROL_PARAMS`
+    (``stream``) are never returned: the request builders set what they mean."""
+    names = ALLOWED_PARAMS[params_key(provider, kind)] - CONTROL_PARAMS
     return {k: v for k, v in (params or {}).items() if k in names and v is not None}
 
 
@@ -445,10 +461,58 @@ def _read(resp: requests.Response, limit: int, deadline: float) -> tuple[bytes, 
     return bytes(buf), False
 
 
+class _TooBig(Exception):
+    pass
+
+
+def _sse_data(resp: requests.Response, limit: int, deadline: float) -> Iterator[str]:
+    """The ``data`` of each server-sent event of ``resp``'s body as it arrives (several ``data:``
+    lines of one event joined by newlines; ``event:``, ``id:``, ``retry:`` fields and ``:``
+    comments skipped), following the WHATWG event-stream format
+    (https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation).
+    Reads with ``read1`` of the underlying http.client response where there is one, so that each
+    event is seen when it arrives, not when a fixed-size buffer fills (the request asked for
+    ``Accept-Encoding: identity``). Raises _TooBig past ``limit`` bytes, TimeoutError past the
+    deadline, or what the transport raises."""
+    fp = getattr(resp.raw, "_fp", None)
+    read1 = getattr(fp, "read1", None)
+    chunks = iter(lambda: read1(_CHUNK), b"") if read1 is not None else resp.iter_content(_CHUNK)
+    buf, total, data = b"", 0, []
+    for chunk in chunks:
+        total += len(chunk)
+        if total > limit:
+            raise _TooBig
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        buf += chunk
+        while True:
+            i = buf.find(b"\n")
+            if i < 0:
+                break
+            line, buf = buf[:i].rstrip(b"\r").decode("utf-8", "replace"), buf[i + 1:]
+            if not line:
+                if data:
+                    yield "\n".join(data)
+                    data = []
+            elif line.startswith("data:"):
+                data.append(line[6:] if line.startswith("data: ") else line[5:])
+    tail = buf.rstrip(b"\r").decode("utf-8", "replace")
+    if tail.startswith("data:"):
+        data.append(tail[6:] if tail.startswith("data: ") else tail[5:])
+    if data:
+        yield "\n".join(data)
+
+
 def post_json(session: requests.Session, url: str, headers: dict[str, str], body: dict[str, Any],
-              timeout_ms: int) -> tuple[dict[str, Any], float]:
+              timeout_ms: int, on_event: Callable[[dict[str, Any]], None] | None = None
+              ) -> tuple[dict[str, Any] | None, float]:
     """POST ``body`` as JSON; return (decoded JSON object, latency in ms until the whole body
     was read).
+
+    With ``on_event`` and a ``text/event-stream`` reply, each event's JSON object is passed to
+    ``on_event`` as it arrives (up to a ``[DONE]`` event or the end of the body) and the object
+    returned is None; an event that is not a JSON object raises ProviderError(kind="malformed",
+    retryable). A server that answers a streamed request with plain JSON is read as usual.
 
     ``timeout_ms`` (ms) bounds the whole call: connecting, TLS, sending, headers and every
     read of the body (a watchdog shuts the sockets at the deadline). The session gets a
@@ -496,6 +560,37 @@ def post_json(session: requests.Session, url: str, headers: dict[str, str], body
                 text = clean_text(raw.decode("utf-8", "replace"))[:2000]
                 raise ProviderError(f"HTTP {status} from {url}: {text}", status=status,
                                     retryable=status in (408, 409, 429) or status >= 500, retry_after_s=retry_after)
+            if on_event is not None and resp.headers.get("Content-Type", "").startswith("text/event-stream"):
+                try:
+                    for n, event in enumerate(_sse_data(resp, MAX_REPLY_BYTES, deadline), 1):
+                        if event.strip() == "[DONE]":
+                            break
+                        try:
+                            obj_ = parse_json(event, MAX_REPLY_DEPTH, f"event {n} of the stream")
+                        except ValueError as e:
+                            raise ProviderError(f"malformed reply from {url}: event {n} of the stream is not JSON "
+                                                f"({e}): {clean_text(event[:200])!r}", status=status, kind="malformed",
+                                                retryable=True) from None
+                        if not isinstance(obj_, dict):
+                            raise ProviderError(f"malformed reply from {url}: event {n} of the stream is not a JSON "
+                                                f"object: {clean_text(event[:200])!r}", status=status,
+                                                kind="malformed", retryable=True)
+                        on_event(obj_)
+                except TimeoutError:
+                    raise timed_out() from None
+                except _TooBig:
+                    raise ProviderError(f"malformed reply from {url}: larger than {MAX_REPLY_BYTES} bytes",
+                                        status=status, kind="malformed", retryable=True) from None
+                except ProviderError:
+                    raise
+                except Exception as e:  # whatever the transport raises once the socket is shut
+                    if dl.fired:
+                        raise timed_out() from None
+                    raise ProviderError(f"reply from {url} broke off: {type(e).__name__}: {clean_text(str(e))}",
+                                        kind="connection", retryable=True) from None
+                if dl.fired:
+                    raise timed_out()
+                return None, (time.perf_counter() - t0) * 1000.0
             length = resp.headers.get("Content-Length", "")
             too_big = length.isdigit() and int(length) > MAX_REPLY_BYTES
             if not too_big:
@@ -633,15 +728,25 @@ def interruptible(fn: Callable[[], Any], check: Callable[[], None] | None, every
 
 def chat(session: requests.Session, model: dict[str, Any], messages: list[dict[str, Any]],
          tools: list[dict[str, Any]], params: dict[str, Any], api_key: str | None,
-         response_format: dict[str, Any] | None = None, check: Callable[[], None] | None = None) -> Reply:
+         response_format: dict[str, Any] | None = None, check: Callable[[], None] | None = None,
+         on_delta: Callable[[str], None] | None = None) -> Reply:
     """Call ``model`` (a pgagent.model row as a dict: provider, base_url, model_name,
     timeout_ms in ms) once and return the normalized :class:`Reply` (tokens; latency_ms in ms).
 
     ``tools`` are OpenAI function tools (``{"type": "function", "function": {...}}``); pass
     ``response_format`` for schema-constrained replies, ``check`` to stay interruptible (see
     :func:`interruptible`). ``params`` not in :data:`ALLOWED_PARAMS` are dropped. The whole
-    call is bounded by the model's timeout_ms. Raises :class:`ProviderError` (kind ``config``
-    for an unknown provider; see :func:`post_json` and the parsers for the others).
+    call is bounded by the model's timeout_ms.
+
+    With ``params["stream"]`` true the reply is streamed (server-sent events; see the module
+    doc): ``on_delta(text)`` receives the answer's text as it arrives, on the calling thread
+    (with ``check``, the deltas that arrived since the last check are joined and passed at each
+    check, every 50 ms, and at the end; a retried call streams again from the start), and the
+    :class:`Reply` is rebuilt from the events, equal to the non-streamed one. A server that
+    ignores ``stream`` and answers plain JSON gets its whole content passed to ``on_delta`` once.
+
+    Raises :class:`ProviderError` (kind ``config`` for an unknown provider; see
+    :func:`post_json` and the parsers for the others).
     """
     from . import anthropic, openai
 
@@ -649,8 +754,45 @@ def chat(session: requests.Session, model: dict[str, Any], messages: list[dict[s
     if impl is None:
         raise ProviderError(f"unknown provider {model['provider']!r}", kind="config")
     url, headers, body = impl.build_request(model, messages, tools, params, api_key, response_format)
-    data, latency = interruptible(lambda: post_json(session, url, headers, body, int(model["timeout_ms"])), check)
-    reply = impl.parse_response(data)
+    timeout_ms = int(model["timeout_ms"])
+    if not (params or {}).get("stream"):
+        data, latency = interruptible(lambda: post_json(session, url, headers, body, timeout_ms), check)
+        reply = impl.parse_response(data)
+        reply.latency_ms = latency
+        return reply
+    state = impl.StreamState()
+    body = {**body, **impl.STREAM_FIELDS}
+    headers = {**headers, "Accept": "text/event-stream", "Accept-Encoding": "identity"}
+    pending: queue.SimpleQueue[str] = queue.SimpleQueue()
+    # inside PostgreSQL the HTTP call runs on a worker thread; the deltas cross to this one
+    emit = pending.put if check is not None else on_delta
+
+    def on_event(event: dict[str, Any]) -> None:
+        text = state.feed(event)
+        if text and emit is not None:
+            emit(text)
+
+    def flush() -> None:
+        parts = []
+        while True:
+            try:
+                parts.append(pending.get_nowait())
+            except queue.Empty:
+                break
+        if parts and on_delta is not None:
+            on_delta("".join(parts))
+
+    def tick() -> None:
+        flush()
+        if check is not None:
+            check()
+
+    data, latency = interruptible(lambda: post_json(session, url, headers, body, timeout_ms, on_event=on_event),
+                                  tick if check is not None else None)
+    flush()
+    reply = impl.parse_response(data if data is not None else state.result())
+    if data is not None and reply.content and on_delta is not None:
+        on_delta(reply.content)
     reply.latency_ms = latency
     return reply
 

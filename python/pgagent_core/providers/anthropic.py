@@ -121,3 +121,93 @@ def parse_response(data: dict[str, Any]) -> Reply:
                  prompt_tokens=tokens(usage.get("input_tokens"), "usage.input_tokens"),
                  completion_tokens=tokens(usage.get("output_tokens"), "usage.output_tokens"),
                  reasoning=clean_text("\n".join(thinking)) or None, model=opt_str(data.get("model"), "model"))
+
+
+#: Body field of a streamed request.
+STREAM_FIELDS = {"stream": True}
+
+
+class StreamState:
+    """Rebuilds a Messages API reply from the events of a streamed call
+    (https://docs.anthropic.com/en/api/messages-streaming): ``message_start`` gives the id, model
+    and input usage; ``content_block_start`` opens a block at its ``index``;
+    ``content_block_delta`` adds ``text_delta`` text, ``thinking_delta`` thinking or
+    ``input_json_delta`` partial JSON of a tool_use input (parsed at ``content_block_stop``);
+    ``message_delta`` gives the stop_reason and the output usage; ``ping`` and ``message_stop``
+    carry nothing more. :func:`parse_response` then checks the rebuilt reply like any other.
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.message: dict[str, Any] = {"content": [], "usage": {}}
+        self.json: dict[int, str] = {}
+
+    def _block(self, index: Any) -> dict[str, Any]:
+        content = self.message["content"]
+        if not isinstance(index, int) or not 0 <= index < len(content):
+            raise ValueError(f"no open content block {index!r}")
+        return content[index]
+
+    def feed(self, event: dict[str, Any]) -> str | None:
+        """Take one event; return the answer text it adds (None if it adds none). Raises
+        ProviderError: kind ``http_error`` for an ``error`` event (retryable: Anthropic sends
+        ``overloaded_error`` this way), ``malformed`` for an event of the wrong shape or a
+        tool_use input that is not a JSON object."""
+        from . import ProviderError
+
+        self.n += 1
+        kind = event.get("type")
+        try:
+            if kind == "error":
+                err = event.get("error") or {}
+                raise ProviderError(f"the server reported an error in the stream: "
+                                    f"{clean_text(str(err.get('message', err)))[:2000]}", retryable=True)
+            if kind == "message_start":
+                msg = event["message"]
+                self.message.update({k: msg.get(k) for k in ("id", "model", "stop_reason")})
+                self.message["usage"] = dict(msg.get("usage") or {})
+            elif kind == "content_block_start":
+                index, block = event["index"], dict(event["content_block"])
+                if index != len(self.message["content"]):
+                    raise ValueError(f"content block {index} starts out of order")
+                if block.get("type") == "tool_use":
+                    self.json[index] = ""
+                self.message["content"].append(block)
+            elif kind == "content_block_delta":
+                block, delta = self._block(event["index"]), event["delta"]
+                if delta.get("type") == "text_delta":
+                    block["text"] = block.get("text", "") + delta["text"]
+                    return delta["text"] or None
+                if delta.get("type") == "thinking_delta":
+                    block["thinking"] = block.get("thinking", "") + delta["thinking"]
+                elif delta.get("type") == "input_json_delta":
+                    self.json[event["index"]] += delta["partial_json"]
+            elif kind == "content_block_stop":
+                index = event["index"]
+                block = self._block(index)
+                if index in self.json:
+                    raw = self.json.pop(index)
+                    try:
+                        block["input"] = parse_json(raw, what="tool_use input") if raw.strip() else {}
+                    except ValueError as e:
+                        raise malformed(f"content[{index}].input (streamed) is not JSON: {e}") from None
+            elif kind == "message_delta":
+                delta = event.get("delta") or {}
+                if "stop_reason" in delta:
+                    self.message["stop_reason"] = delta["stop_reason"]
+                self.message["usage"].update(event.get("usage") or {})
+        except (KeyError, AttributeError, TypeError, ValueError) as e:
+            raise malformed(f"stream event {self.n} ({kind}) has the wrong shape ({type(e).__name__}: {e})") from None
+        return None
+
+    def result(self) -> dict[str, Any]:
+        """The Messages API reply the events add up to (tool_use inputs still being streamed
+        when the stream ended are parsed as they are)."""
+        for index in list(self.json):
+            raw = self.json.pop(index)
+            try:
+                self.message["content"][index]["input"] = parse_json(raw, what="tool_use input") if raw.strip() \
+                    else {}
+            except ValueError as e:
+                raise malformed(f"content[{index}].input (streamed) is not JSON: {e}") from None
+        return {"type": "message", **self.message}

@@ -5,6 +5,7 @@ Reference: https://platform.openai.com/docs/api-reference/chat/create
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from . import Reply, ToolCall, allowed, arguments_text, describe, malformed, obj, opt_str, req_str, tokens
@@ -103,3 +104,88 @@ def parse_response(data: dict[str, Any]) -> Reply:
                  prompt_tokens=tokens(usage.get("prompt_tokens"), "usage.prompt_tokens"),
                  completion_tokens=tokens(usage.get("completion_tokens"), "usage.completion_tokens"),
                  reasoning=reasoning or None, model=opt_str(data.get("model"), "model"))
+
+
+#: Body fields of a streamed request: usage arrives in a last chunk with empty choices
+#: (https://platform.openai.com/docs/api-reference/chat/create#chat-create-stream_options).
+STREAM_FIELDS = {"stream": True, "stream_options": {"include_usage": True}}
+
+
+class StreamState:
+    """Rebuilds a chat.completion object from the ``chat.completion.chunk`` events of a streamed
+    call (https://platform.openai.com/docs/api-reference/chat-streaming): ``delta.content`` and
+    ``delta.reasoning_content``/``reasoning`` are concatenated, ``delta.tool_calls`` are merged by
+    ``index`` (id and name from the first chunk that has them, ``arguments`` concatenated), the
+    last non-null ``finish_reason`` and ``usage`` win. :func:`parse_response` then checks the
+    rebuilt object like any reply, so a streamed and a non-streamed call give the same Reply.
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.model: Any = None
+        self.content: list[str] = []
+        self.reasoning: list[str] = []
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.finish_reason: Any = None
+        self.usage: Any = None
+
+    def feed(self, event: dict[str, Any]) -> str | None:
+        """Take one chunk; return the answer text it adds (None if it adds none). Raises
+        ProviderError: kind ``http_error`` for an ``error`` event (retryable), ``malformed``
+        for a chunk of the wrong shape."""
+        from . import ProviderError
+
+        self.n += 1
+        if event.get("error") is not None:
+            err = event["error"]
+            msg = err.get("message") if isinstance(err, dict) else err
+            raise ProviderError(f"the server reported an error in the stream: {clean_text(str(msg))[:2000]}",
+                                retryable=True)
+        try:
+            if event.get("model") is not None:
+                self.model = event["model"]
+            if event.get("usage") is not None:
+                self.usage = event["usage"]
+            added = []
+            for choice in event.get("choices") or []:
+                if choice.get("index", 0) != 0:
+                    continue
+                if choice.get("finish_reason") is not None:
+                    self.finish_reason = choice["finish_reason"]
+                delta = choice.get("delta") or {}
+                for key in ("content", "reasoning_content", "reasoning"):
+                    if delta.get(key) is not None and not isinstance(delta[key], str):
+                        raise malformed(f"stream chunk {self.n}: choices[0].delta.{key} must be a string or null, "
+                                        f"got {describe(delta[key])}")
+                if isinstance(delta.get("content"), str) and delta["content"]:
+                    self.content.append(delta["content"])
+                    added.append(delta["content"])
+                for key in ("reasoning_content", "reasoning"):
+                    if isinstance(delta.get(key), str) and delta[key]:
+                        self.reasoning.append(delta[key])
+                for tc in delta.get("tool_calls") or []:
+                    call = self.calls.setdefault(int(tc.get("index", len(self.calls))),
+                                                 {"id": None, "type": "function",
+                                                  "function": {"name": "", "arguments": ""}})
+                    if tc.get("id") and not call["id"]:
+                        call["id"] = tc["id"]
+                    fn = tc.get("function") or {}
+                    if fn.get("name") and not call["function"]["name"]:
+                        call["function"]["name"] = fn["name"]
+                    if fn.get("arguments") is not None:
+                        call["function"]["arguments"] += fn["arguments"] if isinstance(fn["arguments"], str) \
+                            else json.dumps(fn["arguments"])
+        except (AttributeError, TypeError, ValueError) as e:
+            raise malformed(f"stream chunk {self.n} has the wrong shape ({type(e).__name__}: {e})") from None
+        return "".join(added) or None
+
+    def result(self) -> dict[str, Any]:
+        """The chat.completion object the chunks add up to."""
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self.content) or None}
+        if self.calls:
+            message["tool_calls"] = [self.calls[i] for i in sorted(self.calls)]
+        if self.reasoning:
+            message["reasoning_content"] = "".join(self.reasoning)
+        return {"object": "chat.completion", "model": self.model,
+                "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
+                "usage": self.usage}
