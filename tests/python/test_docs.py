@@ -78,6 +78,15 @@ SCRIPTS: dict[str, list[Reply]] = {
         text("Call us on +44 20 7946 0018, weekdays 9 to 5."),       # masked by the after_response hook
         text("You're welcome!"),                                     # the one turn the budget allows
     ],
+    "docs/operations.md": [
+        tool_calls([("refund", {"order_id": 41})]),                  # uma's two customers: both park
+        tool_calls([("refund", {"order_id": 42})]),
+        text("Order 41 is refunded."),                               # bulk_approve resumes both turns
+        text("Order 42 is refunded."),
+        text("Nothing else; and your next order ships free."),       # after the operator's injection
+        text("Yes, sorry for the wait: we are here."),               # the parked turn, after resume
+        text("We ship to most of Europe."),                          # the one turn the budget allows
+    ],
     "docs/events.md": [
         text("42."),                                                 # the send_message whose events psql prints
     ],
@@ -287,7 +296,23 @@ def check_events(c: psycopg.Connection, run: Run) -> None:
     assert events[0]["previous_status"] is None and events[-1]["previous_status"] == "running"
 
 
+def check_operations(c: psycopg.Connection, run: Run) -> None:
+    """The walkthrough did what it says: two refunds approved in bulk, the injection reached the
+    model, the paused turn ran after resume, the budget stopped the last turn."""
+    assert [r for (r,) in c.execute("SELECT order_id FROM shop.refunds ORDER BY 1")] == [41, 42]
+    statuses = [s for (s,) in c.execute("SELECT status FROM pgagent.turn ORDER BY turn_id")]
+    assert statuses == ["completed"] * 5 + ["failed"], statuses
+    decided = c.execute("SELECT count(*) FROM pgagent.step WHERE kind = 'approval' "
+                        "AND payload ->> 'decided_by' = 'olga'").fetchone()[0]
+    assert decided == 2
+    err = c.execute("SELECT payload FROM pgagent.step WHERE kind = 'error'").fetchone()[0]
+    assert err["error_kind"] == "budget_exceeded"
+    actions = [a for (a,) in c.execute("SELECT action FROM pgagent.intervention ORDER BY intervention_id")]
+    assert actions[0] == "inject_message" and "pause" in actions and "resume" in actions, actions
+
+
 CHECKS: dict[str, Callable[[psycopg.Connection, Run], None]] = {
+    "docs/operations.md": check_operations,
     "docs/events.md": check_events,
     "docs/guardrails.md": check_guardrails,
     "README.md": check_readme,
