@@ -27,25 +27,22 @@ COMMENT ON FUNCTION pgagent.event_channel(text) IS
 REVOKE ALL ON FUNCTION pgagent.event_channel(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgagent.event_channel(text) TO pgagent_viewer;
 
--- The channel from inside the event triggers, which are SECURITY DEFINER (they read the tenant
--- and turn rows whoever the writer is).
-CREATE OR REPLACE FUNCTION pgagent._event_channel(tid uuid) RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT 'pgagent_events_' || events_key FROM pgagent.tenant WHERE tenant_id = tid
-$$;
-REVOKE ALL ON FUNCTION pgagent._event_channel(uuid) FROM PUBLIC;
-COMMENT ON FUNCTION pgagent._event_channel(uuid) IS 'Internal: a tenant''s NOTIFY channel, for the event triggers.';
+-- The triggers below look the channel up with one cached query each (a SQL function with a
+-- pinned search_path would not be inlined and would be planned again in every transaction). They
+-- are SECURITY DEFINER: they read the tenant and turn rows whoever the writer is.
 
 CREATE OR REPLACE FUNCTION pgagent.step_event() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ch text;
+    conv bigint;
 BEGIN
-    PERFORM pg_notify(pgagent._event_channel(NEW.tenant_id),
-                      json_build_object('type', 'step', 'tenant_id', NEW.tenant_id,
-                                        'conversation_id', (SELECT t.conversation_id FROM pgagent.turn t
-                                                             WHERE t.tenant_id = NEW.tenant_id
-                                                               AND t.turn_id = NEW.turn_id),
-                                        'turn_id', NEW.turn_id, 'step_id', NEW.step_id, 'seq', NEW.seq,
-                                        'kind', NEW.kind, 'parent_step_id', NEW.parent_step_id)::text);
+    SELECT 'pgagent_events_' || n.events_key, t.conversation_id INTO ch, conv
+      FROM pgagent.tenant n JOIN pgagent.turn t ON t.tenant_id = n.tenant_id
+     WHERE n.tenant_id = NEW.tenant_id AND t.turn_id = NEW.turn_id;
+    PERFORM pg_notify(ch, json_build_object('type', 'step', 'tenant_id', NEW.tenant_id, 'conversation_id', conv,
+                                            'turn_id', NEW.turn_id, 'step_id', NEW.step_id, 'seq', NEW.seq,
+                                            'kind', NEW.kind, 'parent_step_id', NEW.parent_step_id)::text);
     RETURN NULL;
 END $$;
 REVOKE ALL ON FUNCTION pgagent.step_event() FROM PUBLIC;
@@ -57,7 +54,8 @@ CREATE TRIGGER step_event AFTER INSERT ON pgagent.step FOR EACH ROW EXECUTE FUNC
 CREATE OR REPLACE FUNCTION pgagent.turn_event() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM pg_notify(pgagent._event_channel(NEW.tenant_id),
+    PERFORM pg_notify((SELECT 'pgagent_events_' || n.events_key FROM pgagent.tenant n
+                         WHERE n.tenant_id = NEW.tenant_id),
                       json_build_object('type', 'turn', 'tenant_id', NEW.tenant_id,
                                         'conversation_id', NEW.conversation_id, 'turn_id', NEW.turn_id,
                                         'status', NEW.status,
@@ -76,7 +74,8 @@ CREATE TRIGGER turn_event_update AFTER UPDATE OF status ON pgagent.turn FOR EACH
 CREATE OR REPLACE FUNCTION pgagent.intervention_event() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM pg_notify(pgagent._event_channel(NEW.tenant_id),
+    PERFORM pg_notify((SELECT 'pgagent_events_' || n.events_key FROM pgagent.tenant n
+                         WHERE n.tenant_id = NEW.tenant_id),
                       json_build_object('type', 'intervention', 'tenant_id', NEW.tenant_id,
                                         'conversation_id', NEW.conversation_id, 'turn_id', NEW.turn_id,
                                         'intervention_id', NEW.intervention_id, 'action', NEW.action)::text);

@@ -44,6 +44,7 @@ COMMENT ON COLUMN pgagent.tenant.display_name IS 'Free-form human-readable name.
 COMMENT ON COLUMN pgagent.tenant.role_name IS
   'Optional per-tenant role: every member of it (pg_has_role MEMBER) may act for the tenant, like a pgagent.tenant_member row.';
 COMMENT ON COLUMN pgagent.tenant.created_at IS 'When the tenant was created (pgagent.add_tenant).';
+COMMENT ON COLUMN pgagent.tenant.events_key IS 'Random key (32 hex digits) naming the tenant''s NOTIFY channel, pgagent_events_<key> (pgagent.event_channel); readable by the tenant''s members only. A superuser rotates it with UPDATE; see docs/events.md.';
 
 -- ---------------------------------------------------------------------------- tenant_member
 COMMENT ON COLUMN pgagent.tenant_member.tenant_id IS 'The tenant the role may act for.';

@@ -259,7 +259,6 @@ def test_adversarial_matrix(world, conn):
                              ("SELECT pgagent.event_channel(%s)", [vt]),
                              ("SELECT pgagent.event_channel() FROM pg_catalog.set_config('pgagent.tenant', %s, true)",
                               [victim_name]),
-                             ("SELECT pgagent._event_channel(%s)", [vt]),
                              ("SELECT 'pgagent_events_' || events_key FROM pgagent.tenant WHERE tenant_id = %s", [vt])]:
                     m.attempts += 1
                     try:

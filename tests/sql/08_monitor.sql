@@ -1,7 +1,7 @@
 -- Monitoring views and analytics functions (issue 8): their columns, security_invoker, grants,
 -- and bad input refused with documented SQLSTATEs.
 BEGIN;
-SELECT plan(23);
+SELECT plan(29);
 
 SELECT is_empty($$
     SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -54,6 +54,17 @@ SELECT throws_ok($$SELECT * FROM pgagent.hourly_activity(NULL)$$, '22023', NULL,
 SELECT throws_ok($$SELECT * FROM pgagent.tool_usage(3661)$$, '22023', NULL, 'tool_usage(3661) raises 22023');
 SELECT is((pgagent.agent_analytics('watched') ->> 'turns')::int, 0, 'agent_analytics of an idle agent: 0 turns');
 SELECT is((SELECT count(*)::int FROM pgagent.hourly_activity(2)), 49, 'hourly_activity(2): one row per hour, 49 hours');
+
+-- events (35_events.sql)
+SELECT ok(NOT p.prosecdef AND 'search_path=pg_catalog, pg_temp' = ANY (p.proconfig)
+          AND pg_catalog.has_function_privilege('pgagent_viewer', p.oid, 'EXECUTE'),
+          'event_channel runs as the caller (row level security on tenant decides), for viewers')
+  FROM pg_catalog.pg_proc p WHERE p.oid = 'pgagent.event_channel(text)'::regprocedure;
+SELECT ok(NOT pg_catalog.has_function_privilege('pgagent_admin', f, 'EXECUTE'), f || ' is internal')
+  FROM unnest(ARRAY['pgagent.turn_event()', 'pgagent.step_event()', 'pgagent.turn_rollup()']) AS f;
+SELECT matches(pgagent.event_channel(), '^pgagent_events_[0-9a-f]{32}$', 'the channel names the unguessable key');
+SELECT throws_ok($$SELECT pgagent.event_channel('no_such_tenant')$$, '42704', NULL,
+                 'event_channel of an unknown tenant raises 42704');
 
 SELECT * FROM finish();
 ROLLBACK;
