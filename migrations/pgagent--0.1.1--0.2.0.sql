@@ -169,12 +169,19 @@ SELECT pg_catalog.pg_extension_config_dump('pgagent.budget_usage', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.budget_hold', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.hook', '');
 
--- Monitoring (0.2.0, sql/52_monitor.sql and 55_analytics.sql): recent turns per tenant, tool calls
--- and thinking steps by time, an agent's conversations.
-CREATE INDEX turn_created ON pgagent.turn (tenant_id, created_at);
+-- Monitoring (0.2.0, sql/52_monitor.sql and 55_analytics.sql): recent turns by time, tool calls
+-- and thinking steps by time, an agent's conversations. The turn and conversation indexes do not
+-- lead with tenant_id: before a table has statistics, a cached generic plan of the loop's lookups
+-- (tenant_id = $1 AND turn_id = $2) would pick any index that does and filter every row of the
+-- tenant (a turn that got slower with every turn: 13 ms to 150 ms over 1,000 turns).
+CREATE INDEX turn_created ON pgagent.turn (created_at, tenant_id);
+DROP INDEX pgagent.step_created;
+CREATE INDEX step_created ON pgagent.step (created_at, tenant_id);
+ALTER TABLE pgagent.step DROP CONSTRAINT step_tenant_id_turn_id_seq_key,
+  ADD CONSTRAINT step_turn_seq UNIQUE (turn_id, seq, tenant_id);
 CREATE INDEX step_tool_call ON pgagent.step (tenant_id, created_at) WHERE kind = 'tool_call';
 CREATE INDEX step_thinking ON pgagent.step (tenant_id, created_at) WHERE kind = 'thinking';
-CREATE INDEX conversation_agent ON pgagent.conversation (tenant_id, agent_id);
+CREATE INDEX conversation_agent ON pgagent.conversation (agent_id, tenant_id);
 
 -- Per agent and UTC day (of the turn's created_at): totals of the turns that reached a final
 -- status (completed, failed, cancelled), kept by the trigger turn_rollup (30_triggers.sql) so that

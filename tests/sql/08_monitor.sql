@@ -1,7 +1,7 @@
 -- Monitoring views and analytics functions (issue 8): their columns, security_invoker, grants,
 -- and bad input refused with documented SQLSTATEs.
 BEGIN;
-SELECT plan(29);
+SELECT plan(30);
 
 SELECT is_empty($$
     SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -54,6 +54,16 @@ SELECT throws_ok($$SELECT * FROM pgagent.hourly_activity(NULL)$$, '22023', NULL,
 SELECT throws_ok($$SELECT * FROM pgagent.tool_usage(3661)$$, '22023', NULL, 'tool_usage(3661) raises 22023');
 SELECT is((pgagent.agent_analytics('watched') ->> 'turns')::int, 0, 'agent_analytics of an idle agent: 0 turns');
 SELECT is((SELECT count(*)::int FROM pgagent.hourly_activity(2)), 49, 'hourly_activity(2): one row per hour, 49 hours');
+
+-- Only the primary key (and partial or unique indexes) may lead with tenant_id on turn,
+-- conversation and step: a generic plan made before statistics exist would otherwise pick such an
+-- index for the loop's (tenant_id, turn_id) and foreign-key lookups and scan every row of the tenant.
+SELECT is_empty($$
+    SELECT i.indexrelid::regclass::text FROM pg_catalog.pg_index i
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+     WHERE i.indrelid IN ('pgagent.turn'::regclass, 'pgagent.conversation'::regclass, 'pgagent.step'::regclass)
+       AND a.attname = 'tenant_id' AND NOT i.indisprimary AND i.indpred IS NULL$$,
+    'no index of turn, conversation or step but the primary key and partial ones leads with tenant_id');
 
 -- events (35_events.sql)
 SELECT ok(NOT p.prosecdef AND 'search_path=pg_catalog, pg_temp' = ANY (p.proconfig)
