@@ -549,7 +549,9 @@ def execute_call(db: Db, gd: dict, turn: Turn, call: dict[str, Any], *, rewritte
     try:
         if tool is None:
             raise tools.ToolFailure(f"tool {call['tool_name']!r} was removed from the agent or disabled")
-        result = tools.run(tools.ToolContext(db, turn.tenant_id, turn.turn_id, gd), tool, call["payload"]["arguments"])
+        ctx = tools.ToolContext(db, turn.tenant_id, turn.turn_id, gd,
+                                idempotency_key=f"pgagent-{turn.tenant_id}-{call['step_id']}")
+        result = tools.run(ctx, tool, call["payload"]["arguments"])
         payload = {"is_error": False, "result": result}
     except tools.ToolFailure as e:
         payload = {**e.details, "is_error": True, "error": str(e)}

@@ -121,7 +121,8 @@ def dispatch(plpy: Any, gd: dict, name: str, args: str | None) -> str:
 
 def run_turn_proc(plpy: Any, gd: dict, turn_id: int) -> str:
     """Body of the procedure ``pgagent._run_turn``: commit, then call ``pgagent._turn_step``
-    once per transaction until the turn stops. Returns JSON text like :func:`dispatch`; an
+    once per transaction, with ``synchronous_commit = on`` for that transaction, until the turn
+    stops. Returns JSON text like :func:`dispatch`; an
     explicit transaction block (where COMMIT is not allowed) is reported as 25001."""
     try:
         plpy.commit()
@@ -136,11 +137,19 @@ def run_turn_proc(plpy: Any, gd: dict, turn_id: int) -> str:
     plan = gd.get("pgagent_step_plan")
     if plan is None:
         plan = gd["pgagent_step_plan"] = plpy.prepare("SELECT pgagent._turn_step($1) AS r", ["int8"])
+    # Each unit's commit is durable whatever the server's or the session's synchronous_commit:
+    # SET LOCAL (it lasts one transaction) before every unit. With synchronous_commit = off, a
+    # crash loses the last commits that run_turn already reported (docs/durability.md).
+    durable = gd.get("pgagent_durable_plan")
+    if durable is None:
+        durable = gd["pgagent_durable_plan"] = plpy.prepare(
+            "SELECT pg_catalog.set_config('synchronous_commit', 'on', true)")
     # The caller cannot change between two units of one CALL (the procedure's body is ours and
     # runs no SET ROLE), so the first unit's caller check serves the whole CALL.
     gd["pgagent_run_caller"] = None
     try:
         while True:
+            durable.execute()
             r = json.loads(plan.execute([turn_id])[0]["r"])
             if "error" in r or r["result"]["done"]:
                 return _jsonb(r if "error" in r else {"result": r["result"]["result"]})

@@ -34,6 +34,10 @@ class ToolContext:
     tenant_id: str
     turn_id: int
     gd: dict
+    #: ``pgagent-<tenant_id>-<step_id of the tool_call>``: the same for every run of one call
+    #: (a re-run after a crash included), different for every call. Not the model's tool_call_id,
+    #: which models reuse (``call_0`` in every turn). See docs/durability.md.
+    idempotency_key: str = ""
 
 
 def kind_module(kind: str) -> ModuleType:

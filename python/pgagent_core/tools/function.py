@@ -100,11 +100,19 @@ def _signature(ctx: ToolContext, fn: str) -> dict[str, Any]:
     return sig
 
 
+#: The parameter through which a function tool receives the call's idempotency key.
+IDEMPOTENCY_ARG = "idempotency_key"
+
+
 def run(ctx: ToolContext, tool: dict[str, Any], args: dict[str, Any]) -> Any:
-    """The function's result as JSON. Raises ToolFailure."""
+    """The function's result as JSON. Raises ToolFailure. A function with a parameter named
+    ``idempotency_key`` gets ``ctx.idempotency_key`` there (whatever the model passed): the same
+    on every run of one call, so the function can dedupe, e.g. with a unique constraint."""
     fn = tool["config"]["function"]
     role = tool["config"].get("run_as", DEFAULT_RUN_AS)
     sig = _signature(ctx, fn)
+    if IDEMPOTENCY_ARG in sig["argnames"] and ctx.idempotency_key:
+        args = {**args, IDEMPOTENCY_ARG: ctx.idempotency_key}
     names = [n for n in sig["argnames"] if n in args]
     unknown = set(args) - set(sig["argnames"])
     if unknown:

@@ -528,11 +528,16 @@ def egress_policy(ctx: ToolContext) -> tuple[list[str], list[str]]:
 
 
 def run(ctx: ToolContext, tool: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
-    """Make the configured request for ``args``; returns the result dict. Raises ToolFailure."""
+    """Make the configured request for ``args``; returns the result dict. Raises ToolFailure.
+    Sends ``Idempotency-Key: <ctx.idempotency_key>`` (the same on a re-run of the same call after
+    a crash; a header of the tool's config with that name wins), so that a server that dedupes on
+    it runs the call once: an http call cannot commit with its tool_result step, it is
+    at-least-once (docs/durability.md)."""
     config = tool.get("config") or {}
     method, url, body, extra = build_request(config, args)
     patterns, nets = egress_policy(ctx)
-    return fetch(url, method, {**(config.get("headers") or {}), **extra}, body, patterns=patterns,
+    key = {"Idempotency-Key": ctx.idempotency_key} if ctx.idempotency_key else {}
+    return fetch(url, method, {**key, **(config.get("headers") or {}), **extra}, body, patterns=patterns,
                  exceptions=nets, timeout_ms=int(tool["timeout_ms"]),
                  max_bytes=int(config.get("max_bytes", DEFAULT_MAX_BYTES)),
                  max_redirects=int(config.get("max_redirects", DEFAULT_MAX_REDIRECTS)))
