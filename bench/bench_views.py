@@ -10,6 +10,9 @@ pgagent_operator of the big tenant (so row level security applies, as in product
 median and p95 (ms, client-side, including the round trip) are reported. Target (issue 8):
 every view <= 50 ms.
 
+Then it times the reference turn of bench_turn.py in three tenants (about 1 k, 100 k and 1 M
+steps), before and after ANALYZE, to show that a turn's cost does not grow with the log.
+
 Writes the section "Views at 1 M steps" of ``bench/results.md`` (replacing it, leaving the rest
 as bench_turn.py wrote it) and prints it. Usage: ``make bench`` or
 ``.venv/bin/python bench/bench_views.py [--turns N] [--runs N]``.
@@ -21,13 +24,17 @@ import argparse
 import re
 import statistics
 import sys
+import threading
 import time
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "bench"))
+from bench_turn import InstantLLM  # noqa: E402
 from pgcluster import Cluster  # noqa: E402
 
 KINDS = ["user_message", "llm_call", "thinking", "tool_call", "approval", "tool_result", "llm_call", "tool_call",
@@ -155,10 +162,39 @@ def measure(c: psycopg.Connection, q: str, params: dict[str, int], runs: int) ->
     return statistics.median(times), times[min(len(times) - 1, int(0.95 * len(times)))], n
 
 
+TURN_SETUP = [
+    "SELECT pgagent.register_model('instant', base_url => %(url)s, max_retries => 0)",
+    """SELECT pgagent.register_tool('run_sql', 'query', '{"type": "object", "properties":
+       {"query": {"type": "string"}}, "required": ["query"]}', kind => 'sql')""",
+    "SELECT pgagent.create_agent('turn_bench', model => 'instant', tools => '{run_sql}', "
+    "config => '{\"history_turns\": 0}')",
+]
+
+
+def turn_cost(dsn: str, tenant: str, n: int) -> float:
+    """Median ms of ``n`` reference turns (2 LLM calls to an instant server, 1 sql tool run, 6
+    steps; send_message, each in a new conversation) in ``tenant``, on a new session (so its
+    cached plans are made against the tables as they are now)."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("SELECT set_config('pgagent.tenant', %s, false)", [tenant])
+
+        def one() -> float:
+            t0 = time.perf_counter()
+            cid = c.execute("SELECT pgagent.start_conversation('turn_bench')").fetchone()[0]
+            r = c.execute("SELECT pgagent.send_message(%s, 'How many?')", [cid]).fetchone()[0]
+            assert r["status"] == "completed" and r["llm_calls"] == 2, r
+            return (time.perf_counter() - t0) * 1000
+
+        for _ in range(10):   # warm: imports, plans (a generic plan is made from the 6th run on)
+            one()
+        return statistics.median(one() for _ in range(n))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--turns", type=int, default=100_000, help="turns of the big tenant (10 steps each)")
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--turn-runs", type=int, default=100, help="turns timed per tenant size and statistics state")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
     args = ap.parse_args()
     with Cluster() as cluster:
@@ -168,8 +204,26 @@ def main() -> int:
             t0 = time.perf_counter()
             load(su, "big", args.turns)
             load(su, "small", max(args.turns // 10, 10))
-            su.execute("VACUUM ANALYZE")
+            load(su, "tiny", max(args.turns // 1000, 10))
             load_s = time.perf_counter() - t0
+            server = ThreadingHTTPServer(("127.0.0.1", 0), InstantLLM)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            su.execute("CREATE TABLE public.t AS SELECT g AS x FROM generate_series(1, 9) g")
+            su.execute("GRANT SELECT ON public.t TO pgagent_sandbox")
+            url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+            sizes = {}
+            for tenant in ("tiny", "small", "big"):
+                su.execute("SELECT set_config('pgagent.tenant', %s, false)", [tenant])
+                for q in TURN_SETUP:
+                    su.execute(q, {"url": url} if "%(url)s" in q else None)
+                sizes[tenant] = su.execute("SELECT count(*) FROM pgagent.step WHERE tenant_id = "
+                                           "pgagent.current_tenant()").fetchone()[0]
+            costs: dict[str, list[float]] = {t: [turn_cost(cluster.dsn("bench"), t, args.turn_runs)]
+                                             for t in sizes}   # before ANALYZE: no statistics yet
+            su.execute("VACUUM ANALYZE")
+            for t in sizes:
+                costs[t].append(turn_cost(cluster.dsn("bench"), t, args.turn_runs))
+            server.shutdown()
             steps = su.execute("SELECT count(*) FROM pgagent.step WHERE tenant_id = "
                                "(SELECT tenant_id FROM pgagent.tenant WHERE name = 'big')").fetchone()[0]
             total = su.execute("SELECT count(*) FROM pgagent.step").fetchone()[0]
@@ -194,6 +248,14 @@ def main() -> int:
     lines += [f"| {n} | {m:.2f} | {p:.2f} | {r} |" for n, m, p, r, _ in rows]
     slow = [n for n, m, _, _, is_view in rows if is_view and m > VIEW_TARGET_MS]
     lines += ["", "Every view is within the target." if not slow else f"Over the target: {', '.join(slow)}."]
+    lines += ["", "### A turn's cost against the size of the tenant's log", "",
+              f"The reference turn of bench_turn.py (2 LLM calls to an instant server, 1 sql tool run, 6 steps; "
+              f"send_message in a new conversation), {args.turn_runs} times per cell after 10 warm-up turns, on a "
+              "new session, in three tenants of the same database: before the tables had statistics (right after "
+              "the bulk load, unless autovacuum got there first) and after VACUUM ANALYZE. A turn's cost must not "
+              "grow with the log.", "",
+              "| tenant | steps in its log | median ms, no statistics | median ms, analyzed |", "|---|---:|---:|---:|"]
+    lines += [f"| {t} | {sizes[t]:,} | {costs[t][0]:.2f} | {costs[t][1]:.2f} |" for t in sizes]
     section = "\n".join(lines) + "\n"
     out = Path(args.out)
     text = out.read_text() if out.exists() else "# pgagent benchmark results\n"
