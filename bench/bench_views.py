@@ -130,6 +130,7 @@ QUERIES = [
     ("turn_summary (newest 50)", "SELECT * FROM pgagent.turn_summary ORDER BY turn_id DESC LIMIT 50", True),
     ("agent_stats", "SELECT * FROM pgagent.agent_stats", True),
     ("budget_status", "SELECT * FROM pgagent.budget_status", True),
+    ("queue_status", "SELECT * FROM pgagent.queue_status", True),
     ("agent_analytics('agent_1', 7)", "SELECT pgagent.agent_analytics('agent_1', 7)", False),
     ("hourly_activity(1)", "SELECT * FROM pgagent.hourly_activity(1)", False),
     ("tool_usage(7)", "SELECT * FROM pgagent.tool_usage(7)", False),

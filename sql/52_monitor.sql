@@ -258,6 +258,37 @@ COMMENT ON COLUMN pgagent.flagged_issues.resolved_by IS 'Who resolved it.';
 COMMENT ON COLUMN pgagent.flagged_issues.resolved_at IS 'When.';
 COMMENT ON COLUMN pgagent.flagged_issues.resolution IS 'How.';
 
+-- The work waiting and in progress, per tenant and agent: what a worker pool drains. Reads only
+-- the turns that are not final (the partial index turn_active), however long the log is.
+CREATE OR REPLACE VIEW pgagent.queue_status WITH (security_invoker = true) AS
+SELECT t.tenant_id, a.name AS agent,
+       count(*) FILTER (WHERE t.status = 'queued') AS queued,
+       count(*) FILTER (WHERE t.status = 'running') AS running,
+       count(*) FILTER (WHERE t.status IN ('queued', 'running') AND last.kind = 'error') AS retrying,
+       count(*) FILTER (WHERE t.status = 'awaiting_approval') AS awaiting_approval,
+       count(*) FILTER (WHERE t.status = 'paused') AS paused,
+       min(t.created_at) FILTER (WHERE t.status = 'queued') AS oldest_queued_at,
+       round(greatest(extract(epoch FROM now() - min(t.created_at) FILTER (WHERE t.status = 'queued')), 0)::numeric, 3)
+         AS oldest_wait_s
+  FROM pgagent.turn t
+  JOIN pgagent.conversation c ON c.tenant_id = t.tenant_id AND c.conversation_id = t.conversation_id
+  JOIN pgagent.agent a ON a.tenant_id = c.tenant_id AND a.agent_id = c.agent_id
+  LEFT JOIN LATERAL (SELECT s.kind FROM pgagent.step s WHERE s.turn_id = t.turn_id AND s.tenant_id = t.tenant_id
+                      ORDER BY s.seq DESC LIMIT 1) last ON true
+ WHERE t.status IN ('queued', 'running', 'awaiting_approval', 'paused')
+ GROUP BY t.tenant_id, a.name;
+COMMENT ON VIEW pgagent.queue_status IS
+  'Turns not final yet, per tenant and agent: queued, running, retrying (queued or running with a failed LLM attempt as their last step, waiting for the next one), awaiting_approval, paused, and the oldest queued turn with its wait (s). Agents with none do not appear.';
+COMMENT ON COLUMN pgagent.queue_status.tenant_id IS 'The tenant.';
+COMMENT ON COLUMN pgagent.queue_status.agent IS 'The agent''s name.';
+COMMENT ON COLUMN pgagent.queue_status.queued IS 'Turns queued (enqueue_message, resumed or retried) and not started.';
+COMMENT ON COLUMN pgagent.queue_status.running IS 'Turns running now.';
+COMMENT ON COLUMN pgagent.queue_status.retrying IS 'Of the queued and running ones, those whose last step is an error (a failed LLM attempt to be retried).';
+COMMENT ON COLUMN pgagent.queue_status.awaiting_approval IS 'Turns waiting for a tool call''s approval.';
+COMMENT ON COLUMN pgagent.queue_status.paused IS 'Turns parked by pause_conversation.';
+COMMENT ON COLUMN pgagent.queue_status.oldest_queued_at IS 'When the oldest queued turn was created.';
+COMMENT ON COLUMN pgagent.queue_status.oldest_wait_s IS 'Seconds it has waited.';
+
 GRANT SELECT ON pgagent.realtime_steps, pgagent.tool_call_queue, pgagent.thinking_trace, pgagent.conversation_timeline,
-                pgagent.dashboard_overview, pgagent.flagged_issues
+                pgagent.dashboard_overview, pgagent.flagged_issues, pgagent.queue_status
    TO pgagent_viewer;

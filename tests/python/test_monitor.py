@@ -242,3 +242,34 @@ def test_agent_stats_rollup_equals_the_aggregate_through_every_transition(conn, 
     daily = conn.execute("SELECT count(*), sum(completed + failed + cancelled) FROM pgagent.agent_daily "
                          "WHERE tenant_id = pgagent.current_tenant()").fetchone()
     assert daily[0] >= 1 and daily[1] == 5
+
+
+def test_queue_status_counts_queued_running_and_retrying_turns(conn, llm, dsn):
+    import threading
+    import time
+
+    from scripted_llm import hang
+
+    setup_agent(conn, llm, max_retries=1, timeout_ms=30000)
+    convs = [conn.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0] for _ in range(2)]
+    waiting = conn.execute("SELECT pgagent.enqueue_message(%s, 'later')", [convs[0]]).fetchone()[0]
+    busy = conn.execute("SELECT pgagent.enqueue_message(%s, 'now')", [convs[1]]).fetchone()[0]
+    q = rows(conn, "SELECT * FROM pgagent.queue_status")
+    assert [(r["agent"], r["queued"], r["running"], r["retrying"]) for r in q] == [("analyst", 2, 0, 0)]
+    llm.script(http_error(500), hang(2, text("ok")))   # the first attempt fails, the retry hangs
+    worker = psycopg.connect(dsn, autocommit=True)
+    th = threading.Thread(target=lambda: worker.execute("CALL pgagent.run_turn(%s)", [busy]))
+    th.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(llm.requests) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        r = rows(conn, "SELECT * FROM pgagent.queue_status")[0]
+        assert (r["queued"], r["running"], r["retrying"]) == (1, 1, 1), r
+        assert r["oldest_wait_s"] >= 0 and r["oldest_queued_at"] is not None
+    finally:
+        th.join(20)
+        worker.close()
+    r = rows(conn, "SELECT * FROM pgagent.queue_status")[0]
+    assert (r["queued"], r["running"], r["retrying"]) == (1, 0, 0), r
+    assert conn.execute("SELECT status FROM pgagent.turn WHERE turn_id = %s", [waiting]).fetchone()[0] == "queued"

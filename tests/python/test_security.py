@@ -33,7 +33,8 @@ SELECT (SELECT coalesce(sum(u.spent_usd), 0) FROM pgagent.budget_usage u WHERE u
        (SELECT count(*) FROM pgagent.budget_hold h JOIN pgagent.turn x USING (tenant_id, turn_id)
          WHERE h.tenant_id = %(t)s AND x.status = 'running')"""
 VIEWS = ("turn_timeline", "pending_approvals", "turn_summary", "agent_stats", "budget_status", "realtime_steps",
-         "tool_call_queue", "thinking_trace", "conversation_timeline", "dashboard_overview", "flagged_issues")
+         "tool_call_queue", "thinking_trace", "conversation_timeline", "dashboard_overview", "flagged_issues",
+         "queue_status")
 RUN_SQL_SCHEMA = {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}
 BUMP_SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
 

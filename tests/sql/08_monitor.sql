@@ -1,7 +1,7 @@
 -- Monitoring views and analytics functions (issue 8): their columns, security_invoker, grants,
 -- and bad input refused with documented SQLSTATEs.
 BEGIN;
-SELECT plan(30);
+SELECT plan(32);
 
 SELECT is_empty($$
     SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -28,11 +28,14 @@ SELECT columns_are('pgagent', 'flagged_issues', ARRAY['tenant_id', 'flag_id', 's
     'step_id', 'conversation_id', 'agent', 'turn_status', 'user_message', 'answer', 'created_by', 'created_at',
     'open_s', 'resolved_by', 'resolved_at', 'resolution'], 'flagged_issues columns');
 
+SELECT columns_are('pgagent', 'queue_status', ARRAY['tenant_id', 'agent', 'queued', 'running', 'retrying',
+    'awaiting_approval', 'paused', 'oldest_queued_at', 'oldest_wait_s'], 'queue_status columns');
+
 SELECT ok(pg_catalog.has_table_privilege('pgagent_viewer', 'pgagent.' || v, 'SELECT')
           AND NOT pg_catalog.has_table_privilege('public', 'pgagent.' || v, 'SELECT'),
           'viewers (not PUBLIC) read pgagent.' || v)
   FROM unnest(ARRAY['realtime_steps', 'tool_call_queue', 'thinking_trace', 'conversation_timeline',
-                    'dashboard_overview', 'flagged_issues']) AS v;
+                    'dashboard_overview', 'flagged_issues', 'queue_status']) AS v;
 
 SELECT ok(NOT p.prosecdef AND 'search_path=pg_catalog, pg_temp' = ANY (p.proconfig)
           AND pg_catalog.has_function_privilege('pgagent_viewer', p.oid, 'EXECUTE'),
