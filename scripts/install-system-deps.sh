@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian packages pgagent needs and builds pgvector 0.8 from Debian's
+# Installs the Debian packages pgagent needs (python3-croniter: pgagent.schedule, in PL/Python) and builds pgvector 0.8 from Debian's
 # source package (bookworm does not ship it). Idempotent: every step checks first.
 set -euo pipefail
 PG_MAJOR=${PG_MAJOR:-15}
@@ -8,7 +8,7 @@ PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
 
 need_pkgs=()
 for p in postgresql-plpython3-$PG_MAJOR postgresql-$PG_MAJOR-pgtap postgresql-server-dev-$PG_MAJOR \
-         python3-requests python3-jsonschema python3-psycopg python3-venv libtap-parser-sourcehandler-pgtap-perl \
+         python3-requests python3-jsonschema python3-psycopg python3-croniter python3-venv libtap-parser-sourcehandler-pgtap-perl \
          dpkg-dev build-essential; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done

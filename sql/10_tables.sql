@@ -15,7 +15,11 @@ CREATE TABLE pgagent.tenant (
     created_at   timestamptz NOT NULL DEFAULT now(),
     -- names the tenant's NOTIFY channel (pgagent.event_channel): unguessable, because LISTEN is
     -- not covered by row level security
-    events_key   text NOT NULL DEFAULT replace(gen_random_uuid()::text, '-', '') CHECK (events_key ~ '^[0-9a-f]{32}$')
+    events_key   text NOT NULL DEFAULT replace(gen_random_uuid()::text, '-', '') CHECK (events_key ~ '^[0-9a-f]{32}$'),
+    -- pgagent.set_limits: at most this many turns of the tenant run at once under workers; drop
+    -- the conversations finished more than retention_days ago (housekeeping)
+    max_running_turns integer CHECK (max_running_turns > 0),
+    retention_days    integer CHECK (retention_days > 0)
 );
 
 INSERT INTO pgagent.tenant (tenant_id, name, display_name)
@@ -146,6 +150,10 @@ CREATE TABLE pgagent.turn (
     started_at        timestamptz,
     finished_at       timestamptz,
     updated_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
+    -- workers (issue 9): who holds the turn and until when; not before when it may run again
+    lease_owner       text,
+    lease_expires_at  timestamptz,
+    run_after         timestamptz,
     PRIMARY KEY (tenant_id, turn_id),
     -- conversation_id first: then the primary key is the only index that starts with tenant_id,
     -- so the cached generic plan of the foreign-key check from pgagent.step (tenant_id = $1 AND
@@ -164,6 +172,8 @@ CREATE TABLE pgagent.turn (
 );
 CREATE INDEX conversation_user ON pgagent.conversation (tenant_id, user_id) WHERE user_id IS NOT NULL;
 CREATE INDEX turn_active ON pgagent.turn (tenant_id, status) WHERE status IN ('queued', 'running', 'awaiting_approval', 'paused');
+-- what workers claim from (pgagent.claim_turn), oldest first per tenant
+CREATE INDEX turn_claimable ON pgagent.turn (tenant_id, created_at) WHERE status IN ('queued', 'running');
 
 CREATE TABLE pgagent.step (
     tenant_id         uuid NOT NULL,
@@ -422,6 +432,72 @@ CREATE TABLE pgagent.agent_daily (
     FOREIGN KEY (tenant_id, agent_id) REFERENCES pgagent.agent (tenant_id, agent_id) ON DELETE CASCADE
 );
 
+-- Workers (issue 9, sql/47_worker.sql): a `pgagent worker` process registers in each tenant it
+-- claims a turn of, and beats its heart there; the workers view shows them.
+CREATE TABLE pgagent.worker (
+    tenant_id    uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
+    worker_id    text NOT NULL CHECK (worker_id ~ '^[A-Za-z0-9_.:@-]{1,128}$'),
+    role_name    name NOT NULL,
+    host         text,
+    pid          integer,
+    concurrency  integer NOT NULL DEFAULT 1 CHECK (concurrency > 0),
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    stopping     boolean NOT NULL DEFAULT false,
+    stopped_at   timestamptz,
+    PRIMARY KEY (tenant_id, worker_id)
+);
+
+-- pgagent.schedule: an agent runs a message on a cron schedule; workers fire the due times.
+CREATE TABLE pgagent.schedule (
+    tenant_id       uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
+    schedule_id     bigint GENERATED ALWAYS AS IDENTITY,
+    name            text NOT NULL CHECK (name ~ '^[A-Za-z0-9_.-]{1,63}$'),
+    agent_id        bigint NOT NULL,
+    cron            text NOT NULL,
+    timezone        text NOT NULL DEFAULT 'UTC',
+    message         text NOT NULL CHECK (message <> ''),
+    params          jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(params) = 'object'),
+    enabled         boolean NOT NULL DEFAULT true,
+    next_fire_at    timestamptz NOT NULL,
+    created_by      name NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, schedule_id),
+    CONSTRAINT schedule_name UNIQUE (tenant_id, name),
+    FOREIGN KEY (tenant_id, agent_id) REFERENCES pgagent.agent (tenant_id, agent_id) ON DELETE CASCADE
+);
+CREATE INDEX schedule_due ON pgagent.schedule (next_fire_at, tenant_id) WHERE enabled;
+
+-- One row per fired due time of a schedule: the primary key makes each due time fire once,
+-- however many workers try at the same moment.
+CREATE TABLE pgagent.schedule_firing (
+    tenant_id    uuid NOT NULL,
+    schedule_id  bigint NOT NULL,
+    due_at       timestamptz NOT NULL,
+    fired_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+    turn_id      bigint,
+    PRIMARY KEY (tenant_id, schedule_id, due_at),
+    FOREIGN KEY (tenant_id, schedule_id) REFERENCES pgagent.schedule (tenant_id, schedule_id) ON DELETE CASCADE,
+    FOREIGN KEY (tenant_id, turn_id) REFERENCES pgagent.turn (tenant_id, turn_id) ON DELETE SET NULL (turn_id)
+);
+
+-- pgagent.on_insert: a row inserted into a table enqueues a turn of an agent (the trigger is
+-- pgagent._on_insert_row; this row is what it acts on).
+CREATE TABLE pgagent.insert_trigger (
+    tenant_id         uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
+    insert_trigger_id bigint GENERATED ALWAYS AS IDENTITY,
+    table_oid         oid NOT NULL,
+    table_name        text NOT NULL,
+    agent_id          bigint NOT NULL,
+    message_template  text NOT NULL CHECK (message_template <> ''),
+    params            jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(params) = 'object'),
+    created_by        name NOT NULL,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, insert_trigger_id),
+    CONSTRAINT insert_trigger_table_agent UNIQUE (tenant_id, table_oid, agent_id),
+    FOREIGN KEY (tenant_id, agent_id) REFERENCES pgagent.agent (tenant_id, agent_id) ON DELETE CASCADE
+);
+
 -- Keep user rows in pg_dump (extension member tables are skipped otherwise).
 SELECT pg_catalog.pg_extension_config_dump('pgagent.tenant', 'WHERE name <> ''default''');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.model', '');
@@ -445,3 +521,7 @@ SELECT pg_catalog.pg_extension_config_dump('pgagent.budget_usage', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.budget_hold', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.hook', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.agent_daily', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.worker', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.schedule', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.schedule_firing', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.insert_trigger', '');

@@ -264,12 +264,14 @@ CREATE OR REPLACE VIEW pgagent.queue_status WITH (security_invoker = true) AS
 SELECT t.tenant_id, a.name AS agent,
        count(*) FILTER (WHERE t.status = 'queued') AS queued,
        count(*) FILTER (WHERE t.status = 'running') AS running,
-       count(*) FILTER (WHERE t.status IN ('queued', 'running') AND last.kind = 'error') AS retrying,
+       count(*) FILTER (WHERE t.status IN ('queued', 'running') AND (last.kind = 'error' OR t.run_after > now())) AS retrying,
        count(*) FILTER (WHERE t.status = 'awaiting_approval') AS awaiting_approval,
        count(*) FILTER (WHERE t.status = 'paused') AS paused,
        min(t.created_at) FILTER (WHERE t.status = 'queued') AS oldest_queued_at,
        round(greatest(extract(epoch FROM now() - min(t.created_at) FILTER (WHERE t.status = 'queued')), 0)::numeric, 3)
-         AS oldest_wait_s
+         AS oldest_wait_s,
+       count(*) FILTER (WHERE t.status IN ('queued', 'running') AND t.lease_expires_at > now()
+                          AND t.lease_expires_at < 'infinity') AS leased
   FROM pgagent.turn t
   JOIN pgagent.conversation c ON c.tenant_id = t.tenant_id AND c.conversation_id = t.conversation_id
   JOIN pgagent.agent a ON a.tenant_id = c.tenant_id AND a.agent_id = c.agent_id
@@ -283,11 +285,12 @@ COMMENT ON COLUMN pgagent.queue_status.tenant_id IS 'The tenant.';
 COMMENT ON COLUMN pgagent.queue_status.agent IS 'The agent''s name.';
 COMMENT ON COLUMN pgagent.queue_status.queued IS 'Turns queued (enqueue_message, resumed or retried) and not started.';
 COMMENT ON COLUMN pgagent.queue_status.running IS 'Turns running now.';
-COMMENT ON COLUMN pgagent.queue_status.retrying IS 'Of the queued and running ones, those whose last step is an error (a failed LLM attempt to be retried).';
+COMMENT ON COLUMN pgagent.queue_status.retrying IS 'Of the queued and running ones, those whose last step is an error (a failed LLM attempt to be retried) or that wait for a deferred retry (run_after).';
 COMMENT ON COLUMN pgagent.queue_status.awaiting_approval IS 'Turns waiting for a tool call''s approval.';
 COMMENT ON COLUMN pgagent.queue_status.paused IS 'Turns parked by pause_conversation.';
 COMMENT ON COLUMN pgagent.queue_status.oldest_queued_at IS 'When the oldest queued turn was created.';
 COMMENT ON COLUMN pgagent.queue_status.oldest_wait_s IS 'Seconds it has waited.';
+COMMENT ON COLUMN pgagent.queue_status.leased IS 'Of the queued and running ones, those a worker holds a live lease on (pgagent.claim_turn).';
 
 GRANT SELECT ON pgagent.realtime_steps, pgagent.tool_call_queue, pgagent.thinking_trace, pgagent.conversation_timeline,
                 pgagent.dashboard_overview, pgagent.flagged_issues, pgagent.queue_status

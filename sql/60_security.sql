@@ -331,7 +331,8 @@ DECLARE
 BEGIN
   FOREACH t IN ARRAY ARRAY['model','persona','tool','agent','agent_tool','conversation','turn','step',
                            'audit_event','secret','intervention','rating','flag','budget','budget_usage',
-                           'budget_hold','hook','agent_daily'] LOOP
+                           'budget_hold','hook','agent_daily','worker','schedule','schedule_firing',
+                           'insert_trigger'] LOOP
     EXECUTE format('ALTER TABLE pgagent.%I ENABLE ROW LEVEL SECURITY', t);
     EXECUTE format('ALTER TABLE pgagent.%I FORCE ROW LEVEL SECURITY', t);
     -- reads only: no tenant role may write (no grants, no policies); the API functions run
@@ -359,7 +360,8 @@ GRANT SELECT ON pgagent.turn_timeline, pgagent.pending_approvals, pgagent.turn_s
 GRANT SELECT ON pgagent.tenant, pgagent.tenant_member, pgagent.model, pgagent.persona, pgagent.tool,
                 pgagent.agent, pgagent.agent_tool, pgagent.conversation, pgagent.turn, pgagent.step,
                 pgagent.audit_event, pgagent.intervention, pgagent.rating, pgagent.flag, pgagent.budget,
-                pgagent.budget_usage, pgagent.budget_hold, pgagent.hook, pgagent.agent_daily
+                pgagent.budget_usage, pgagent.budget_hold, pgagent.hook, pgagent.agent_daily, pgagent.worker,
+                pgagent.schedule, pgagent.schedule_firing, pgagent.insert_trigger
    TO pgagent_viewer;
 GRANT EXECUTE ON FUNCTION pgagent.current_tenant(), pgagent.default_tenant_id(), pgagent._is_member(name),
                           pgagent._outer_user(), pgagent._outer_is_member(name),

@@ -45,6 +45,8 @@ COMMENT ON COLUMN pgagent.tenant.role_name IS
   'Optional per-tenant role: every member of it (pg_has_role MEMBER) may act for the tenant, like a pgagent.tenant_member row.';
 COMMENT ON COLUMN pgagent.tenant.created_at IS 'When the tenant was created (pgagent.add_tenant).';
 COMMENT ON COLUMN pgagent.tenant.events_key IS 'Random key (32 hex digits) naming the tenant''s NOTIFY channel, pgagent_events_<key> (pgagent.event_channel); readable by the tenant''s members only. A superuser rotates it with UPDATE; see docs/events.md.';
+COMMENT ON COLUMN pgagent.tenant.max_running_turns IS 'At most this many turns of the tenant run at once under workers (pgagent.set_limits; NULL: no limit).';
+COMMENT ON COLUMN pgagent.tenant.retention_days IS 'Housekeeping deletes conversations whose turns all finished more than this many days ago, each an audited delete_conversation (pgagent.set_limits; NULL: keep everything).';
 
 -- ---------------------------------------------------------------------------- tenant_member
 COMMENT ON COLUMN pgagent.tenant_member.tenant_id IS 'The tenant the role may act for.';
@@ -149,6 +151,9 @@ COMMENT ON COLUMN pgagent.turn.created_at IS 'When the turn was created (queued)
 COMMENT ON COLUMN pgagent.turn.started_at IS 'When the turn first started running; NULL while queued.';
 COMMENT ON COLUMN pgagent.turn.finished_at IS 'When the turn ended (completed, failed or cancelled); NULL while open.';
 COMMENT ON COLUMN pgagent.turn.updated_at IS 'When the turn''s status or totals last changed.';
+COMMENT ON COLUMN pgagent.turn.lease_owner IS 'The worker (pgagent.claim_turn; its id, or backend:<pid> for a plain CALL run_turn that took over) that runs or last ran the turn; NULL for turns no worker touched.';
+COMMENT ON COLUMN pgagent.turn.lease_expires_at IS 'Until when the lease holds (renewed after every step). Past: a worker may claim the turn again; infinity: parked, waiting for an approval.';
+COMMENT ON COLUMN pgagent.turn.run_after IS 'A deferred retry (after a failed LLM attempt under a worker): no worker claims the turn before this time.';
 
 -- ---------------------------------------------------------------------------- step
 COMMENT ON COLUMN pgagent.step.tenant_id IS 'The tenant that owns the step.';
@@ -376,3 +381,45 @@ COMMENT ON COLUMN pgagent.agent_daily.completion_tokens IS 'Their completion tok
 COMMENT ON COLUMN pgagent.agent_daily.cost_usd IS 'Their cost (USD).';
 COMMENT ON COLUMN pgagent.agent_daily.timed IS 'Of them, the turns with a finished_at.';
 COMMENT ON COLUMN pgagent.agent_daily.timed_ms IS 'Sum of those turns'' durations, created_at to finished_at (ms).';
+
+-- ---------------------------------------------------------------------------- workers, schedules, on_insert (issue 9)
+COMMENT ON TABLE pgagent.worker IS 'The pgagent worker processes, one row per tenant each has claimed turns of (pgagent.claim_turn); see the workers view.';
+COMMENT ON COLUMN pgagent.worker.tenant_id IS 'The tenant it claimed turns of.';
+COMMENT ON COLUMN pgagent.worker.worker_id IS 'The worker''s id (host:pid:random by default): the lease_owner of the turns it runs.';
+COMMENT ON COLUMN pgagent.worker.role_name IS 'The role it connects as (only that role may beat its heart or stop it).';
+COMMENT ON COLUMN pgagent.worker.host IS 'The host it runs on, as it says.';
+COMMENT ON COLUMN pgagent.worker.pid IS 'Its process id on that host.';
+COMMENT ON COLUMN pgagent.worker.concurrency IS 'Turns it runs at once at most.';
+COMMENT ON COLUMN pgagent.worker.started_at IS 'When it first claimed a turn of the tenant.';
+COMMENT ON COLUMN pgagent.worker.heartbeat_at IS 'Its last heartbeat (pgagent.worker_heartbeat) or claim.';
+COMMENT ON COLUMN pgagent.worker.stopping IS 'Asked to stop: its CALLs of run_turn release their turns after the step in flight.';
+COMMENT ON COLUMN pgagent.worker.stopped_at IS 'When it exited (pgagent.worker_exit) or housekeeping found it silent.';
+COMMENT ON TABLE pgagent.schedule IS 'Cron schedules (pgagent.schedule): at each due time a worker enqueues the message as a new conversation''s turn of the agent.';
+COMMENT ON COLUMN pgagent.schedule.tenant_id IS 'The tenant.';
+COMMENT ON COLUMN pgagent.schedule.schedule_id IS 'Identity.';
+COMMENT ON COLUMN pgagent.schedule.name IS 'Unique per tenant; pgagent.unschedule(name) removes it.';
+COMMENT ON COLUMN pgagent.schedule.agent_id IS 'The agent that answers.';
+COMMENT ON COLUMN pgagent.schedule.cron IS 'A 5-field cron expression or @hourly, @daily, @weekly, @monthly, @yearly.';
+COMMENT ON COLUMN pgagent.schedule.timezone IS 'The IANA time zone the expression is read in.';
+COMMENT ON COLUMN pgagent.schedule.message IS 'The user message of each turn it makes.';
+COMMENT ON COLUMN pgagent.schedule.params IS 'Request params of each turn it makes.';
+COMMENT ON COLUMN pgagent.schedule.enabled IS 'Whether it fires.';
+COMMENT ON COLUMN pgagent.schedule.next_fire_at IS 'Its next due time.';
+COMMENT ON COLUMN pgagent.schedule.created_by IS 'The role that set it: the turns it makes are created by this role.';
+COMMENT ON COLUMN pgagent.schedule.created_at IS 'When it was set.';
+COMMENT ON TABLE pgagent.schedule_firing IS 'Each due time a schedule fired, once (the primary key), with the turn it enqueued.';
+COMMENT ON COLUMN pgagent.schedule_firing.tenant_id IS 'The tenant.';
+COMMENT ON COLUMN pgagent.schedule_firing.schedule_id IS 'The schedule.';
+COMMENT ON COLUMN pgagent.schedule_firing.due_at IS 'The due time it fired for.';
+COMMENT ON COLUMN pgagent.schedule_firing.fired_at IS 'When a worker fired it.';
+COMMENT ON COLUMN pgagent.schedule_firing.turn_id IS 'The turn it enqueued (NULL once that conversation is deleted).';
+COMMENT ON TABLE pgagent.insert_trigger IS 'pgagent.on_insert registrations: rows inserted into table_oid enqueue a turn of the agent (the trigger pgagent_on_insert_<id>).';
+COMMENT ON COLUMN pgagent.insert_trigger.tenant_id IS 'The tenant.';
+COMMENT ON COLUMN pgagent.insert_trigger.insert_trigger_id IS 'Identity (in the trigger''s name).';
+COMMENT ON COLUMN pgagent.insert_trigger.table_oid IS 'The table watched.';
+COMMENT ON COLUMN pgagent.insert_trigger.table_name IS 'Its name when registered.';
+COMMENT ON COLUMN pgagent.insert_trigger.agent_id IS 'The agent that answers.';
+COMMENT ON COLUMN pgagent.insert_trigger.message_template IS 'The user message: {column} is replaced by the new row''s value, {row} by the row as JSON.';
+COMMENT ON COLUMN pgagent.insert_trigger.params IS 'Request params of each turn it makes.';
+COMMENT ON COLUMN pgagent.insert_trigger.created_by IS 'The admin who registered it: the turns it makes are created by this role.';
+COMMENT ON COLUMN pgagent.insert_trigger.created_at IS 'When it was registered.';

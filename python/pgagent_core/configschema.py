@@ -62,7 +62,13 @@ AGENT_CONFIG = _object("agent.config", "An agent's config: loop settings, auto-a
     "max_steps": _int(1, 100, 8, "LLM calls a turn may make before it fails"),
     "max_tool_errors": _int(0, 100, 3, "failed tool calls a turn tolerates before it fails"),
     "history_turns": _int(0, 1000, 20, "earlier turns of the conversation sent to the model"),
-    "retry_backoff_ms": _int(0, 60000, 500, "first wait (ms) before retrying a failed LLM call; doubles each retry"),
+    "retry_backoff_ms": _int(0, 60000, 500, "older name of retry_base_ms"),
+    "retry_base_ms": _int(0, 60000, 500, "first wait (ms) before retrying a failed LLM call (HTTP 408/409/429/5xx, "
+                                         "timeouts, connection errors, malformed replies); doubles each retry, "
+                                         "with jitter; at least the provider's Retry-After"),
+    "retry_max": _int(0, 10, None, "retries of a failed LLM call before the turn fails (default: the model's "
+                                "max_retries)"),
+    "max_running_turns": _int(1, 100000, None, "turns of this agent that workers run at once (default: no limit)"),
     "max_result_chars": _int(100, 1000000, 8000, "characters of a tool result sent to the model; more is cut"),
     "auto_approve": {"anyOf": [{"type": "boolean"},
                                {"type": "array", "items": {"type": "string", "minLength": 1}, "uniqueItems": True}],

@@ -21,13 +21,15 @@ own advisory lock is held during an LLM call. The loop runs with the extension o
 from __future__ import annotations
 
 import json
+import random
 import time
+from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import requests
 
-from . import budget, hooks, toolcalls, tools, validation
+from . import budget, hooks, lease, toolcalls, tools, validation
 from .db import Db, one
 from .limits import MAX_TOKENS_PER_CALL, clean_json, clean_text
 from .errors import Busy, InvalidState, NotFound
@@ -39,7 +41,7 @@ DEFAULTS = {"max_steps": 8, "max_tool_errors": 3, "history_turns": 20, "retry_ba
 
 CONFIG_SQL = """
 SELECT t.tenant_id::text AS tenant_id, t.turn_id, t.conversation_id, t.seq, t.status, t.user_message,
-       t.answer, t.error, t.created_by::text AS created_by, t.created_at::text AS turn_created_at,
+       t.answer, t.error, t.created_by::text AS created_by, t.lease_owner, t.created_at::text AS turn_created_at,
        t.params AS turn_params, c.agent_id, a.name AS agent_name, a.instructions, a.config AS agent_config,
        a.enabled AS agent_enabled,
        p.system_prompt, coalesce(p.traits, '{}') AS traits, coalesce(p.params, '{}') AS persona_params,
@@ -109,7 +111,10 @@ UPDATE_TURN_SQL = """
 UPDATE pgagent.turn
    SET status = $3, answer = $4, error = $5, llm_calls = $6, prompt_tokens = $7, completion_tokens = $8,
        cost_usd = $9, started_at = coalesce(started_at, pg_catalog.clock_timestamp()),
-       finished_at = CASE WHEN $3 IN ('completed', 'failed', 'cancelled') THEN pg_catalog.clock_timestamp() END
+       finished_at = CASE WHEN $3 IN ('completed', 'failed', 'cancelled') THEN pg_catalog.clock_timestamp() END,
+       lease_owner = CASE WHEN $3 IN ('completed', 'failed', 'cancelled') THEN NULL ELSE lease_owner END,
+       lease_expires_at = CASE WHEN $3 IN ('completed', 'failed', 'cancelled') THEN NULL ELSE lease_expires_at END,
+       run_after = CASE WHEN $3 IN ('completed', 'failed', 'cancelled') THEN NULL ELSE run_after END
  WHERE tenant_id = $1::uuid AND turn_id = $2"""
 UPDATE_TURN_TYPES = ["text", "int8", "text", "text", "text", "int4", "int4", "int4", "numeric"]
 
@@ -136,6 +141,8 @@ class Turn:
     next_request: dict[str, Any] | None = None  # the request for the external runtime (NEEDS_LLM)
     actor: str | None = None  # the role that drives the turn now: the created_by of the steps it writes
     history: list[dict[str, Any]] | None = None  # earlier completed turns of the conversation, loaded once
+    can_defer: bool = False  # under a worker's lease: a retry waits in the queue (run_after), not in a sleep
+    defer_until: str | None = None  # set by llm_attempt when it deferred the retry (ISO 8601 UTC)
 
     @property
     def tenant_id(self) -> str:
@@ -413,19 +420,62 @@ def llm_attempts(turn: Turn) -> int:
     return n
 
 
+MAX_BACKOFF_S = 30.0          # the longest backoff slept inside a backend (send_message, a plain run_turn)
+MAX_DEFER_S = 3600.0          # the longest a deferred retry waits in the queue (Retry-After)
+
+
+def retry_policy(turn: Turn) -> tuple[int, int]:
+    """(retry_max, retry_base_ms) of the turn: the agent's config ``retry_max`` (default: the
+    model's max_retries) and ``retry_base_ms`` (default: its older name retry_backoff_ms, 500)."""
+    cfg = turn.cfg.get("agent_config") or {}
+    retry_max = cfg.get("retry_max")
+    base = cfg.get("retry_base_ms", cfg.get("retry_backoff_ms", DEFAULTS["retry_backoff_ms"]))
+    return (int(turn.cfg["model"]["max_retries"]) if retry_max is None else int(retry_max)), int(base)
+
+
+def backoff_ms(base_ms: int, attempt: int, retry_after_s: float | None, cap_s: float,
+               rand: Callable[[], float] = random.random) -> int:
+    """The wait (ms) before retry number ``attempt`` (1 = the first retry): exponential backoff
+    with "equal jitter", base_ms * 2^(attempt-1) scaled by a uniform factor in [0.5, 1) (Marc
+    Brooker, "Exponential Backoff And Jitter", AWS Architecture Blog, 2015: spreads the retries
+    of many turns that failed together), capped at ``cap_s``; never shorter than the
+    provider's Retry-After (s), itself capped at ``cap_s``."""
+    exp = base_ms * (2 ** max(attempt - 1, 0))
+    wait = min(exp * (0.5 + rand() / 2.0), cap_s * 1000.0)
+    if retry_after_s is not None:
+        wait = max(wait, min(float(retry_after_s), cap_s) * 1000.0)
+    return int(wait)
+
+
+def _retry_wait_s(turn: Turn, failed: int) -> tuple[float, str | None]:
+    """Seconds from now until the recorded retry time of the last failed attempt (0 if due),
+    and that time (ISO 8601). Steps recorded before retry_at existed wait their plain backoff."""
+    last = turn.steps[-1]["payload"]
+    if last.get("retry_at"):
+        at = datetime.fromisoformat(last["retry_at"].replace("Z", "+00:00"))
+        return max((at - datetime.now(timezone.utc)).total_seconds(), 0.0), last["retry_at"]
+    _, base = retry_policy(turn)
+    wait = base / 1000.0 * (2 ** (failed - 1))
+    if last.get("retry_after_s") is not None:
+        wait = max(wait, float(last["retry_after_s"]))
+    return min(wait, MAX_BACKOFF_S), None
+
+
 def llm_attempt(db: Db, gd: dict, turn: Turn, request: dict[str, Any] | None = None) -> Reply | None:
     """One LLM call sending ``request`` (default :func:`request_for`). A failure is recorded as
-    an error step (``attempt``, ``will_retry``); when no retry is left the turn fails. Returns
-    the reply or None. Sleeps the backoff (retry_backoff_ms * 2^(attempt-1), at least
-    Retry-After, at most 30 s) before a retry."""
+    an error step (``attempt``, ``will_retry``, ``retry_in_ms``, ``retry_at``); when no retry is
+    left the turn fails. Returns the reply or None. Before a retry it waits until the recorded
+    retry_at: under a worker's lease (``turn.can_defer``) by returning None at once with
+    ``turn.defer_until`` set (the worker releases the turn until then: pgagent.turn.run_after),
+    otherwise by sleeping in the backend."""
     model = turn.cfg["model"]
     failed = llm_attempts(turn)
     if failed:
-        last = turn.steps[-1]["payload"]
-        backoff = int(turn.settings["retry_backoff_ms"]) / 1000.0 * (2 ** (failed - 1))
-        if last.get("retry_after_s") is not None:
-            backoff = max(backoff, min(float(last["retry_after_s"]), 30.0))
-        time.sleep(min(backoff, 30.0))
+        wait, at = _retry_wait_s(turn, failed)
+        if wait > 0.005 and turn.can_defer and at is not None:
+            turn.defer_until = at
+            return None
+        time.sleep(min(wait, MAX_BACKOFF_S))
     if request is None:
         request = request_for(db, turn)
     try:
@@ -441,12 +491,20 @@ def llm_attempt(db: Db, gd: dict, turn: Turn, request: dict[str, Any] | None = N
 
 def record_llm_failure(db: Db, turn: Turn, e: ProviderError) -> None:
     """Record a failed LLM attempt as an error step; fail the turn when no retry is left
-    (the model's max_retries) or the error is not retryable."""
-    attempt, attempts = llm_attempts(turn) + 1, int(turn.cfg["model"]["max_retries"]) + 1
+    (retry_max, :func:`retry_policy`) or the error is not retryable (HTTP 4xx other than
+    408/409/429, a refused request). A retry's wait (:func:`backoff_ms`; Retry-After honoured up
+    to 30 s in a backend, up to an hour in the queue under a worker) is recorded as
+    ``retry_in_ms`` and ``retry_at``, so it survives commits and crashes."""
+    retry_max, base = retry_policy(turn)
+    attempt, attempts = llm_attempts(turn) + 1, retry_max + 1
     will_retry = e.retryable and attempt < attempts
-    add_step(db, turn, "error", {"message": e.message, "error_kind": e.kind, "http_status": e.status,
-                                 "attempt": attempt, "will_retry": will_retry, "source": "llm",
-                                 "retry_after_s": e.retry_after_s})
+    payload = {"message": e.message, "error_kind": e.kind, "http_status": e.status, "attempt": attempt,
+               "will_retry": will_retry, "source": "llm", "retry_after_s": e.retry_after_s}
+    if will_retry:
+        wait = backoff_ms(base, attempt, e.retry_after_s, MAX_DEFER_S if turn.can_defer else MAX_BACKOFF_S)
+        at = datetime.now(timezone.utc) + timedelta(milliseconds=wait)
+        payload |= {"retry_in_ms": wait, "retry_at": at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"}
+    add_step(db, turn, "error", payload)
     if not will_retry:
         fail(db, turn, f"LLM call failed after {attempt} attempt(s): {e.message}",
              {"error_kind": e.kind, "http_status": e.status})
@@ -737,34 +795,76 @@ def drive(db: Db, gd: dict, turn: Turn) -> dict[str, Any]:
 def step(db: Db, gd: dict, tenant_id: str, turn_id: int, actor: str | None = None) -> dict[str, Any]:
     """One unit of ``CALL pgagent.run_turn`` (the procedure commits after each call): takes the
     turn's session lock on the first call, and releases it when the turn stops or an error
-    escapes. Returns ``{"done": false}`` or ``{"done": true, "result": summary}``. Raises
-    NotFound, Busy, Interrupted."""
-    lock_turn(db, gd, tenant_id, turn_id, session=True)
+    escapes. A turn with a worker's lease (pgagent.claim_turn) is run under it
+    (:mod:`pgagent_core.lease`): renewed at the end of every unit, given up when the turn
+    stops, waits for an approval, defers a retry (then the result has ``run_after``) or the
+    worker stops (``released``: true). Returns ``{"done": false}`` or ``{"done": true,
+    "result": summary}``. Raises NotFound, Busy (also lease.LeaseLost), Interrupted."""
+    key = (tenant_id, turn_id)
+    held = gd.setdefault("pgagent_session_locks", set())
+    leases = gd.setdefault("pgagent_leases", {})
     cache = gd.setdefault("pgagent_turns", {})
+    if key not in held and key not in leases:
+        try:
+            lock_turn(db, gd, tenant_id, turn_id, session=True)
+            locked = True
+        except Busy:
+            locked = False   # lease.begin decides: run it under this session's lease, or 55P03
+        try:
+            got = lease.begin(db, tenant_id, turn_id, locked)
+        except BaseException:
+            unlock_turn(db, gd, tenant_id, turn_id)
+            raise
+        if got is not None:
+            leases[key] = got
+    held_lease = leases.get(key)
+    outcome = "continue"
     try:
-        turn = cache.pop((tenant_id, turn_id), None)
-        if turn is None or turn.actor != actor or not _unchanged(db, turn):
+        turn = cache.pop(key, None)
+        seen = None if turn is None or turn.actor != actor else _seen(db, turn)
+        if seen is None or not _same(seen, turn):
             turn = load(db, tenant_id, turn_id, actor)
-        if guarded_advance(db, gd, turn) == CONTINUE:
-            cache[(tenant_id, turn_id)] = turn
+            owner = turn.cfg.get("lease_owner")
+        else:
+            owner = seen["lease_owner"]
+        if held_lease is not None:
+            lease.still_mine(held_lease, owner, turn_id)
+        turn.can_defer, turn.defer_until = held_lease is not None, None
+        state = guarded_advance(db, gd, turn)
+        if held_lease is not None:
+            outcome = lease.finish_unit(db, held_lease, tenant_id, turn_id, turn.status, turn.cfg, turn.defer_until)
+        if state == CONTINUE and outcome == "continue":
+            cache[key] = turn
             return {"done": False}
     except BaseException:
+        leases.pop(key, None)
         unlock_turn(db, gd, tenant_id, turn_id)
         raise
+    leases.pop(key, None)
     unlock_turn(db, gd, tenant_id, turn_id)
-    return {"done": True, "result": summary(turn)}
+    result = summary(turn)
+    if turn.defer_until is not None and turn.status not in TERMINAL:
+        result["run_after"] = turn.defer_until
+    if outcome == "stopping":
+        result["released"] = True
+    return {"done": True, "result": result}
 
 
 SEEN_SQL = """
-SELECT t.status, (SELECT s.step_id FROM pgagent.step s WHERE s.tenant_id = t.tenant_id AND s.turn_id = t.turn_id
+SELECT t.status, t.lease_owner, (SELECT s.step_id FROM pgagent.step s WHERE s.tenant_id = t.tenant_id AND s.turn_id = t.turn_id
                    ORDER BY s.seq DESC LIMIT 1) AS last_step
   FROM pgagent.turn t WHERE t.tenant_id = $1::uuid AND t.turn_id = $2"""
 
 
-def _unchanged(db: Db, turn: Turn) -> bool:
-    """Whether the committed turn is still what the cached :class:`Turn` says (same status and
-    last step): then :func:`step` reuses it instead of loading the turn again. A unit that was
-    rolled back, or anything written by someone else, makes it differ."""
-    row = one(db, SEEN_SQL, ["text", "int8"], [turn.tenant_id, turn.turn_id])
+def _seen(db: Db, turn: Turn) -> dict[str, Any] | None:
+    """The committed turn's status, lease_owner and last step (None if it is gone)."""
+    return one(db, SEEN_SQL, ["text", "int8"], [turn.tenant_id, turn.turn_id])
+
+
+def _same(row: dict[str, Any] | None, turn: Turn) -> bool:
+    """Whether the committed turn (``row`` from :func:`_seen`) is still what the cached
+    :class:`Turn` says (same status and last step): then :func:`step` reuses it instead of
+    loading the turn again. A unit that was rolled back, or anything written by someone else,
+    makes it differ."""
     last = turn.steps[-1]["step_id"] if turn.steps else None
     return row is not None and row["status"] == turn.status and row["last_step"] == last

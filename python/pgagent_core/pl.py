@@ -857,6 +857,13 @@ def _decide(db: Db, c: Caller, turn: loop.Turn, call: dict[str, Any], approved: 
                                                    "tool": call["tool_name"], "approval_step_id": d["step_id"]})
     if not approved:
         loop.reject_result(db, turn, call, d)
+    if all(loop.decision(turn, x["step_id"]) is not None for x in loop.pending_calls(turn)
+           if x["payload"].get("requires_approval")):
+        # a worker parked the turn (lease until infinity): every call is decided, so workers may
+        # claim it again (pgagent.claim_turn) and continue it
+        db.all("""UPDATE pgagent.turn SET lease_expires_at = pg_catalog.now()
+                   WHERE tenant_id = $1::uuid AND turn_id = $2 AND lease_expires_at = 'infinity'""",
+               ["text", "int8"], [turn.tenant_id, turn.turn_id])
     return d
 
 
@@ -1080,3 +1087,17 @@ __all__ = ["API", "Busy", "Caller", "dispatch", "llm_call", "run_turn_proc"]
 
 # The other API modules register their functions with registry.api when imported.
 from . import budget, hooks, ops  # noqa: E402,F401
+
+
+def cron_next(cron: str, tz: str, after: str) -> str:
+    """Body of ``pgagent._cron_py``: JSON text ``{"next": "<ISO 8601 UTC>"}``, the first due time
+    of a cron expression in a time zone strictly after ``after`` (timestamptz as text; see
+    :func:`pgagent_core.schedule.next_fire`), or ``{"error": {message, sqlstate, detail, hint}}``
+    (22023: a bad expression or time zone)."""
+    from datetime import datetime
+
+    from . import schedule
+    try:
+        return _jsonb({"next": schedule.next_fire(cron, tz, datetime.fromisoformat(after)).isoformat()})
+    except PgAgentError as e:
+        return _jsonb({"error": e.as_dict()})

@@ -54,7 +54,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 __all__ = [
     "ScriptedLLM", "Reply", "TextReply", "ToolCallsReply", "HttpErrorReply",
@@ -421,6 +421,9 @@ class ScriptedLLM:
         self._stopping = threading.Event()
         #: seconds between the events of a streamed reply
         self.stream_delay_s = 0.0
+        #: when the chat queue is empty: a callable(request body) -> Reply answering from the
+        #: request itself (so that concurrent turns get their replies in any order)
+        self.responder: Optional[Callable[[Dict[str, Any]], Reply]] = None
         self._server: Optional[http.server.ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
 
@@ -559,6 +562,8 @@ class ScriptedLLM:
         queue = self._emb_queue if route == OPENAI_EMBEDDINGS else self._queue
         with self._lock:
             reply = queue.popleft() if queue else None
+        if reply is None and route != OPENAI_EMBEDDINGS and self.responder is not None:
+            reply = self.responder(body)
         if reply is None and route == OPENAI_EMBEDDINGS:
             return self._default_embeddings(body)
         if reply is None:

@@ -1,0 +1,140 @@
+"""Worker leases on turns (issue 9; docs/durability.md, "Workers and leases").
+
+A turn a worker runs carries a lease in its row: ``lease_owner`` (the worker's id, the session
+setting ``pgagent.worker_id``; a plain session is ``backend:<pid>``) and ``lease_expires_at``.
+``pgagent.claim_turn`` (sql/47_worker.sql) gives a worker the lease of a queued turn, or of a
+worker's turn whose lease expired (a killed worker, a frozen backend); the worker then runs it
+with ``CALL pgagent.run_turn``. Under that CALL, :func:`pgagent_core.loop.step` calls this module:
+
+* at the first unit, :func:`begin` takes the turn's session advisory lock as before; a turn whose
+  lease this session holds is run even when another (stale) backend still holds the advisory
+  lock, because the lease, not the lock, says who runs it now. A live lease of someone else is
+  55P03.
+* at the end of every unit, :func:`finish_unit` renews the lease (``now() + lease``, at least the
+  model's and the tools' timeouts plus 5 s, so that no unit outlives its lease), parks it
+  (awaiting an approval: ``infinity`` until ``pgagent.approve_step`` decides the last call),
+  releases it for a deferred retry (``run_after``) or when the worker is stopping, all in the
+  unit's own transaction. A unit whose lease was taken over meanwhile raises :class:`LeaseLost`
+  and so rolls back: a stale backend never commits a step after another worker took the turn
+  (and the unique (turn_id, seq) of the step log would refuse it anyway).
+
+Turns nobody leased (``send_message``, a plain ``CALL run_turn`` of a turn no worker touched) run
+exactly as before: no lease, no extra statement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .db import Db, one
+from .errors import Busy
+
+DEFAULT_LEASE_MS = 60000
+TERMINAL = ("completed", "failed", "cancelled")
+
+# Who this session is for leases, the lease length it asked for (ms), and the turn's lease now.
+BEGIN_SQL = """
+SELECT coalesce(nullif(pg_catalog.current_setting('pgagent.worker_id', true), ''),
+                'backend:' || pg_catalog.pg_backend_pid()) AS me,
+       coalesce(nullif(pg_catalog.current_setting('pgagent.lease_ms', true), '')::int, $3) AS lease_ms,
+       t.lease_owner, t.lease_expires_at > pg_catalog.now() AS live,
+       pg_catalog.to_char(t.lease_expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS expires
+  FROM pgagent.turn t WHERE t.tenant_id = $1::uuid AND t.turn_id = $2"""
+
+TAKE_SQL = """
+UPDATE pgagent.turn SET lease_owner = $3, lease_expires_at = pg_catalog.now() + $4 * interval '1 millisecond'
+ WHERE tenant_id = $1::uuid AND turn_id = $2 AND status NOT IN ('completed', 'failed', 'cancelled')"""
+
+# One statement at the end of every unit: renew (or park, or release) the lease if this session
+# still holds it, and say whether the worker was asked to stop (pgagent.worker_stop).
+RENEW_SQL = """
+UPDATE pgagent.turn t
+   SET lease_expires_at = CASE WHEN $4 = 'park' THEN 'infinity'::timestamptz
+                               WHEN $4 = 'release' OR w.stopping THEN pg_catalog.now()
+                               ELSE pg_catalog.now() + $5 * interval '1 millisecond' END,
+       run_after = $6::timestamptz
+  FROM (SELECT coalesce((SELECT w.stopping FROM pgagent.worker w WHERE w.tenant_id = $1::uuid AND w.worker_id = $3),
+                        false) AS stopping) w
+ WHERE t.tenant_id = $1::uuid AND t.turn_id = $2 AND t.lease_owner = $3
+   AND t.status NOT IN ('completed', 'failed', 'cancelled')
+RETURNING w.stopping"""
+RENEW_TYPES = ["text", "int8", "text", "text", "int8", "text"]
+
+
+class LeaseLost(Busy):
+    """Another worker took the turn over after this session's lease expired (55P03): the unit
+    in flight is rolled back."""
+
+
+@dataclass
+class Lease:
+    """This CALL's lease on one turn: ``me`` (the lease_owner it writes), ``lease_ms`` (the
+    renewal length asked for, ms) and ``locked`` (whether it also holds the advisory lock)."""
+
+    me: str
+    lease_ms: int
+    locked: bool
+
+
+def begin(db: Db, tenant_id: str, turn_id: int, locked: bool) -> Lease | None:
+    """At the first unit of a CALL run_turn. ``locked``: whether the session advisory lock was
+    taken. Returns the :class:`Lease` to keep when the turn is a worker's (has a lease_owner) or
+    this session was given its lease, else None (no lease: nothing changes). Takes the lease of
+    a turn whose lease expired or was released. Raises Busy (55P03) when the advisory lock is
+    held elsewhere and the lease is not this session's, or the lease is someone else's and live."""
+    row = one(db, BEGIN_SQL, ["text", "int8", "int4"], [tenant_id, turn_id, DEFAULT_LEASE_MS])
+    if row is None:
+        if locked:
+            return None
+        raise Busy(f"turn {turn_id} is being run by another session")
+    me, mine = row["me"], row["lease_owner"] == row["me"]
+    if not locked and not (mine and row["live"]):
+        raise Busy(f"turn {turn_id} is being run by another session",
+                   detail=f"Another backend holds turn {turn_id}'s advisory lock.")
+    if row["lease_owner"] is None:
+        return None
+    if not mine and row["live"]:
+        raise Busy(f"turn {turn_id} is leased to worker {row['lease_owner']} until {row['expires']}",
+                   detail="A worker runs it; its lease is renewed after every step.",
+                   hint="Wait for it, or for the lease to expire if the worker died (then CALL run_turn takes it).")
+    if not mine or not row["live"]:
+        db.all(TAKE_SQL, ["text", "int8", "text", "int8"], [tenant_id, turn_id, me, int(row["lease_ms"])])
+    return Lease(me=me, lease_ms=int(row["lease_ms"]), locked=locked)
+
+
+def still_mine(lease: Lease, owner: Any, turn_id: int) -> None:
+    """At the start of a later unit: raise :class:`LeaseLost` if the committed lease_owner is
+    no longer this session (another worker took the turn over)."""
+    if owner != lease.me:
+        raise LeaseLost(f"turn {turn_id}: lease lost to {owner or 'nobody'}",
+                        detail="Its lease expired and another worker claimed it; this session stops.")
+
+
+def length_ms(lease: Lease, cfg: dict[str, Any]) -> int:
+    """How long a renewal lasts (ms): the asked lease, but at least the longest single LLM or
+    tool call the turn can make (the model's timeout_ms, each tool's timeout_ms) plus 5 s."""
+    longest = max([int(cfg["model"].get("timeout_ms") or 0)]
+                  + [int(t.get("timeout_ms") or 0) for t in cfg.get("tools") or []])
+    return max(lease.lease_ms, longest + 5000)
+
+
+def finish_unit(db: Db, lease: Lease, tenant_id: str, turn_id: int, status: str, cfg: dict[str, Any],
+                run_after: str | None = None) -> str:
+    """At the end of a unit, in its transaction: renew the lease (status running or queued),
+    park it (awaiting_approval), release it (paused, or ``run_after`` given: a deferred retry),
+    or do nothing (terminal: the status update cleared it). Returns 'continue', 'stopping' (the
+    worker asked to stop: the lease was released, the CALL ends after this unit) or 'stopped'
+    (the turn left the worker's hands). Raises LeaseLost (55P03) if another worker holds it now."""
+    if status in TERMINAL:
+        return "stopped"
+    mode = ("park" if status == "awaiting_approval" else
+            "release" if status == "paused" or run_after is not None else "renew")
+    row = one(db, RENEW_SQL, RENEW_TYPES, [tenant_id, turn_id, lease.me, mode, length_ms(lease, cfg), run_after])
+    if row is None:
+        raise LeaseLost(f"turn {turn_id}: lease lost",
+                        detail="Its lease expired and another worker claimed it before this step committed; "
+                               "the step is rolled back.")
+    if mode != "renew":
+        return "stopped"
+    return "stopping" if row["stopping"] else "continue"
