@@ -230,7 +230,7 @@ ALTER TABLE pgagent.turn
   ADD COLUMN lease_owner text,
   ADD COLUMN lease_expires_at timestamptz,
   ADD COLUMN run_after timestamptz;
-CREATE INDEX turn_claimable ON pgagent.turn (tenant_id, created_at) WHERE status IN ('queued', 'running');
+CREATE INDEX turn_claimable ON pgagent.turn (tenant_id, created_at) WHERE status IN ('queued', 'running', 'awaiting_approval');
 -- Workers (issue 9, sql/47_worker.sql): a `pgagent worker` process registers in each tenant it
 -- claims a turn of, and beats its heart there; the workers view shows them.
 CREATE TABLE pgagent.worker (

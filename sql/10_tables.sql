@@ -173,7 +173,7 @@ CREATE TABLE pgagent.turn (
 CREATE INDEX conversation_user ON pgagent.conversation (tenant_id, user_id) WHERE user_id IS NOT NULL;
 CREATE INDEX turn_active ON pgagent.turn (tenant_id, status) WHERE status IN ('queued', 'running', 'awaiting_approval', 'paused');
 -- what workers claim from (pgagent.claim_turn), oldest first per tenant
-CREATE INDEX turn_claimable ON pgagent.turn (tenant_id, created_at) WHERE status IN ('queued', 'running');
+CREATE INDEX turn_claimable ON pgagent.turn (tenant_id, created_at) WHERE status IN ('queued', 'running', 'awaiting_approval');
 
 CREATE TABLE pgagent.step (
     tenant_id         uuid NOT NULL,

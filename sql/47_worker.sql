@@ -34,15 +34,27 @@ BEGIN
     FOR tn IN
         SELECT n.tenant_id, n.name, n.max_running_turns,
                (SELECT count(*) FROM pgagent.turn r
-                 WHERE r.tenant_id = n.tenant_id AND r.status = 'running'
-                   AND r.lease_expires_at > now() AND r.lease_expires_at < 'infinity') AS in_flight
+                 WHERE r.tenant_id = n.tenant_id AND r.status IN ('queued', 'running')
+                   AND r.lease_expires_at > now() AND r.lease_expires_at < 'infinity') AS in_flight,
+               n.max_running_turns IS NOT NULL
+                 OR EXISTS (SELECT 1 FROM pgagent.agent a WHERE a.tenant_id = n.tenant_id
+                               AND a.config ? 'max_running_turns') AS limited
           FROM pgagent.tenant n
          WHERE (claim_turn.tenant IS NULL OR n.name = claim_turn.tenant OR n.tenant_id::text = claim_turn.tenant)
-           AND EXISTS (SELECT 1 FROM pgagent.turn q WHERE q.tenant_id = n.tenant_id AND q.status IN ('queued', 'running'))
+           AND EXISTS (SELECT 1 FROM pgagent.turn q WHERE q.tenant_id = n.tenant_id
+                          AND q.status IN ('queued', 'running', 'awaiting_approval'))
            AND pgagent._may_act(n.tenant_id)
-         ORDER BY 4, random()
+         ORDER BY in_flight, random()
     LOOP
-        CONTINUE WHEN tn.max_running_turns IS NOT NULL AND tn.in_flight >= tn.max_running_turns;
+        IF tn.limited THEN
+            -- limits are counted, so the claims of one tenant take turns (each sees the leases
+            -- the ones before it committed); claims are short
+            PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(tn.tenant_id::text || '/claim', 0));
+            CONTINUE WHEN tn.max_running_turns IS NOT NULL
+                      AND (SELECT count(*) FROM pgagent.turn r
+                            WHERE r.tenant_id = tn.tenant_id AND r.status IN ('queued', 'running')
+                              AND r.lease_expires_at > now() AND r.lease_expires_at < 'infinity') >= tn.max_running_turns;
+        END IF;
         tries := 0;
         LOOP
             found := NULL;
@@ -58,7 +70,7 @@ BEGIN
                AND (NOT (a.config ? 'max_running_turns')
                     OR (SELECT count(*) FROM pgagent.turn r
                           JOIN pgagent.conversation rc ON rc.tenant_id = r.tenant_id AND rc.conversation_id = r.conversation_id
-                         WHERE r.tenant_id = t.tenant_id AND rc.agent_id = a.agent_id AND r.status = 'running'
+                         WHERE r.tenant_id = t.tenant_id AND rc.agent_id = a.agent_id AND r.status IN ('queued', 'running')
                            AND r.lease_expires_at > now() AND r.lease_expires_at < 'infinity')
                        < (a.config ->> 'max_running_turns')::integer)
              ORDER BY t.created_at, t.turn_id

@@ -120,15 +120,16 @@ def length_ms(lease: Lease, cfg: dict[str, Any]) -> int:
 
 
 def finish_unit(db: Db, lease: Lease, tenant_id: str, turn_id: int, status: str, cfg: dict[str, Any],
-                run_after: str | None = None) -> str:
-    """At the end of a unit, in its transaction: renew the lease (status running or queued),
-    park it (awaiting_approval), release it (paused, or ``run_after`` given: a deferred retry),
+                run_after: str | None = None, stopped: bool = False) -> str:
+    """At the end of a unit, in its transaction: renew the lease (the turn goes on), park it
+    (``stopped`` in awaiting_approval: it waits for a human), release it (paused, or
+    ``run_after`` given: a deferred retry),
     or do nothing (terminal: the status update cleared it). Returns 'continue', 'stopping' (the
     worker asked to stop: the lease was released, the CALL ends after this unit) or 'stopped'
     (the turn left the worker's hands). Raises LeaseLost (55P03) if another worker holds it now."""
     if status in TERMINAL:
         return "stopped"
-    mode = ("park" if status == "awaiting_approval" else
+    mode = ("park" if stopped and status == "awaiting_approval" else
             "release" if status == "paused" or run_after is not None else "renew")
     row = one(db, RENEW_SQL, RENEW_TYPES, [tenant_id, turn_id, lease.me, mode, length_ms(lease, cfg), run_after])
     if row is None:

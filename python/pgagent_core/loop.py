@@ -832,7 +832,8 @@ def step(db: Db, gd: dict, tenant_id: str, turn_id: int, actor: str | None = Non
         turn.can_defer, turn.defer_until = held_lease is not None, None
         state = guarded_advance(db, gd, turn)
         if held_lease is not None:
-            outcome = lease.finish_unit(db, held_lease, tenant_id, turn_id, turn.status, turn.cfg, turn.defer_until)
+            outcome = lease.finish_unit(db, held_lease, tenant_id, turn_id, turn.status, turn.cfg, turn.defer_until,
+                                        stopped=state != CONTINUE)
         if state == CONTINUE and outcome == "continue":
             cache[key] = turn
             return {"done": False}

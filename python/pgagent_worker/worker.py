@@ -282,12 +282,13 @@ class Worker:
                 if deadline is not None and time.monotonic() > deadline:
                     break
         done = not any(t.is_alive() for t in self._threads)
-        if not self.killed.is_set():
-            try:
-                with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute("SELECT pgagent.worker_exit(%s)", [self.worker_id])
-            except psycopg.Error:
-                pass
+        # stopped, and the leases still held given back (after a kill: the cancelled turns are
+        # claimable at once instead of when their leases expire)
+        try:
+            with psycopg.connect(self.dsn, autocommit=True, connect_timeout=2 if self.killed.is_set() else 5) as conn:
+                conn.execute("SELECT pgagent.worker_exit(%s)", [self.worker_id])
+        except psycopg.Error:
+            pass
         if self.pool is not None:
             self.pool.close(timeout=0 if self.killed.is_set() else 5)
         self.log({"event": "exit", "worker": self.worker_id, "turns": self.turns, "errors": self.failures})

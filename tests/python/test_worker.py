@@ -150,3 +150,216 @@ def test_enqueue_in_an_open_transaction_is_claimed_only_after_commit(conn, llm, 
     time.sleep(1.0)
     assert not ev.turns()
     assert conn.execute("SELECT count(*) FROM pgagent.turn WHERE turn_id = %s", [turn]).fetchone()[0] == 0
+
+
+# ---------------------------------------------------------------------------- retries
+
+def error_steps(conn: psycopg.Connection, turn: int) -> list[dict[str, Any]]:
+    return [r[0] for r in conn.execute("SELECT payload FROM pgagent.step WHERE turn_id = %s AND kind = 'error' "
+                                       "ORDER BY seq", [turn])]
+
+
+def test_a_transient_failure_is_retried_from_the_queue_with_backoff(conn, llm, dsn, workers):
+    setup_agent(conn, llm, config={"retry_max": 3, "retry_base_ms": 400})
+    llm.script(http_error(503), http_error(429, retry_after=1), text("fine"))
+    [turn] = enqueue(conn, 1)
+    w, ev = start_worker(workers, dsn, concurrency=1)
+    assert wait_until(lambda: statuses(conn, [turn]) == {"completed": 1}, timeout=20)
+    errs = error_steps(conn, turn)
+    assert [(e["http_status"], e["attempt"], e["will_retry"]) for e in errs] == [(503, 1, True), (429, 2, True)]
+    # equal jitter: base * 2^(attempt-1) * [0.5, 1); a Retry-After of 1 s is the floor of the second
+    assert 200 <= errs[0]["retry_in_ms"] < 400
+    assert 1000 <= errs[1]["retry_in_ms"] < 1600
+    # the worker gave the turn back between attempts (deferred twice) instead of sleeping in it
+    deferred = ev.turns("deferred")
+    assert [e["turn_id"] for e in deferred] == [turn, turn] and all(e["run_after"] for e in deferred)
+    # and no attempt came before its retry_at
+    times = [r["time"] for r in llm.requests]
+    assert times[1] - times[0] >= errs[0]["retry_in_ms"] / 1000 - 0.05
+    assert times[2] - times[1] >= errs[1]["retry_in_ms"] / 1000 - 0.05
+    # the error steps and the retried call are all in the log
+    kinds = [r[0] for r in conn.execute("SELECT kind FROM pgagent.step WHERE turn_id = %s ORDER BY seq", [turn])]
+    assert kinds == ["user_message", "error", "error", "llm_call", "response"]
+
+
+def test_the_turn_fails_for_good_after_retry_max(conn, llm, dsn, workers):
+    setup_agent(conn, llm, config={"retry_max": 2, "retry_base_ms": 50})
+    llm.script(http_error(500), http_error(502), http_error(503), text("never"))
+    [turn] = enqueue(conn, 1)
+    start_worker(workers, dsn, concurrency=1)
+    assert wait_until(lambda: statuses(conn, [turn]) == {"failed": 1}, timeout=20)
+    errs = error_steps(conn, turn)
+    assert [e.get("will_retry") for e in errs] == [True, True, False, None]
+    assert "after 3 attempt(s)" in errs[-1]["message"]
+    assert llm.remaining == 1
+    row = conn.execute("SELECT lease_owner, lease_expires_at, run_after FROM pgagent.turn WHERE turn_id = %s",
+                       [turn]).fetchone()
+    assert row == (None, None, None)
+
+
+def test_a_refused_request_is_not_retried(conn, llm, dsn, workers):
+    setup_agent(conn, llm, config={"retry_max": 5, "retry_base_ms": 50})
+    llm.script(http_error(400), text("never"))
+    [turn] = enqueue(conn, 1)
+    start_worker(workers, dsn, concurrency=1)
+    assert wait_until(lambda: statuses(conn, [turn]) == {"failed": 1}, timeout=20)
+    assert [e.get("will_retry") for e in error_steps(conn, turn)] == [False, None]
+
+
+# ---------------------------------------------------------------------------- fairness and limits
+
+def second_tenant(conn: psycopg.Connection, llm, name: str = "beta", agent: str = "helper") -> None:
+    """A tenant with a tool-less agent on the scripted model (as the superuser)."""
+    conn.execute("SELECT pgagent.add_tenant(%s)", [name])
+    conn.execute("SELECT set_config('pgagent.tenant', %s, false)", [name])
+    conn.execute("SELECT pgagent.register_model('scripted', base_url => %s, timeout_ms => 5000)", [llm.base_url])
+    conn.execute("SELECT pgagent.create_agent(%s, model => 'scripted')", [agent])
+    conn.execute("RESET pgagent.tenant")
+
+
+def started_order(conn: psycopg.Connection) -> list[tuple[str, int]]:
+    return conn.execute("""SELECT n.name, t.turn_id FROM pgagent.turn t JOIN pgagent.tenant n USING (tenant_id)
+                            ORDER BY t.started_at, t.turn_id""").fetchall()
+
+
+def test_a_busy_tenant_does_not_starve_another(conn, llm, dsn, workers):
+    from scripted_llm import hang
+    setup_agent(conn, llm)
+    second_tenant(conn, llm)
+    llm.responder = lambda body: hang(0.03, text("ok"))
+    enqueue(conn, 40)                              # tenant default: a deep queue, first
+    conn.execute("SET pgagent.tenant = 'beta'")
+    beta = enqueue(conn, 5, agent="helper")        # then 5 turns of beta
+    conn.execute("RESET pgagent.tenant")
+    start_worker(workers, dsn, concurrency=2)
+    assert wait_until(lambda: conn.execute("SELECT count(*) FROM pgagent.turn WHERE status = 'completed'")
+                      .fetchone()[0] == 45, timeout=60)
+    order = started_order(conn)
+    beta_ranks = [i for i, (tenant, _) in enumerate(order) if tenant == "beta"]
+    # first come, first served would start beta's turns last (ranks 40-44); fair claiming
+    # serves the tenant with fewer turns in flight first
+    assert len(beta_ranks) == 5 and max(beta_ranks) < 15, beta_ranks
+
+
+def overlaps(conn: psycopg.Connection, where: str, args: list[Any]) -> int:
+    """The most turns matching ``where`` that ran at the same moment (from started/finished)."""
+    rows = conn.execute(f"SELECT started_at, finished_at FROM pgagent.turn t WHERE {where}", args).fetchall()
+    points = sorted([(s, 1) for s, _ in rows] + [(f, -1) for _, f in rows], key=lambda p: (p[0], p[1]))
+    best = cur = 0
+    for _, d in points:
+        cur += d
+        best = max(best, cur)
+    return best
+
+
+def test_tenant_and_agent_limits_bound_the_turns_in_flight(conn, llm, dsn, workers):
+    from scripted_llm import hang
+    setup_agent(conn, llm)
+    second_tenant(conn, llm)
+    llm.responder = lambda body: hang(0.05, text("ok"))
+    conn.execute("SET pgagent.tenant = 'beta'")
+    conn.execute("SELECT pgagent.set_limits(max_running_turns => 1)")
+    enqueue(conn, 6, agent="helper")
+    conn.execute("RESET pgagent.tenant")
+    conn.execute("SELECT pgagent.create_agent('solo', model => 'scripted', config => '{\"max_running_turns\": 2}')")
+    enqueue(conn, 8, agent="solo")
+    start_worker(workers, dsn, concurrency=4)
+    assert wait_until(lambda: conn.execute("SELECT count(*) FROM pgagent.turn WHERE status = 'completed'")
+                      .fetchone()[0] == 14, timeout=60)
+    beta = conn.execute("SELECT tenant_id FROM pgagent.tenant WHERE name = 'beta'").fetchone()[0]
+    assert overlaps(conn, "t.tenant_id = %s", [beta]) == 1
+    solo = overlaps(conn, """t.tenant_id = pgagent.default_tenant_id() AND t.conversation_id IN
+                             (SELECT conversation_id FROM pgagent.conversation c JOIN pgagent.agent a USING (tenant_id, agent_id)
+                               WHERE a.name = 'solo')""", [])
+    assert solo == 2
+
+
+# ---------------------------------------------------------------------------- approvals
+
+def test_an_approved_call_is_continued_by_a_worker(conn, llm, dsn, workers):
+    setup_agent(conn, llm, bump_approval=True)
+    llm.responder = bump_then_answer
+    [turn] = enqueue(conn, 1)
+    w, ev = start_worker(workers, dsn, concurrency=1)
+    assert wait_until(lambda: statuses(conn, [turn]) == {"awaiting_approval": 1}, timeout=20)
+    # parked: no worker claims it while it waits for a human
+    assert conn.execute("SELECT lease_expires_at = 'infinity' FROM pgagent.turn WHERE turn_id = %s",
+                        [turn]).fetchone()[0]
+    time.sleep(1.0)
+    assert conn.execute("SELECT count(*) FROM public.bumps").fetchone()[0] == 0
+    call = conn.execute("SELECT step_id FROM pgagent.step WHERE turn_id = %s AND kind = 'tool_call'", [turn]).fetchone()[0]
+    conn.execute("SELECT pgagent.approve_step(%s, true, 'ok')", [call])
+    ok = wait_until(lambda: statuses(conn, [turn]) == {"completed": 1}, timeout=20)
+    assert ok, (conn.execute("SELECT status, lease_owner, lease_expires_at::text, run_after FROM pgagent.turn WHERE turn_id = %s", [turn]).fetchone(), ev, conn.execute("SELECT kind, payload FROM pgagent.step WHERE turn_id = %s ORDER BY seq", [turn]).fetchall())
+    assert [r[0] for r in conn.execute("SELECT n FROM public.bumps")] == [1]
+
+
+# ---------------------------------------------------------------------------- stopping
+
+def worker_cmd(dsn: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "pgagent_worker", "worker", "--dsn", dsn, "--log-format", "json",
+            "--poll-s", "0.5", *extra]
+
+
+def spawn(dsn: str, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
+    return subprocess.Popen(worker_cmd(dsn, *extra), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def log_lines(err: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+
+
+def test_sigterm_finishes_the_step_in_flight_releases_the_turn_and_exits(conn, llm, dsn):
+    from scripted_llm import hang
+    setup_agent(conn, llm)
+    llm.script(hang(2.0, tool_calls([("bump", {"n": 7})])), text("done"))
+    [turn] = enqueue(conn, 1)
+    p = spawn(dsn, "--concurrency", "1")
+    try:
+        assert wait_until(lambda: len(llm.requests) == 1, timeout=20)
+        time.sleep(0.3)                      # inside the 2 s LLM call
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=20)
+    finally:
+        p.kill()
+    assert p.returncode == 0, err
+    # the LLM call in flight completed and its steps were committed; then the turn was released
+    kinds = [r[0] for r in conn.execute("SELECT kind FROM pgagent.step WHERE turn_id = %s ORDER BY seq", [turn])]
+    assert kinds[:3] == ["user_message", "llm_call", "tool_call"]
+    assert conn.execute("SELECT status, lease_expires_at <= now() FROM pgagent.turn WHERE turn_id = %s",
+                        [turn]).fetchone() == ("running", True)
+    lines = log_lines(err)
+    assert any(e["event"] == "turn" and e.get("outcome") == "released" for e in lines), err
+    assert lines[-1]["event"] == "exit"
+    # another worker finishes it (the bump ran once)
+    p2 = spawn(dsn, "--once")
+    p2.communicate(timeout=30)
+    assert statuses(conn, [turn]) == {"completed": 1}
+    assert [r[0] for r in conn.execute("SELECT n FROM public.bumps")] == [7]
+
+
+def test_a_second_sigint_exits_at_once_and_loses_nothing_committed(conn, llm, dsn):
+    from scripted_llm import hang
+    setup_agent(conn, llm)
+    llm.script(hang(5.0, text("slow")), text("again"))
+    [turn] = enqueue(conn, 1)
+    p = spawn(dsn, "--concurrency", "1", "--lease-ms", "500")
+    try:
+        assert wait_until(lambda: len(llm.requests) == 1, timeout=20)
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=10)
+        took = time.monotonic() - t0
+    finally:
+        p.kill()
+    assert p.returncode == 130 and took < 4.0, (took, err)
+    # the cancelled LLM call left no step; the turn is resumed by another worker once the lease expired
+    kinds = [r[0] for r in conn.execute("SELECT kind FROM pgagent.step WHERE turn_id = %s ORDER BY seq", [turn])]
+    assert kinds == ["user_message"]
+    p2 = spawn(dsn, "--once")
+    p2.communicate(timeout=30)
+    assert statuses(conn, [turn]) == {"completed": 1}
