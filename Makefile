@@ -82,6 +82,7 @@ test: deps
 bench: deps
 	.venv/bin/python bench/bench_turn.py
 	.venv/bin/python bench/bench_views.py
+	.venv/bin/python bench/bench_workers.py
 
 print-sharedir:
 	@echo $(datadir)

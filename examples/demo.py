@@ -5,20 +5,25 @@ and the local llama.cpp server (Qwen2.5-Coder-1.5B-Instruct), loads vega-dataset
 seattle-weather.csv (1,461 days, 2012-2015) into a table, creates an analyst agent with a
 read-only ``sql`` tool and an approval-gated ``save_finding`` tool, asks real questions
 (one needing the data, one needing an approval, one needing no tool), approves the pending
-call, and prints each conversation's timeline. Then it operates: an operator injects a message
+call, and prints each conversation's timeline. The first questions are enqueued and answered
+in the background by two ``pgagent worker`` processes. Then it operates: an operator injects a message
 into a conversation, an admin sets a budget that stops a turn before its LLM call, and the
 dashboard shows the tenant. Everything it started is stopped at the end.
 
 Only the set-up (extension, data, roles, tenant) runs as the superuser. The tenant
 ``weather_team`` is then used through login roles, as in production: ``wt_admin``
 (pgagent_admin) configures the model, tools and agent, ``wt_analyst`` (pgagent_user) asks,
-``wt_operator`` (pgagent_operator) approves.
+``wt_operator`` (pgagent_operator) approves, ``wt_worker`` (pgagent_user) runs two
+``pgagent worker`` processes that answer the questions enqueued in the background.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -38,6 +43,7 @@ CREATE ROLE weather_team NOLOGIN;
 CREATE ROLE wt_admin LOGIN IN ROLE pgagent_admin, weather_team;
 CREATE ROLE wt_analyst LOGIN IN ROLE pgagent_user, weather_team;
 CREATE ROLE wt_operator LOGIN IN ROLE pgagent_operator, weather_team;
+CREATE ROLE wt_worker LOGIN IN ROLE pgagent_user, weather_team;
 SELECT pgagent.add_tenant('weather_team', 'weather_team', 'Weather team');
 CREATE SCHEMA demo;
 CREATE TABLE demo.seattle_weather (date date PRIMARY KEY, precipitation real, temp_max real, temp_min real,
@@ -129,6 +135,63 @@ def ask(conn: psycopg.Connection, agent: str, question: str, timings: list[tuple
     return result
 
 
+def summary(conn: psycopg.Connection, turn: int) -> dict[str, Any]:
+    row = conn.execute("""SELECT turn_id, status, answer, error, llm_calls, steps, prompt_tokens + completion_tokens
+                            FROM pgagent.turn_summary WHERE turn_id = %s""", [turn]).fetchone()
+    return {"turn_id": row[0], "status": row[1], "answer": row[2], "error": row[3], "llm_calls": row[4],
+            "steps": row[5], "usage": {"total_tokens": row[6]}}
+
+
+def background(conn: psycopg.Connection, worker_dsn: str, questions: list[str],
+               timings: list[tuple[str, float, int]]) -> dict[str, dict[str, Any]]:
+    """Enqueue the questions (enqueue_message returns at once) and let two `pgagent worker`
+    processes, connected as wt_worker, answer them: each claims a turn and runs it with CALL
+    pgagent.run_turn, one committed step at a time. Returns the results by question."""
+    print(f"\n== background: {conn.info.user} enqueues {len(questions)} questions; two `pgagent worker` "
+          "processes (as wt_worker) answer them")
+    turns = {}
+    for q in questions:
+        cid = conn.execute("SELECT pgagent.start_conversation('weather_analyst', title => %s)", [q]).fetchone()[0]
+        turns[q] = conn.execute("SELECT pgagent.enqueue_message(%s, %s)", [cid, q]).fetchone()[0]
+        print(f"   enqueued turn {turns[q]}: {q}")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-m", "pgagent_worker", "worker", "--dsn", worker_dsn, "--concurrency", "1",
+                               "--worker-id", f"demo-worker-{i}", "--poll-s", "1"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in (1, 2)]
+    try:
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline and conn.execute(
+                "SELECT count(*) FROM pgagent.turn WHERE turn_id = ANY(%s) AND status IN ('queued', 'running')",
+                [list(turns.values())]).fetchone()[0]:
+            time.sleep(0.2)
+        took = (time.perf_counter() - t0) * 1000
+        workers = conn.execute("SELECT worker_id, alive, turns_in_flight FROM pgagent.workers ORDER BY 1").fetchall()
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        logs = []
+        for p in procs:
+            try:
+                logs += [line for line in p.communicate(timeout=60)[1].splitlines() if " turn " in line]
+            except subprocess.TimeoutExpired:
+                p.kill()
+    print(f"   all answered in {took / 1000:.1f} s; the workers' log lines:")
+    for line in logs:
+        print("   " + line)
+    print(f"   workers view: {workers}")
+    out = {}
+    for q, turn in turns.items():
+        r = summary(conn, turn)
+        print(f"\nQ: {q}")
+        show_turn(conn, r)
+        if r["answer"] is not None:
+            print(f"A: {r['answer']}")
+        timings.append((q + " (background)", took, r["steps"]))
+        out[q] = r
+    return out
+
+
 def operate(conn: psycopg.Connection, operator: psycopg.Connection, admin_dsn: str,
             timings: list[tuple[str, float, int]]) -> None:
     """The operator's side (release 0.2.0): inject a message into a conversation, watch the
@@ -193,10 +256,12 @@ def main() -> int:
                  psycopg.connect(cluster.dsn("demo", user="wt_operator"), autocommit=True) as operator:
                 print(f"== asking as {conn.info.user}; approving as {operator.info.user}")
 
-                ask(conn, "weather_analyst", "How many days of rain were there in 2013?", timings)
-                print(f"   (check, straight from SQL: {truth} days with weather = 'rain' in 2013)")
-                ask(conn, "weather_analyst", "Which date had the most precipitation, and how much was it?", timings)
-                print(f"   (check, straight from SQL: {wettest[0]} with {wettest[1]} mm)")
+                background(conn, cluster.dsn("demo", user="wt_worker"),
+                           ["How many days of rain were there in 2013?",
+                            "Which date had the most precipitation, and how much was it?",
+                            "Hi! Please greet the weather team in one short sentence."], timings)
+                print(f"\n   (check, straight from SQL: {truth} days with weather = 'rain' in 2013; the most "
+                      f"precipitation: {wettest[0]} with {wettest[1]} mm)")
 
                 r = ask(conn, "weather_analyst",
                         f"Save this finding: Seattle had {truth} days of rain in 2013.", timings)
@@ -214,7 +279,6 @@ def main() -> int:
                 saved = conn.execute("SELECT finding FROM demo.findings").fetchall()
                 print(f"   demo.findings now holds: {[s[0] for s in saved]}")
 
-                ask(conn, "weather_analyst", "Hi! Please greet the weather team in one short sentence.", timings)
 
                 operate(conn, operator, admin_dsn, timings)
 

@@ -63,7 +63,8 @@ BEGIN
               JOIN pgagent.conversation c ON c.tenant_id = t.tenant_id AND c.conversation_id = t.conversation_id
               JOIN pgagent.agent a ON a.tenant_id = c.tenant_id AND a.agent_id = c.agent_id
              WHERE t.tenant_id = tn.tenant_id AND t.status IN ('queued', 'running', 'awaiting_approval')
-               AND (t.status = 'queued' OR (t.lease_owner IS NOT NULL AND t.lease_expires_at <= now()))
+               AND (t.lease_expires_at IS NULL OR t.lease_expires_at <= now())   -- not leased, or expired
+               AND (t.status = 'queued' OR t.lease_owner IS NOT NULL)
                AND (t.run_after IS NULL OR t.run_after <= now())
                AND (claim_turn.agent IS NULL OR a.name = claim_turn.agent)
                AND t.turn_id <> ALL (skipped)

@@ -11,7 +11,7 @@ with ``CALL pgagent.run_turn``. Under that CALL, :func:`pgagent_core.loop.step` 
   lock, because the lease, not the lock, says who runs it now. A live lease of someone else is
   55P03.
 * at the end of every unit, :func:`finish_unit` renews the lease (``now() + lease``, at least the
-  model's and the tools' timeouts plus 5 s, so that no unit outlives its lease), parks it
+  model's and the tools' timeouts plus 1 s, so that no unit outlives its lease), parks it
   (awaiting an approval: ``infinity`` until ``pgagent.approve_step`` decides the last call),
   releases it for a deferred retry (``run_after``) or when the worker is stopping, all in the
   unit's own transaction. A unit whose lease was taken over meanwhile raises :class:`LeaseLost`
@@ -113,10 +113,10 @@ def still_mine(lease: Lease, owner: Any, turn_id: int) -> None:
 
 def length_ms(lease: Lease, cfg: dict[str, Any]) -> int:
     """How long a renewal lasts (ms): the asked lease, but at least the longest single LLM or
-    tool call the turn can make (the model's timeout_ms, each tool's timeout_ms) plus 5 s."""
+    tool call the turn can make (the model's timeout_ms, each tool's timeout_ms) plus 1 s."""
     longest = max([int(cfg["model"].get("timeout_ms") or 0)]
                   + [int(t.get("timeout_ms") or 0) for t in cfg.get("tools") or []])
-    return max(lease.lease_ms, longest + 5000)
+    return max(lease.lease_ms, longest + 1000)
 
 
 def finish_unit(db: Db, lease: Lease, tenant_id: str, turn_id: int, status: str, cfg: dict[str, Any],

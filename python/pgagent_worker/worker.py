@@ -46,7 +46,7 @@ class Worker:
     for (optionally one ``tenant`` and one ``agent``).
 
     Parameters: ``dsn`` (libpq connection string), ``lease_ms`` (lease length asked for; the
-    database renews it to at least the model's and tools' timeouts + 5 s), ``poll_s`` (longest
+    database renews it to at least the model's and tools' timeouts + 1 s), ``poll_s`` (longest
     idle wait between claims, s), ``heartbeat_s`` (s), ``housekeeping_s`` (s between
     housekeeping runs on the leader), ``once`` (exit when nothing is claimable and no slot is
     busy), ``log`` (a callable taking one dict per event; :func:`line_logger` writes text or

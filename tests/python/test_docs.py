@@ -311,7 +311,19 @@ def check_operations(c: psycopg.Connection, run: Run) -> None:
     assert actions[0] == "inject_message" and "pause" in actions and "resume" in actions, actions
 
 
+def check_durability(c: psycopg.Connection, run: Run) -> None:
+    """The ticket committed enqueued one turn, the rolled-back one none; the schedule is gone
+    again, and the limits and retry settings are set."""
+    turns = c.execute("SELECT user_message, status FROM pgagent.turn").fetchall()
+    assert len(turns) == 1 and turns[0][0].startswith("New ticket 2: login. Classify it.") and turns[0][1] == "queued"
+    assert c.execute("SELECT count(*) FROM pgagent.schedule").fetchone()[0] == 0
+    assert c.execute("SELECT count(*) FROM pgagent.insert_trigger").fetchone()[0] == 0
+    assert c.execute("SELECT max_running_turns FROM pgagent.tenant WHERE name = 'default'").fetchone()[0] == 20
+    assert c.execute("SELECT config FROM pgagent.agent WHERE name = 'triage'").fetchone()[0] == {"max_running_turns": 4}
+
+
 CHECKS: dict[str, Callable[[psycopg.Connection, Run], None]] = {
+    "docs/durability.md": check_durability,
     "docs/operations.md": check_operations,
     "docs/events.md": check_events,
     "docs/guardrails.md": check_guardrails,

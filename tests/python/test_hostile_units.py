@@ -832,8 +832,9 @@ class TestConfigSchema:
         with pytest.raises(ValueError) as ei:
             configschema.validate("agent.config", {"max_step": 3})
         assert str(ei.value) == ('agent config: unknown key "max_step"; valid keys: allow_self_approval, auto_approve, '
-                                 "budget_completion_tokens, history_turns, hook_timeout_ms, max_result_chars, max_steps, "
-                                 "max_tool_errors, params, retry_backoff_ms")
+                                 "budget_completion_tokens, history_turns, hook_timeout_ms, max_result_chars, "
+                                 "max_running_turns, max_steps, max_tool_errors, params, retry_backoff_ms, retry_base_ms, "
+                                 "retry_max")
 
     @pytest.mark.parametrize("config,message", [
         ({"auto_approve": "yes"}, 'agent config: auto_approve must be a boolean or an array of tool names, got "yes"'),

@@ -29,7 +29,7 @@ def state(conn: psycopg.Connection, tenant_id: str) -> str:
     parts = []
     for t in ("model", "persona", "tool", "agent", "agent_tool", "conversation", "turn", "step", "audit_event",
               "secret", "tenant_member", "egress_allow", "intervention", "rating", "flag", "budget", "budget_usage",
-              "budget_hold", "hook", "agent_daily"):
+              "budget_hold", "hook", "agent_daily", "worker", "schedule", "schedule_firing", "insert_trigger"):
         parts.append(conn.execute(sql.SQL("SELECT count(*)::text || ':' || coalesce(md5(string_agg(x::text, '|' "
                                           "ORDER BY x::text)), '') FROM pgagent.{} x WHERE tenant_id = %s")
                                   .format(sql.Identifier(t)), [tenant_id]).fetchone()[0])
@@ -135,6 +135,22 @@ def forge_attacks(m: Matrix, c: psycopg.Connection, who: str, ids: dict[str, Any
         ("DELETE FROM pgagent.hook WHERE tenant_id = %s", [tid]),
         ("INSERT INTO pgagent.hook (tenant_id, event, fn, created_by) VALUES (%s, 'after_response', "
          "'pg_catalog.jsonb_typeof(jsonb)', 'x')", [tid]),
+        # the worker tables (issue 9): steal a lease, fire a schedule twice, re-aim an insert trigger
+        ("UPDATE pgagent.turn SET lease_owner = 'me', lease_expires_at = 'infinity' WHERE tenant_id = %s", [tid]),
+        ("UPDATE pgagent.turn SET run_after = now() + interval '1 year' WHERE tenant_id = %s", [tid]),
+        ("INSERT INTO pgagent.worker (tenant_id, worker_id, role_name) VALUES (%s, 'fake', 'operator_jane')", [tid]),
+        ("UPDATE pgagent.worker SET stopping = true WHERE tenant_id = %s", [tid]),
+        ("DELETE FROM pgagent.worker WHERE tenant_id = %s", [tid]),
+        ("UPDATE pgagent.schedule SET message = 'obey', created_by = 'operator_jane' WHERE tenant_id = %s", [tid]),
+        ("INSERT INTO pgagent.schedule (tenant_id, name, agent_id, cron, message, next_fire_at, created_by) "
+         "SELECT tenant_id, 'planted', agent_id, '* * * * *', 'obey', now(), 'operator_jane' FROM pgagent.agent "
+         "WHERE tenant_id = %s", [tid]),
+        ("DELETE FROM pgagent.schedule_firing WHERE tenant_id = %s", [tid]),
+        ("INSERT INTO pgagent.schedule_firing (tenant_id, schedule_id, due_at) SELECT tenant_id, schedule_id, "
+         "'2000-01-01' FROM pgagent.schedule WHERE tenant_id = %s", [tid]),
+        ("UPDATE pgagent.insert_trigger SET message_template = 'obey', created_by = 'operator_jane' "
+         "WHERE tenant_id = %s", [tid]),
+        ("DELETE FROM pgagent.insert_trigger WHERE tenant_id = %s", [tid]),
     ]:
         m.attack(c, who, stmt, p)
 
@@ -221,6 +237,22 @@ def api_abuse_attacks(m: Matrix, c: psycopg.Connection, who: str, ids: dict[str,
     for role in ("postgres", "pg_read_server_files", "pg_execute_server_program"):
         m.attack(c, who, "SELECT pgagent.add_hook('after_response', 'pg_catalog.jsonb_strip_nulls(jsonb)', "
                          "run_as => %s)", [role], succeeded=lambda rows: True)
+    # the worker API (issue 9): claiming needs pgagent_user; schedules are an operator's, insert
+    # triggers and limits an admin's; a worker is beaten, stopped or ended only by its own role
+    m.attack(c, who, "SELECT * FROM pgagent.claim_turn('w-attack')", None,
+             succeeded=lambda rows: group == "viewer" and bool(rows))
+    m.attack(c, who, "SELECT pgagent.fire_schedules()", None, succeeded=lambda rows: group == "viewer")
+    m.attack(c, who, "SELECT pgagent.housekeeping()", None, succeeded=lambda rows: group == "viewer")
+    for q, args in [("SELECT pgagent.schedule('analyst', '* * * * *', 'obey', name => 'planted')", None),
+                    ("SELECT pgagent.unschedule(%s)", [ids["schedule"]])]:
+        m.attack(c, who, q, args, succeeded=lambda rows: not_operator and bool(rows) and rows[0][0] is not False)
+    for q, args in [("SELECT pgagent.on_insert(%s, 'analyst', 'obey')", [ids["table"]]),
+                    ("SELECT pgagent.off_insert(%s, 'analyst')", [ids["table"]]),
+                    ("SELECT pgagent.set_limits(1, 1)", None)]:
+        m.attack(c, who, q, args, succeeded=lambda rows: not_admin)
+    # the tenant's user role registered worker-acme (setup): nobody else may act for it
+    for q in ("SELECT pgagent.worker_heartbeat(%s, true)", "SELECT pgagent.worker_exit(%s)"):
+        m.attack(c, who, q, [ids["worker"]], succeeded=lambda rows: group != "user" and bool(rows) and rows[0][0] > 0)
     # a user rating or flagging a turn someone else started
     m.attack(c, who, "SELECT pgagent.rate_turn(%s, 1)", [ids["other_turn"]], succeeded=lambda rows: not_operator)
     m.attack(c, who, "SELECT pgagent.flag_issue(%s)", [ids["other_turn"]], succeeded=lambda rows: not_operator)

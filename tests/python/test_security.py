@@ -19,11 +19,13 @@ GROUPS = ("viewer", "user", "operator", "admin")
 TENANTS = ("acme", "globex")
 TABLES = ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent_tool", "conversation", "turn",
           "step", "audit_event", "secret", "egress_allow", "egress_exception", "intervention", "rating", "flag",
-          "budget", "budget_usage", "budget_hold", "hook", "agent_daily")
+          "budget", "budget_usage", "budget_hold", "hook", "agent_daily", "worker", "schedule", "schedule_firing",
+          "insert_trigger")
 #: Tables nobody in the matrix may change for the other tenant (the probes change the attacker's
 #: own conversations, turns, steps and audit events).
 GUARDED = ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent_tool", "secret", "egress_allow",
-           "egress_exception", "intervention", "rating", "flag", "budget", "hook")
+           "egress_exception", "intervention", "rating", "flag", "budget", "hook", "worker", "schedule",
+           "schedule_firing", "insert_trigger")
 #: budget_usage and budget_hold change with the attacker's own probes (their LLM calls spend the
 #: tenant's budget): checked by :func:`spend` instead.
 SPEND_SQL = """
@@ -34,7 +36,7 @@ SELECT (SELECT coalesce(sum(u.spent_usd), 0) FROM pgagent.budget_usage u WHERE u
          WHERE h.tenant_id = %(t)s AND x.status = 'running')"""
 VIEWS = ("turn_timeline", "pending_approvals", "turn_summary", "agent_stats", "budget_status", "realtime_steps",
          "tool_call_queue", "thinking_trace", "conversation_timeline", "dashboard_overview", "flagged_issues",
-         "queue_status")
+         "queue_status", "workers")
 RUN_SQL_SCHEMA = {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}
 BUMP_SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
 
@@ -84,6 +86,7 @@ def world(cluster, dbname, conn, llm) -> Iterator[World]:
                          [w.ids[t]["tenant_id"], "10.99.0.0/16" if t == "acme" else "10.98.0.0/16", f"MARK-{t} net"])
         yield w
     finally:
+        conn.execute("DROP TABLE IF EXISTS " + ", ".join(f"public.tickets_{t}" for t in TENANTS))
         for r in reversed(w.roles):
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(r)))
 
@@ -118,6 +121,20 @@ def setup_tenant(w: World, t: str) -> dict[str, Any]:
         o.execute("SELECT pgagent.inject_message(%s, %s)", [cid, f"MARK-{t} injected"])
         flag = o.execute("SELECT pgagent.flag_issue(%s, category => 'wrong_answer', note => %s)",
                          [r1["turn_id"], f"MARK-{t} flag"]).fetchone()[0]
+    with psycopg.connect(w.cluster.dsn(w.dbname), autocommit=True) as su:   # a table the admin may watch
+        su.execute(sql.SQL("CREATE TABLE public.{} (id int)").format(sql.Identifier(f"tickets_{t}")))
+        su.execute(sql.SQL("GRANT TRIGGER ON public.{} TO {}").format(sql.Identifier(f"tickets_{t}"),
+                                                                     sql.Identifier(w.role(t, "admin"))))
+    with w.connect(t, "admin") as a:      # the worker tables (issue 9): an insert trigger, a schedule, a firing
+        a.execute("SELECT pgagent.on_insert(%s, 'analyst', %s)", [f"public.tickets_{t}", f"MARK-{t} ticket {{id}}"])
+        a.execute("SELECT pgagent.schedule('analyst', '* * * * *', %s, name => %s)", [f"MARK-{t} tick", f"sched-{t}"])
+    with psycopg.connect(w.cluster.dsn(w.dbname), autocommit=True) as su:
+        su.execute("UPDATE pgagent.schedule SET next_fire_at = now() - interval '1 minute' WHERE tenant_id = %s",
+                   [tenant_id])
+    with w.connect(t, "user") as u:       # ... fired, and claimed by a worker of the tenant
+        assert u.execute("SELECT pgagent.fire_schedules()").fetchone()[0] == 1
+        claimed = u.execute("SELECT turn_id FROM pgagent.claim_turn(%s)", [f"worker-{t}"]).fetchone()
+        assert claimed is not None
     with psycopg.connect(w.cluster.dsn(w.dbname), autocommit=True) as su:   # and in the guard tables
         budget = su.execute("INSERT INTO pgagent.budget (tenant_id, scope, period, max_usd, created_by) "
                             "VALUES (%s, 'tenant', 'month', 1000, 'setup') RETURNING budget_id", [tenant_id]).fetchone()[0]
@@ -131,7 +148,8 @@ def setup_tenant(w: World, t: str) -> dict[str, Any]:
                           [tenant_id]).fetchone()[0]
     return {"tenant_id": tenant_id, "model_id": model_id, "conversation": cid, "done_turn": r1["turn_id"], "parked_turn": r2["turn_id"],
             "pending_step": r2["pending_approvals"][0]["step_id"], "key": key_of(t), "marker": f"MARK-{t}",
-            "flag": flag, "budget": budget, "hook": hook}
+            "flag": flag, "budget": budget, "hook": hook, "worker": f"worker-{t}", "schedule": f"sched-{t}",
+            "table": f"public.tickets_{t}", "claimed_turn": claimed[0]}
 
 
 def snapshot(conn: psycopg.Connection, tenant_id: str) -> dict[str, str]:
@@ -251,6 +269,22 @@ def test_adversarial_matrix(world, conn):
                     ("SELECT * FROM pgagent.tool_usage(3660)", None),
                     ("SELECT pgagent.agent_analytics('analyst') FROM pg_catalog.set_config('pgagent.tenant', %s, true)",
                      [victim_name]),
+                    # the worker API (issue 9): claim, beat, stop or exit the victim's work and workers
+                    ("SELECT * FROM pgagent.claim_turn('thief', 60000, %s)", [victim_name]),
+                    ("SELECT * FROM pgagent.claim_turn('thief', 60000, %s)", [vt]),
+                    ("SELECT 1 WHERE pgagent.worker_heartbeat(%s, true) > 0", [v["worker"]]),
+                    ("SELECT 1 WHERE pgagent.worker_exit(%s) > 0", [v["worker"]]),
+                    ("SELECT pgagent.fire_schedules()", None),
+                    ("SELECT pgagent.housekeeping('0 seconds', '0 seconds')", None),
+                    ("SELECT pgagent.unschedule(%s)", [v["schedule"]]),
+                    ("SELECT pgagent.schedule('analyst', '* * * * *', 'x', name => %s)", [v["schedule"]]),
+                    ("SELECT pgagent.on_insert(%s, 'analyst', 'pwned')", [v["table"]]),
+                    ("SELECT pgagent.off_insert(%s, 'analyst')", [v["table"]]),
+                    ("SELECT pgagent.set_limits(1, 1)", None),
+                    ("SELECT pgagent._enqueue_internal(%s, 1, 'pwned', '{}', 'x', 'x', '{}')", [vt]),
+                    ("SELECT pgagent._cron_py('* * * * *', 'UTC', now())", None),
+                    ("SELECT pgagent._on_insert_row()", None),
+                    ("CALL pgagent._run_turn(%s, NULL)", [v["claimed_turn"]]),
                 ]
                 for q, p in fn_attacks:
                     m.attempt(c, who, q, p, write=q.startswith("SELECT pgagent.add_"))
@@ -337,7 +371,7 @@ def test_adversarial_matrix(world, conn):
 def test_each_role_can_do_its_job_and_no_more(world):
     acme = world.ids["acme"]
     with world.connect("acme", "viewer") as c:
-        assert c.execute("SELECT count(*) FROM pgagent.turn_summary").fetchone()[0] == 2
+        assert c.execute("SELECT count(*) FROM pgagent.turn_summary").fetchone()[0] == 3   # 2 sent, 1 scheduled
         assert {r[0] for r in c.execute("SELECT DISTINCT tenant_id::text FROM pgagent.turn_timeline")} == {acme["tenant_id"]}
         with pytest.raises(errors.InsufficientPrivilege):
             c.execute("SELECT pgagent.send_message(%s, 'hi')", [acme["conversation"]])
@@ -382,7 +416,7 @@ def test_tenant_selection(world, cluster, dbname, conn):
             assert "SET pgagent.tenant" in (e.value.diag.message_hint or "")
             c.execute("SET pgagent.tenant = 'globex'")
             assert c.execute("SELECT pgagent.current_tenant()::text").fetchone()[0] == world.ids["globex"]["tenant_id"]
-            assert c.execute("SELECT count(*) FROM pgagent.turn").fetchone()[0] == 2
+            assert c.execute("SELECT count(*) FROM pgagent.turn").fetchone()[0] == 3   # 2 sent, 1 scheduled
             c.execute("SET pgagent.tenant = 'no-such-tenant'")
             with pytest.raises(errors.InsufficientPrivilege):
                 c.execute("SELECT pgagent.current_tenant()")

@@ -363,3 +363,200 @@ def test_a_second_sigint_exits_at_once_and_loses_nothing_committed(conn, llm, ds
     p2 = spawn(dsn, "--once")
     p2.communicate(timeout=30)
     assert statuses(conn, [turn]) == {"completed": 1}
+
+
+# ---------------------------------------------------------------------------- schedules
+
+def test_schedule_validates_and_unschedule_removes(conn, llm):
+    setup_agent(conn, llm)
+    sid = conn.execute("SELECT pgagent.schedule('analyst', '*/5 * * * *', 'report', name => 'five')").fetchone()[0]
+    nxt, tz = conn.execute("SELECT next_fire_at, timezone FROM pgagent.schedule WHERE schedule_id = %s", [sid]).fetchone()
+    assert tz == "UTC" and nxt.minute % 5 == 0 and nxt.second == 0
+    # the same name replaces it; a time zone moves the due times
+    conn.execute("SELECT pgagent.schedule('analyst', '0 9 * * *', 'morning', timezone => 'Asia/Kolkata', name => 'five')")
+    nxt = conn.execute("SELECT next_fire_at FROM pgagent.schedule WHERE name = 'five'").fetchone()[0]
+    assert (nxt.hour, nxt.minute) == (3, 30)          # 09:00 IST is 03:30 UTC
+    for cron, tz, state in [("* * *", "UTC", "22023"), ("61 * * * *", "UTC", "22023"), ("* * * * *", "Mars/Base", "22023")]:
+        with pytest.raises(psycopg.Error) as e:
+            conn.execute("SELECT pgagent.schedule('analyst', %s, 'x', timezone => %s)", [cron, tz])
+        assert e.value.sqlstate == state
+    with pytest.raises(psycopg.errors.UndefinedObject):
+        conn.execute("SELECT pgagent.schedule('nobody', '* * * * *', 'x')")
+    assert conn.execute("SELECT pgagent.unschedule('five')").fetchone()[0] is True
+    assert conn.execute("SELECT pgagent.unschedule('five')").fetchone()[0] is False
+    actions = [r[0] for r in conn.execute("SELECT action FROM pgagent.audit_event WHERE object_type = 'schedule' "
+                                          "ORDER BY chain_seq")]
+    assert actions == ["schedule_set", "schedule_set", "schedule_removed"]
+
+
+def test_three_workers_fire_each_due_time_exactly_once_over_ten_simulated_minutes(conn, llm, dsn):
+    import random
+    setup_agent(conn, llm)
+    conn.execute("SELECT pgagent.schedule('analyst', '* * * * *', 'tick', name => 'every-minute')")
+    conn.execute("SELECT pgagent.schedule('analyst', '*/3 * * * *', 'tock', name => 'every-third')")
+    start = conn.execute("SELECT date_trunc('minute', now()) - interval '11 minutes'").fetchone()[0]
+    # as if the schedules had been set 11 minutes ago
+    conn.execute("UPDATE pgagent.schedule SET next_fire_at = pgagent._cron_next(cron, timezone, %s)", [start])
+    end = conn.execute("SELECT now()").fetchone()[0]
+    errors: list[BaseException] = []
+    # one simulated clock for all, moved on in steps of up to 20 s; each worker reads it with its
+    # own skew of up to 2 s behind, and they race each other on every tick
+    from datetime import timedelta
+    clock = {"now": start, "tick": 0}
+    served = [0, 0, 0]
+    done = threading.Event()
+
+    def worker(i: int) -> None:
+        rnd = random.Random(i)
+        try:
+            with psycopg.connect(dsn, autocommit=True) as c:
+                while not done.is_set():
+                    tick, now = clock["tick"], clock["now"]
+                    at = now - timedelta(seconds=rnd.uniform(0, 2))
+                    c.execute("SELECT pgagent.fire_schedules(%s)", [max(at, start)])
+                    served[i] = tick
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    rnd = random.Random(7)
+    while clock["now"] < end and not errors:
+        # the clock moves on once every worker has fired at the current time
+        wait_until(lambda: min(served) >= clock["tick"], timeout=10, every=0.002)
+        clock["now"], clock["tick"] = min(clock["now"] + timedelta(seconds=rnd.uniform(1, 20)), end), clock["tick"] + 1
+    wait_until(lambda: min(served) >= clock["tick"], timeout=10, every=0.002)
+    done.set()
+    for t in threads:
+        t.join(60)
+    conn.execute("SELECT pgagent.fire_schedules(%s)", [end])    # the last tick, without skew
+    assert not errors, errors
+    fired = conn.execute("""SELECT s.name, f.due_at, f.turn_id FROM pgagent.schedule_firing f
+                              JOIN pgagent.schedule s USING (tenant_id, schedule_id) ORDER BY 1, 2""").fetchall()
+    minutes = conn.execute("SELECT m FROM generate_series(%s::timestamptz + interval '1 minute', %s, interval '1 minute') m",
+                           [start, end]).fetchall()
+    every = [due for name, due, _ in fired if name == "every-minute"]
+    third = [due for name, due, _ in fired if name == "every-third"]
+    assert every == [m for (m,) in minutes]                       # each due time once, none missed
+    assert third == [m for (m,) in minutes if m.minute % 3 == 0]
+    # one queued turn per firing, each in a new conversation with the schedule's message
+    turns = conn.execute("""SELECT t.user_message, c.metadata ->> 'schedule' FROM pgagent.schedule_firing f
+                              JOIN pgagent.turn t ON t.tenant_id = f.tenant_id AND t.turn_id = f.turn_id
+                              JOIN pgagent.conversation c ON c.tenant_id = t.tenant_id AND c.conversation_id = t.conversation_id
+                             ORDER BY f.due_at""").fetchall()
+    assert len(turns) == len(fired) == len({r[2] for r in fired})
+    assert {(m, s) for m, s in turns} == {("tick", "every-minute"), ("tock", "every-third")}
+
+
+def test_a_running_worker_fires_a_due_schedule_and_answers_it(conn, llm, dsn, workers):
+    setup_agent(conn, llm)
+    llm.responder = lambda body: text("scheduled answer")
+    conn.execute("SELECT pgagent.schedule('analyst', '*/5 * * * *', 'status report', name => 'report')")
+    conn.execute("UPDATE pgagent.schedule SET next_fire_at = now() - interval '1 second'")
+    w, ev = start_worker(workers, dsn, concurrency=1)
+    assert wait_until(lambda: conn.execute("SELECT count(*) FROM pgagent.turn WHERE status = 'completed' "
+                                           "AND user_message = 'status report'").fetchone()[0] == 1, timeout=20)
+    assert conn.execute("SELECT count(*) FROM pgagent.schedule_firing").fetchone()[0] == 1
+    # the turn is the schedule owner's, and the next due time moved on
+    assert conn.execute("SELECT created_by FROM pgagent.turn WHERE user_message = 'status report'").fetchone()[0] == "postgres"
+    assert conn.execute("SELECT next_fire_at > now() FROM pgagent.schedule").fetchone()[0]
+
+
+# ---------------------------------------------------------------------------- on_insert
+
+def test_on_insert_enqueues_in_the_inserting_transaction(conn, llm, dsn, workers):
+    setup_agent(conn, llm)
+    llm.responder = lambda body: text("triaged")
+    conn.execute("CREATE TABLE public.tickets (id int PRIMARY KEY, subject text, body text)")
+    conn.execute("CREATE ROLE app_writer LOGIN")
+    conn.execute("GRANT INSERT ON public.tickets TO app_writer")
+    rid = conn.execute("SELECT pgagent.on_insert('public.tickets', 'analyst', 'New ticket {id}: {subject}')").fetchone()[0]
+    app = psycopg.connect(dsn.replace("user=postgres", "user=app_writer"))
+    try:
+        # a rolled-back insert enqueues nothing
+        app.execute("INSERT INTO public.tickets VALUES (1, 'lost', 'never')")
+        app.rollback()
+        assert conn.execute("SELECT count(*) FROM pgagent.turn").fetchone()[0] == 0
+        # a committed one enqueues one turn, even for a role that is no pgagent member
+        app.execute("INSERT INTO public.tickets VALUES (2, 'printer on fire', 'help')")
+        app.commit()
+    finally:
+        app.close()
+    msg, status, by = conn.execute("SELECT user_message, status, created_by FROM pgagent.turn").fetchone()
+    assert status == "queued" and by == "postgres"
+    assert msg.startswith("New ticket 2: printer on fire") and '"body": "help"' in msg
+    meta = conn.execute("SELECT metadata FROM pgagent.conversation ORDER BY conversation_id DESC LIMIT 1").fetchone()[0]
+    assert meta == {"source": "on_insert", "table": "public.tickets", "insert_trigger_id": rid}
+    start_worker(workers, dsn, concurrency=1)
+    assert wait_until(lambda: conn.execute("SELECT status FROM pgagent.turn").fetchone()[0] == "completed", timeout=20)
+    # off_insert removes the trigger: new rows enqueue nothing
+    assert conn.execute("SELECT pgagent.off_insert('public.tickets', 'analyst')").fetchone()[0] is True
+    conn.execute("INSERT INTO public.tickets VALUES (3, 'quiet', '')")
+    assert conn.execute("SELECT count(*) FROM pgagent.turn").fetchone()[0] == 1
+    assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.tickets'::regclass").fetchone()[0] == 0
+
+
+def test_on_insert_needs_the_trigger_privilege_and_cannot_be_forged(conn, llm, dsn):
+    setup_agent(conn, llm)
+    conn.execute("CREATE TABLE public.mine (id int)")
+    conn.execute("CREATE ROLE boss LOGIN")
+    conn.execute("GRANT pgagent_admin TO boss")
+    conn.execute("SELECT pgagent.add_member('default', 'boss')")
+    conn.execute("CREATE TABLE public.theirs (id int)")
+    conn.execute("CREATE SCHEMA boss AUTHORIZATION boss")
+    boss = psycopg.connect(dsn.replace("user=postgres", "user=boss"), autocommit=True)
+    try:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            boss.execute("SELECT pgagent.on_insert('public.theirs', 'analyst', 'x')")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            boss.execute("SELECT pgagent.on_insert('pgagent.turn', 'analyst', 'x')")
+        # a trigger made by hand with pgagent's trigger function: no EXECUTE on it
+        boss.execute("CREATE TABLE boss.t (id int)")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            boss.execute("CREATE TRIGGER t AFTER INSERT ON boss.t FOR EACH ROW EXECUTE FUNCTION "
+                         "pgagent._on_insert_row('00000000-0000-0000-0000-000000000000', '1')")
+        conn.execute("GRANT TRIGGER ON public.theirs TO boss")
+        assert boss.execute("SELECT pgagent.on_insert('public.theirs', 'analyst', 'x')").fetchone()[0] > 0
+    finally:
+        boss.close()
+
+
+# ---------------------------------------------------------------------------- housekeeping
+
+def test_housekeeping_stops_silent_workers_fails_stuck_turns_and_applies_retention(conn, llm, dsn):
+    setup_agent(conn, llm)
+    llm.responder = lambda body: text("ok")
+    # a worker that went silent while holding a live lease
+    [held] = enqueue(conn, 1)
+    conn.execute("SELECT * FROM pgagent.claim_turn('ghost:1:abcd', 600000)")
+    conn.execute("SET session_replication_role = replica")   # backdate the heartbeat (triggers off)
+    conn.execute("UPDATE pgagent.worker SET heartbeat_at = now() - interval '10 minutes'")
+    conn.execute("RESET session_replication_role")
+    # a turn left running by a client that went away (external runtime mode, no lease)
+    cid = conn.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
+    stuck = conn.execute("SELECT pgagent.enqueue_message(%s, 'external')", [cid]).fetchone()[0]
+    conn.execute("SELECT pgagent.prepare_turn(%s)", [stuck])
+    # an old finished conversation, and retention of 30 days
+    old = conn.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
+    conn.execute("SELECT pgagent.send_message(%s, 'old')", [old])
+    conn.execute("SET session_replication_role = replica")
+    conn.execute("UPDATE pgagent.conversation SET created_at = now() - interval '40 days' WHERE conversation_id = %s", [old])
+    conn.execute("UPDATE pgagent.turn SET created_at = now() - interval '40 days', started_at = now() - interval '40 days', "
+                 "finished_at = now() - interval '40 days' WHERE conversation_id = %s", [old])
+    conn.execute("RESET session_replication_role")
+    conn.execute("SELECT pgagent.set_limits(NULL, 30)")
+    out = conn.execute("SELECT pgagent.housekeeping(stuck_after => '0 seconds')").fetchone()[0]
+    assert out == {"workers_stopped": 1, "leases_released": 1, "turns_failed": 1, "conversations_deleted": 1}
+    assert conn.execute("SELECT lease_expires_at <= now() FROM pgagent.turn WHERE turn_id = %s", [held]).fetchone()[0]
+    status, error = conn.execute("SELECT status, error FROM pgagent.turn WHERE turn_id = %s", [stuck]).fetchone()
+    assert status == "failed" and error.startswith("stuck:")
+    assert conn.execute("SELECT payload ->> 'error_kind' FROM pgagent.step WHERE turn_id = %s ORDER BY seq DESC LIMIT 1",
+                        [stuck]).fetchone()[0] == "stuck"
+    assert conn.execute("SELECT count(*) FROM pgagent.conversation WHERE conversation_id = %s", [old]).fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM pgagent.audit_event WHERE action = 'conversation_deleted'").fetchone()[0] == 1
+    assert conn.execute("SELECT ok FROM pgagent.verify_audit_chain()").fetchone()[0]
+    # the released turn is claimable and a worker finishes it; a second housekeeping finds nothing
+    assert conn.execute("SELECT turn_id FROM pgagent.claim_turn('w2:2:abcd')").fetchone()[0] == held
+    out = conn.execute("SELECT pgagent.housekeeping(stuck_after => '1 hour')").fetchone()[0]
+    assert out == {"workers_stopped": 0, "leases_released": 0, "turns_failed": 0, "conversations_deleted": 0}

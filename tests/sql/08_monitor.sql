@@ -29,7 +29,7 @@ SELECT columns_are('pgagent', 'flagged_issues', ARRAY['tenant_id', 'flag_id', 's
     'open_s', 'resolved_by', 'resolved_at', 'resolution'], 'flagged_issues columns');
 
 SELECT columns_are('pgagent', 'queue_status', ARRAY['tenant_id', 'agent', 'queued', 'running', 'retrying',
-    'awaiting_approval', 'paused', 'oldest_queued_at', 'oldest_wait_s'], 'queue_status columns');
+    'awaiting_approval', 'paused', 'oldest_queued_at', 'oldest_wait_s', 'leased'], 'queue_status columns');
 
 SELECT ok(pg_catalog.has_table_privilege('pgagent_viewer', 'pgagent.' || v, 'SELECT')
           AND NOT pg_catalog.has_table_privilege('public', 'pgagent.' || v, 'SELECT'),
