@@ -125,7 +125,7 @@ def run(cluster: Cluster, url: str, workers: int, turns: int, paced: int) -> dic
             while c.execute("SELECT count(*) FROM pgagent.turn WHERE status <> 'completed'").fetchone()[0] and \
                     time.monotonic() < deadline:
                 time.sleep(0.05)
-            delays = [r[0] for r in c.execute("SELECT extract(epoch FROM started_at - created_at) * 1000 "
+            delays = [float(r[0]) for r in c.execute("SELECT extract(epoch FROM started_at - created_at) * 1000 "
                                               "FROM pgagent.turn WHERE started_at IS NOT NULL")]
             # throughput: a backlog of turns
             c.execute("SELECT pgagent.enqueue_message(pgagent.start_conversation('bench'), 'go') "
@@ -155,7 +155,8 @@ def run(cluster: Cluster, url: str, workers: int, turns: int, paced: int) -> dic
                     p.kill()
     span = (last - first).total_seconds()
     cpu = [b - a for a, b in zip(cpu0, cpu1)]
-    return {"workers": workers, "turns": n, "failed": failed, "steps": int(steps), "span_s": span,
+    steps = int(steps)
+    return {"workers": workers, "turns": n, "failed": failed, "steps": steps, "span_s": span,
             "turns_s": n / span, "steps_s": steps / span, "p50_ms": statistics.median(delays),
             "p95_ms": pct(delays, 0.95), "paced": len(delays), "wall_s": wall,
             "cpu_pg": cpu[0] / wall, "cpu_workers": cpu[1] / wall, "cpu_llm": cpu[2] / wall}

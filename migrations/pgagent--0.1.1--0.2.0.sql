@@ -231,6 +231,9 @@ ALTER TABLE pgagent.turn
   ADD COLUMN lease_expires_at timestamptz,
   ADD COLUMN run_after timestamptz;
 CREATE INDEX turn_claimable ON pgagent.turn (tenant_id, created_at) WHERE status IN ('queued', 'running', 'awaiting_approval');
+-- the turns workers hold or held (claim_turn counts the ones in flight); lease_owner changes only
+-- when a turn is claimed or ends, so renewing a lease stays a HOT update
+CREATE INDEX turn_leased ON pgagent.turn (tenant_id) WHERE lease_owner IS NOT NULL;
 -- Workers (issue 9, sql/47_worker.sql): a `pgagent worker` process registers in each tenant it
 -- claims a turn of, and beats its heart there; the workers view shows them.
 CREATE TABLE pgagent.worker (

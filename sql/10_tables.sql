@@ -174,6 +174,9 @@ CREATE INDEX conversation_user ON pgagent.conversation (tenant_id, user_id) WHER
 CREATE INDEX turn_active ON pgagent.turn (tenant_id, status) WHERE status IN ('queued', 'running', 'awaiting_approval', 'paused');
 -- what workers claim from (pgagent.claim_turn), oldest first per tenant
 CREATE INDEX turn_claimable ON pgagent.turn (tenant_id, created_at) WHERE status IN ('queued', 'running', 'awaiting_approval');
+-- the turns workers hold or held (claim_turn counts the ones in flight); lease_owner changes only
+-- when a turn is claimed or ends, so renewing a lease stays a HOT update
+CREATE INDEX turn_leased ON pgagent.turn (tenant_id) WHERE lease_owner IS NOT NULL;
 
 CREATE TABLE pgagent.step (
     tenant_id         uuid NOT NULL,

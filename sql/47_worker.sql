@@ -15,10 +15,13 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
-    tn      record;
-    found   bigint;
-    skipped bigint[] := '{}';
-    tries   integer;
+    tn       record;
+    found    bigint;
+    skipped  bigint[] := '{}';
+    tries    integer;
+    wanted     bigint;      -- the agent asked for (agent => ...)
+    blocked  bigint[];    -- agents at their max_running_turns
+    filtered boolean;
 BEGIN
     PERFORM pgagent._require('user');
     IF worker IS NULL OR worker !~ '^[A-Za-z0-9_.:@-]{1,128}$' THEN
@@ -30,11 +33,13 @@ BEGIN
         RAISE EXCEPTION 'pgagent: lease_ms must be from 100 to 86400000' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- Tenants this role may act for, with work, fewest turns in flight first (fairness: a tenant
-    -- with a deep queue does not starve the others), then at random.
+    -- with a deep queue does not starve the others), then at random. Every statement here reads
+    -- through a partial index (turn_claimable, turn_leased), so a claim costs the same whether
+    -- or not the tables have statistics, and however many turns are queued.
     FOR tn IN
         SELECT n.tenant_id, n.name, n.max_running_turns,
                (SELECT count(*) FROM pgagent.turn r
-                 WHERE r.tenant_id = n.tenant_id AND r.status IN ('queued', 'running')
+                 WHERE r.tenant_id = n.tenant_id AND r.lease_owner IS NOT NULL AND r.status IN ('queued', 'running')
                    AND r.lease_expires_at > now() AND r.lease_expires_at < 'infinity') AS in_flight,
                n.max_running_turns IS NOT NULL
                  OR EXISTS (SELECT 1 FROM pgagent.agent a WHERE a.tenant_id = n.tenant_id
@@ -46,35 +51,47 @@ BEGIN
            AND pgagent._may_act(n.tenant_id)
          ORDER BY in_flight, random()
     LOOP
+        wanted := NULL;
+        IF claim_turn.agent IS NOT NULL THEN
+            SELECT a.agent_id INTO wanted FROM pgagent.agent a WHERE a.tenant_id = tn.tenant_id AND a.name = claim_turn.agent;
+            CONTINUE WHEN wanted IS NULL;
+        END IF;
+        blocked := '{}';
         IF tn.limited THEN
             -- limits are counted, so the claims of one tenant take turns (each sees the leases
             -- the ones before it committed); claims are short
             PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(tn.tenant_id::text || '/claim', 0));
             CONTINUE WHEN tn.max_running_turns IS NOT NULL
                       AND (SELECT count(*) FROM pgagent.turn r
-                            WHERE r.tenant_id = tn.tenant_id AND r.status IN ('queued', 'running')
+                            WHERE r.tenant_id = tn.tenant_id AND r.lease_owner IS NOT NULL
+                              AND r.status IN ('queued', 'running')
                               AND r.lease_expires_at > now() AND r.lease_expires_at < 'infinity') >= tn.max_running_turns;
+            SELECT coalesce(array_agg(a.agent_id), '{}') INTO blocked FROM pgagent.agent a
+             WHERE a.tenant_id = tn.tenant_id AND a.config ? 'max_running_turns'
+               AND (SELECT count(*) FROM pgagent.turn r
+                      JOIN pgagent.conversation rc ON rc.tenant_id = r.tenant_id AND rc.conversation_id = r.conversation_id
+                     WHERE r.tenant_id = tn.tenant_id AND r.lease_owner IS NOT NULL AND r.status IN ('queued', 'running')
+                       AND r.lease_expires_at > now() AND r.lease_expires_at < 'infinity' AND rc.agent_id = a.agent_id)
+                   >= (a.config ->> 'max_running_turns')::integer;
         END IF;
+        filtered := wanted IS NOT NULL OR cardinality(blocked) > 0;
         tries := 0;
         LOOP
             found := NULL;
+            -- the oldest claimable turn: queued and not leased, or a worker's turn whose lease
+            -- expired or was released (a dead worker, a retry now due, an approved call)
             SELECT t.turn_id INTO found
               FROM pgagent.turn t
-              JOIN pgagent.conversation c ON c.tenant_id = t.tenant_id AND c.conversation_id = t.conversation_id
-              JOIN pgagent.agent a ON a.tenant_id = c.tenant_id AND a.agent_id = c.agent_id
              WHERE t.tenant_id = tn.tenant_id AND t.status IN ('queued', 'running', 'awaiting_approval')
-               AND (t.lease_expires_at IS NULL OR t.lease_expires_at <= now())   -- not leased, or expired
+               AND (t.lease_expires_at IS NULL OR t.lease_expires_at <= now())
                AND (t.status = 'queued' OR t.lease_owner IS NOT NULL)
                AND (t.run_after IS NULL OR t.run_after <= now())
-               AND (claim_turn.agent IS NULL OR a.name = claim_turn.agent)
                AND t.turn_id <> ALL (skipped)
-               AND (NOT (a.config ? 'max_running_turns')
-                    OR (SELECT count(*) FROM pgagent.turn r
-                          JOIN pgagent.conversation rc ON rc.tenant_id = r.tenant_id AND rc.conversation_id = r.conversation_id
-                         WHERE r.tenant_id = t.tenant_id AND rc.agent_id = a.agent_id AND r.status IN ('queued', 'running')
-                           AND r.lease_expires_at > now() AND r.lease_expires_at < 'infinity')
-                       < (a.config ->> 'max_running_turns')::integer)
-             ORDER BY t.created_at, t.turn_id
+               AND (NOT filtered OR EXISTS (
+                      SELECT 1 FROM pgagent.conversation c
+                       WHERE c.tenant_id = t.tenant_id AND c.conversation_id = t.conversation_id
+                         AND (wanted IS NULL OR c.agent_id = wanted) AND c.agent_id <> ALL (blocked)))
+             ORDER BY t.created_at
              LIMIT 1
                FOR UPDATE OF t SKIP LOCKED;
             EXIT WHEN found IS NULL;
