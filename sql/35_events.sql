@@ -53,18 +53,24 @@ CREATE TRIGGER step_event AFTER INSERT ON pgagent.step FOR EACH ROW EXECUTE FUNC
 
 CREATE OR REPLACE FUNCTION pgagent.turn_event() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    k text := (SELECT n.events_key FROM pgagent.tenant n WHERE n.tenant_id = NEW.tenant_id);
 BEGIN
-    PERFORM pg_notify((SELECT 'pgagent_events_' || n.events_key FROM pgagent.tenant n
-                         WHERE n.tenant_id = NEW.tenant_id),
+    PERFORM pg_notify('pgagent_events_' || k,
                       json_build_object('type', 'turn', 'tenant_id', NEW.tenant_id,
                                         'conversation_id', NEW.conversation_id, 'turn_id', NEW.turn_id,
                                         'status', NEW.status,
                                         'previous_status', CASE WHEN TG_OP = 'UPDATE' THEN OLD.status END)::text);
+    -- workers (pgagent worker) listen to the queue channel only: one wake-up per queued turn,
+    -- not one per step
+    IF NEW.status = 'queued' THEN
+        PERFORM pg_notify('pgagent_queue_' || k, NEW.turn_id::text);
+    END IF;
     RETURN NULL;
 END $$;
 REVOKE ALL ON FUNCTION pgagent.turn_event() FROM PUBLIC;
 COMMENT ON FUNCTION pgagent.turn_event() IS
-  'Trigger: NOTIFY the tenant''s channel when a turn is created or its status changes: {"type": "turn", tenant_id, conversation_id, turn_id, status, previous_status}.';
+  'Trigger: NOTIFY the tenant''s channel when a turn is created or its status changes: {"type": "turn", tenant_id, conversation_id, turn_id, status, previous_status}; when it becomes queued, also the tenant''s queue channel pgagent_queue_<events_key> (payload: the turn_id), which workers listen to.';
 DROP TRIGGER IF EXISTS turn_event_insert ON pgagent.turn;
 CREATE TRIGGER turn_event_insert AFTER INSERT ON pgagent.turn FOR EACH ROW EXECUTE FUNCTION pgagent.turn_event();
 DROP TRIGGER IF EXISTS turn_event_update ON pgagent.turn;

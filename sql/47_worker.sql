@@ -111,9 +111,7 @@ BEGIN
             VALUES (tn.tenant_id, worker, pgagent._outer_user(), left(info ->> 'host', 255),
                     CASE WHEN info ->> 'pid' ~ '^[0-9]{1,9}$' THEN (info ->> 'pid')::integer END,
                     CASE WHEN info ->> 'concurrency' ~ '^[0-9]{1,6}$' THEN greatest((info ->> 'concurrency')::integer, 1) ELSE 1 END)
-            ON CONFLICT ON CONSTRAINT worker_pkey DO UPDATE
-               SET heartbeat_at = now(), stopped_at = NULL, stopping = false
-             WHERE w.role_name = EXCLUDED.role_name;
+            ON CONFLICT ON CONSTRAINT worker_pkey DO NOTHING;   -- registered once; worker_heartbeat beats
             tenant_id := tn.tenant_id; tenant_name := tn.name; turn_id := found;
             RETURN NEXT;
             RETURN;

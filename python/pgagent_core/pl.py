@@ -861,8 +861,11 @@ def _decide(db: Db, c: Caller, turn: loop.Turn, call: dict[str, Any], approved: 
            if x["payload"].get("requires_approval")):
         # a worker parked the turn (lease until infinity): every call is decided, so workers may
         # claim it again (pgagent.claim_turn) and continue it
-        db.all("""UPDATE pgagent.turn SET lease_expires_at = pg_catalog.now()
-                   WHERE tenant_id = $1::uuid AND turn_id = $2 AND lease_expires_at = 'infinity'""",
+        db.all("""WITH w AS (UPDATE pgagent.turn SET lease_expires_at = pg_catalog.now()
+                              WHERE tenant_id = $1::uuid AND turn_id = $2 AND lease_expires_at = 'infinity'
+                             RETURNING tenant_id, turn_id)
+                  SELECT pg_catalog.pg_notify('pgagent_queue_' || n.events_key, w.turn_id::text)
+                    FROM w JOIN pgagent.tenant n USING (tenant_id)""",
                ["text", "int8"], [turn.tenant_id, turn.turn_id])
     return d
 

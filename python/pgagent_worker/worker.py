@@ -3,9 +3,9 @@
 A :class:`Worker` holds ``concurrency`` connections (a psycopg_pool ConnectionPool) that each,
 in a thread, claim a turn (``pgagent.claim_turn``: FOR UPDATE SKIP LOCKED, a lease) and run it
 with ``CALL pgagent.run_turn``: the loop, the LLM calls and the tools still run inside the
-database, one committed step at a time. One more connection LISTENs on the event channels of the
-tenants it serves (``pgagent.event_channel``) and wakes an idle slot when a turn is queued or a
-call approved; a maintenance thread beats the worker's heart, fires due schedules
+database, one committed step at a time. One more connection LISTENs on the queue channels of the
+tenants it serves (``pgagent_queue_<key>``, named like ``pgagent.event_channel``) and wakes an
+idle slot when a turn is queued or a parked turn's calls are all decided; a maintenance thread beats the worker's heart, fires due schedules
 (``pgagent.fire_schedules``) and, on the one worker that holds the housekeeping advisory lock,
 calls ``pgagent.housekeeping``. Idle slots also poll every ``poll_s`` seconds (deferred retries,
 expired leases).
@@ -186,18 +186,15 @@ class Worker:
                                 "WHERE %s::text IS NULL OR t.name = %s OR t.tenant_id::text = %s",
                                 [self.tenant, self.tenant, self.tenant]).fetchall()
                             for (ch,) in rows:
+                                # the tenant's queue channel: a notification per turn that became
+                                # claimable (queued, or approved after a worker parked it)
+                                ch = "pgagent_queue_" + ch.removeprefix("pgagent_events_")
                                 if ch not in channels:
                                     conn.execute(f'LISTEN "{ch}"')
                                     channels.add(ch)
                             refreshed = time.monotonic()
-                        for note in conn.notifies(timeout=1.0):
-                            try:
-                                ev = json.loads(note.payload)
-                            except ValueError:
-                                continue
-                            if (ev.get("type") == "turn" and ev.get("status") == "queued") or \
-                               (ev.get("type") == "step" and ev.get("kind") == "approval"):
-                                self._wake()
+                        for _ in conn.notifies(timeout=1.0):
+                            self._wake()
             except psycopg.Error:
                 self.stopping.wait(1.0)
 
