@@ -136,11 +136,16 @@ END $$;
 COMMENT ON FUNCTION pgagent._secret_decrypt(bytea) IS
   'Internal: decrypt a ciphertext of pgagent.secret. Callers only ever hold their own tenant''s ciphertexts (row level security on pgagent.secret).';
 
+-- PL/pgSQL, not SQL: a SQL function with a SET clause (and a sub-select, which prevents inlining
+-- anyway) is parsed and planned again in every statement that calls it (1.3 ms), which
+-- pgagent.claim_turn would pay for every tenant at every claim; PL/pgSQL keeps its plan for the
+-- session.
 CREATE OR REPLACE FUNCTION pgagent._may_act(tenant uuid) RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT EXISTS (
+BEGIN
+    RETURN EXISTS (
         SELECT 1 FROM pgagent.tenant t
          WHERE t.tenant_id = tenant
            AND (coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = pgagent._outer_user()), false)
@@ -149,8 +154,8 @@ AS $$
                               AND pg_catalog.pg_has_role(pgagent._outer_user(), r.oid, 'MEMBER'))
                 OR EXISTS (SELECT 1 FROM pgagent.tenant_member m JOIN pg_catalog.pg_roles r ON r.rolname = m.role_name
                             WHERE m.tenant_id = t.tenant_id
-                              AND pg_catalog.pg_has_role(pgagent._outer_user(), r.oid, 'MEMBER'))))
-$$;
+                              AND pg_catalog.pg_has_role(pgagent._outer_user(), r.oid, 'MEMBER'))));
+END $$;
 COMMENT ON FUNCTION pgagent._may_act(uuid) IS
   'Internal (used inside SECURITY DEFINER code): whether the session''s outer role (pgagent._outer_user) may act for the tenant.';
 

@@ -10,13 +10,18 @@ with ``CALL pgagent.run_turn``. Under that CALL, :func:`pgagent_core.loop.step` 
   lease this session holds is run even when another (stale) backend still holds the advisory
   lock, because the lease, not the lock, says who runs it now. A live lease of someone else is
   55P03.
-* at the end of every unit, :func:`finish_unit` renews the lease (``now() + lease``, at least the
-  model's and the tools' timeouts plus 1 s, so that no unit outlives its lease), parks it
-  (awaiting an approval: ``infinity`` until ``pgagent.approve_step`` decides the last call),
-  releases it for a deferred retry (``run_after``) or when the worker is stopping, all in the
-  unit's own transaction. A unit whose lease was taken over meanwhile raises :class:`LeaseLost`
-  and so rolls back: a stale backend never commits a step after another worker took the turn
-  (and the unique (turn_id, seq) of the step log would refuse it anyway).
+* at the start of every unit, :func:`at_start` reads the committed lease (with the query that
+  checks the cached turn, so at no extra cost): another owner now is :class:`LeaseLost`; a
+  stopping worker (``pgagent.worker_heartbeat(id, stopping => true)``, SIGTERM) releases the turn
+  there, after the step in flight committed.
+* at the end of a unit, :func:`finish_unit` renews the lease (``now() + lease``, at least the
+  model's and the tools' timeouts plus 1 s, so that no unit outlives its lease) once less than
+  half of it is left, parks it (awaiting an approval: ``infinity`` until ``pgagent.approve_step``
+  decides the last call) or releases it for a deferred retry (``run_after``), in the unit's own
+  transaction. A renewal that finds the lease taken over raises :class:`LeaseLost` and so rolls
+  the unit back. A unit that ends with more than half of its lease left needs no renewal: its
+  lease cannot have expired during it, so nobody can have taken the turn over (and the unique
+  (turn_id, seq) of the step log refuses a second writer of a step anyway).
 
 Turns nobody leased (``send_message``, a plain ``CALL run_turn`` of a turn no worker touched) run
 exactly as before: no lease, no extra statement.
@@ -24,6 +29,7 @@ exactly as before: no lease, no extra statement.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,14 +57,12 @@ UPDATE pgagent.turn SET lease_owner = $3, lease_expires_at = pg_catalog.now() + 
 RENEW_SQL = """
 UPDATE pgagent.turn t
    SET lease_expires_at = CASE WHEN $4 = 'park' THEN 'infinity'::timestamptz
-                               WHEN $4 = 'release' OR w.stopping THEN pg_catalog.now()
+                               WHEN $4 = 'release' THEN pg_catalog.now()
                                ELSE pg_catalog.now() + $5 * interval '1 millisecond' END,
        run_after = $6::timestamptz
-  FROM (SELECT coalesce((SELECT w.stopping FROM pgagent.worker w WHERE w.tenant_id = $1::uuid AND w.worker_id = $3),
-                        false) AS stopping) w
  WHERE t.tenant_id = $1::uuid AND t.turn_id = $2 AND t.lease_owner = $3
    AND t.status NOT IN ('completed', 'failed', 'cancelled')
-RETURNING w.stopping"""
+RETURNING pg_catalog.date_part('epoch', t.lease_expires_at)::float8 AS expires"""
 RENEW_TYPES = ["text", "int8", "text", "text", "int8", "text"]
 
 
@@ -70,11 +74,14 @@ class LeaseLost(Busy):
 @dataclass
 class Lease:
     """This CALL's lease on one turn: ``me`` (the lease_owner it writes), ``lease_ms`` (the
-    renewal length asked for, ms) and ``locked`` (whether it also holds the advisory lock)."""
+    renewal length asked for, ms), ``locked`` (whether it also holds the advisory lock) and
+    ``expires`` (when the lease ends as last committed, epoch s; the server's clock, which the
+    backend shares)."""
 
     me: str
     lease_ms: int
     locked: bool
+    expires: float = 0.0
 
 
 def begin(db: Db, tenant_id: str, turn_id: int, locked: bool) -> Lease | None:
@@ -103,12 +110,21 @@ def begin(db: Db, tenant_id: str, turn_id: int, locked: bool) -> Lease | None:
     return Lease(me=me, lease_ms=int(row["lease_ms"]), locked=locked)
 
 
-def still_mine(lease: Lease, owner: Any, turn_id: int) -> None:
-    """At the start of a later unit: raise :class:`LeaseLost` if the committed lease_owner is
-    no longer this session (another worker took the turn over)."""
-    if owner != lease.me:
-        raise LeaseLost(f"turn {turn_id}: lease lost to {owner or 'nobody'}",
+def at_start(lease: Lease, row: dict[str, Any], turn_id: int) -> str:
+    """At the start of a unit, from the committed turn (``row``: lease_owner,
+    lease_expires_epoch, worker_stopping): raise :class:`LeaseLost` if the lease is no longer
+    this session's (another worker took the turn over); 'stopping' if this worker was asked to
+    stop (the unit is not run); else 'continue'."""
+    if row.get("lease_owner") != lease.me:
+        raise LeaseLost(f"turn {turn_id}: lease lost to {row.get('lease_owner') or 'nobody'}",
                         detail="Its lease expired and another worker claimed it; this session stops.")
+    lease.expires = float(row.get("lease_expires_epoch") or 0.0)
+    return "stopping" if row.get("worker_stopping") else "continue"
+
+
+def release(db: Db, lease: Lease, tenant_id: str, turn_id: int) -> None:
+    """Give the lease back now (the worker is stopping): any worker may claim the turn at once."""
+    db.all(RENEW_SQL, RENEW_TYPES, [tenant_id, turn_id, lease.me, "release", 0, None])
 
 
 def length_ms(lease: Lease, cfg: dict[str, Any]) -> int:
@@ -121,21 +137,24 @@ def length_ms(lease: Lease, cfg: dict[str, Any]) -> int:
 
 def finish_unit(db: Db, lease: Lease, tenant_id: str, turn_id: int, status: str, cfg: dict[str, Any],
                 run_after: str | None = None, stopped: bool = False) -> str:
-    """At the end of a unit, in its transaction: renew the lease (the turn goes on), park it
-    (``stopped`` in awaiting_approval: it waits for a human), release it (paused, or
-    ``run_after`` given: a deferred retry),
-    or do nothing (terminal: the status update cleared it). Returns 'continue', 'stopping' (the
-    worker asked to stop: the lease was released, the CALL ends after this unit) or 'stopped'
-    (the turn left the worker's hands). Raises LeaseLost (55P03) if another worker holds it now."""
+    """At the end of a unit, in its transaction: renew the lease once less than half of it is
+    left (the turn goes on), park it (``stopped`` in awaiting_approval: it waits for a human),
+    release it (paused, or ``run_after`` given: a deferred retry), or do nothing (terminal: the
+    status update cleared it). Returns 'continue' or 'stopped' (the turn left the worker's
+    hands). Raises LeaseLost (55P03) if another worker holds it now."""
     if status in TERMINAL:
         return "stopped"
     mode = ("park" if stopped and status == "awaiting_approval" else
             "release" if status == "paused" or run_after is not None else "renew")
-    row = one(db, RENEW_SQL, RENEW_TYPES, [tenant_id, turn_id, lease.me, mode, length_ms(lease, cfg), run_after])
+    length = length_ms(lease, cfg)
+    if mode == "renew":
+        left_ms = (lease.expires - time.time()) * 1000.0
+        if left_ms > length / 2:
+            return "continue"
+    row = one(db, RENEW_SQL, RENEW_TYPES, [tenant_id, turn_id, lease.me, mode, length, run_after])
     if row is None:
         raise LeaseLost(f"turn {turn_id}: lease lost",
                         detail="Its lease expired and another worker claimed it before this step committed; "
                                "the step is rolled back.")
-    if mode != "renew":
-        return "stopped"
-    return "stopping" if row["stopping"] else "continue"
+    lease.expires = float(row["expires"])
+    return "continue" if mode == "renew" else "stopped"

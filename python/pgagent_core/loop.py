@@ -41,7 +41,10 @@ DEFAULTS = {"max_steps": 8, "max_tool_errors": 3, "history_turns": 20, "retry_ba
 
 CONFIG_SQL = """
 SELECT t.tenant_id::text AS tenant_id, t.turn_id, t.conversation_id, t.seq, t.status, t.user_message,
-       t.answer, t.error, t.created_by::text AS created_by, t.lease_owner, t.created_at::text AS turn_created_at,
+       t.answer, t.error, t.created_by::text AS created_by, t.lease_owner, pg_catalog.date_part('epoch', t.lease_expires_at)::float8 AS lease_expires_epoch,
+       coalesce((SELECT w.stopping FROM pgagent.worker w WHERE w.tenant_id = t.tenant_id AND w.worker_id = t.lease_owner),
+                false) AS worker_stopping,
+       t.created_at::text AS turn_created_at,
        t.params AS turn_params, c.agent_id, a.name AS agent_name, a.instructions, a.config AS agent_config,
        a.enabled AS agent_enabled,
        p.system_prompt, coalesce(p.traits, '{}') AS traits, coalesce(p.params, '{}') AS persona_params,
@@ -796,7 +799,8 @@ def step(db: Db, gd: dict, tenant_id: str, turn_id: int, actor: str | None = Non
     """One unit of ``CALL pgagent.run_turn`` (the procedure commits after each call): takes the
     turn's session lock on the first call, and releases it when the turn stops or an error
     escapes. A turn with a worker's lease (pgagent.claim_turn) is run under it
-    (:mod:`pgagent_core.lease`): renewed at the end of every unit, given up when the turn
+    (:mod:`pgagent_core.lease`): checked at the start of every unit, renewed at the end of a
+    unit once half of it is spent, given up when the turn
     stops, waits for an approval, defers a retry (then the result has ``run_after``) or the
     worker stops (``released``: true). Returns ``{"done": false}`` or ``{"done": true,
     "result": summary}``. Raises NotFound, Busy (also lease.LeaseLost), Interrupted."""
@@ -824,19 +828,21 @@ def step(db: Db, gd: dict, tenant_id: str, turn_id: int, actor: str | None = Non
         seen = None if turn is None or turn.actor != actor else _seen(db, turn)
         if seen is None or not _same(seen, turn):
             turn = load(db, tenant_id, turn_id, actor)
-            owner = turn.cfg.get("lease_owner")
-        else:
-            owner = seen["lease_owner"]
+            seen = turn.cfg
         if held_lease is not None:
-            lease.still_mine(held_lease, owner, turn_id)
-        turn.can_defer, turn.defer_until = held_lease is not None, None
-        state = guarded_advance(db, gd, turn)
-        if held_lease is not None:
-            outcome = lease.finish_unit(db, held_lease, tenant_id, turn_id, turn.status, turn.cfg, turn.defer_until,
-                                        stopped=state != CONTINUE)
-        if state == CONTINUE and outcome == "continue":
-            cache[key] = turn
-            return {"done": False}
+            # the lease as committed: still this session's? is the worker stopping?
+            outcome = lease.at_start(held_lease, seen, turn_id)
+            if outcome == "stopping":
+                lease.release(db, held_lease, tenant_id, turn_id)
+        if outcome == "continue":
+            turn.can_defer, turn.defer_until = held_lease is not None, None
+            state = guarded_advance(db, gd, turn)
+            if held_lease is not None:
+                outcome = lease.finish_unit(db, held_lease, tenant_id, turn_id, turn.status, turn.cfg,
+                                            turn.defer_until, stopped=state != CONTINUE)
+            if state == CONTINUE and outcome == "continue":
+                cache[key] = turn
+                return {"done": False}
     except BaseException:
         leases.pop(key, None)
         unlock_turn(db, gd, tenant_id, turn_id)
@@ -852,13 +858,17 @@ def step(db: Db, gd: dict, tenant_id: str, turn_id: int, actor: str | None = Non
 
 
 SEEN_SQL = """
-SELECT t.status, t.lease_owner, (SELECT s.step_id FROM pgagent.step s WHERE s.tenant_id = t.tenant_id AND s.turn_id = t.turn_id
-                   ORDER BY s.seq DESC LIMIT 1) AS last_step
+SELECT t.status, t.lease_owner, pg_catalog.date_part('epoch', t.lease_expires_at)::float8 AS lease_expires_epoch,
+       coalesce((SELECT w.stopping FROM pgagent.worker w WHERE w.tenant_id = t.tenant_id AND w.worker_id = t.lease_owner),
+                false) AS worker_stopping,
+       (SELECT s.step_id FROM pgagent.step s WHERE s.tenant_id = t.tenant_id AND s.turn_id = t.turn_id
+         ORDER BY s.seq DESC LIMIT 1) AS last_step
   FROM pgagent.turn t WHERE t.tenant_id = $1::uuid AND t.turn_id = $2"""
 
 
 def _seen(db: Db, turn: Turn) -> dict[str, Any] | None:
-    """The committed turn's status, lease_owner and last step (None if it is gone)."""
+    """The committed turn's status, lease (owner, expiry as epoch s, whether its worker is
+    stopping) and last step (None if it is gone)."""
     return one(db, SEEN_SQL, ["text", "int8"], [turn.tenant_id, turn.turn_id])
 
 
