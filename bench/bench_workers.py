@@ -116,7 +116,13 @@ def run(cluster: Cluster, url: str, workers: int, turns: int, paced: int) -> dic
         c.execute("SELECT pgagent.create_agent('bench', model => 'instant')")
         procs = [spawn(dsn, f"bench-{workers}-{i}") for i in range(workers)]
         try:
-            time.sleep(1.5)                                   # started, connected, idle
+            # started, connected and warmed up (each slot connection loads pgagent_core first)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and c.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s AND state = 'idle' "
+                    "AND query LIKE '%%config_schema%%'", [f"pgagent worker bench-{workers}-%"]).fetchone()[0] < workers:
+                time.sleep(0.1)
+            time.sleep(0.5)
             # pick-up delay: idle workers, one turn at a time
             for i in range(paced):
                 c.execute("SELECT pgagent.enqueue_message(pgagent.start_conversation('bench'), 'ping')")

@@ -80,6 +80,9 @@ class Worker:
                      "pg_catalog.set_config('pgagent.lease_ms', %s, false), "
                      "pg_catalog.set_config('application_name', %s, false)",
                      [self.worker_id, str(self.lease_ms), f"pgagent worker {self.worker_id}"[:63]])
+        # warm the backend up before the first turn arrives: any API call loads pgagent_core
+        # into its PL/Python (about 200 ms, which the first turn would otherwise wait for)
+        conn.execute("SELECT pgagent.config_schema('agent.config') IS NOT NULL")
 
     def _connect(self) -> psycopg.Connection:
         conn = psycopg.connect(self.dsn, autocommit=True)
