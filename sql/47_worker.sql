@@ -22,6 +22,7 @@ DECLARE
     wanted     bigint;      -- the agent asked for (agent => ...)
     blocked  bigint[];    -- agents at their max_running_turns
     filtered boolean;
+    leased   boolean;
 BEGIN
     -- no pgagent._require('user') (0.4 ms): EXECUTE is granted to pgagent_user only
     IF worker IS NULL OR worker !~ '^[A-Za-z0-9_.:@-]{1,128}$' THEN
@@ -80,7 +81,7 @@ BEGIN
             found := NULL;
             -- the oldest claimable turn: queued and not leased, or a worker's turn whose lease
             -- expired or was released (a dead worker, a retry now due, an approved call)
-            SELECT t.turn_id INTO found
+            SELECT t.turn_id, t.lease_owner IS NOT NULL INTO found, leased
               FROM pgagent.turn t
              WHERE t.tenant_id = tn.tenant_id AND t.status IN ('queued', 'running', 'awaiting_approval')
                AND (t.lease_expires_at IS NULL OR t.lease_expires_at <= now())
@@ -95,6 +96,9 @@ BEGIN
              LIMIT 1
                FOR UPDATE OF t SKIP LOCKED;
             EXIT WHEN found IS NULL;
+            -- a worker's turn whose lease expired is taken over even if a frozen backend still
+            -- holds its advisory lock (the lease, not the lock, says who runs it: lease.py)
+            EXIT WHEN leased;
             -- a queued turn a client started itself (CALL run_turn took its advisory lock and
             -- has not committed "running" yet) is the client's: skip it
             EXIT WHEN pg_catalog.pg_try_advisory_xact_lock(

@@ -14,14 +14,16 @@ with ``CALL pgagent.run_turn``. Under that CALL, :func:`pgagent_core.loop.step` 
   checks the cached turn, so at no extra cost): another owner now is :class:`LeaseLost`; a
   stopping worker (``pgagent.worker_heartbeat(id, stopping => true)``, SIGTERM) releases the turn
   there, after the step in flight committed.
-* at the end of a unit, :func:`finish_unit` renews the lease (``now() + lease``, at least the
-  model's and the tools' timeouts plus 1 s, so that no unit outlives its lease) once less than
-  half of it is left, parks it (awaiting an approval: ``infinity`` until ``pgagent.approve_step``
-  decides the last call) or releases it for a deferred retry (``run_after``), in the unit's own
-  transaction. A renewal that finds the lease taken over raises :class:`LeaseLost` and so rolls
-  the unit back. A unit that ends with more than half of its lease left needs no renewal: its
-  lease cannot have expired during it, so nobody can have taken the turn over (and the unique
-  (turn_id, seq) of the step log refuses a second writer of a step anyway).
+* L is the longest a unit may take: the worker's ``--lease-ms``, but at least the model's and the
+  tools' timeouts plus 1 s. Before a unit starts with less than L left (a claim with a short
+  lease, a takeover), :func:`renew` extends the lease to 2L in a unit of its own, committed
+  first. At the end of a unit, :func:`finish_unit` renews it to 2L once less than 1.5 L is left,
+  parks it (awaiting an approval: ``infinity`` until ``pgagent.approve_step`` decides the last
+  call) or releases it for a deferred retry (``run_after``), in the unit's own transaction. So
+  every unit starts with at least L left and cannot outlive its lease while its backend runs; a
+  frozen backend that wakes after a takeover renews at the end of its unit, finds the lease
+  taken (:class:`LeaseLost`) and rolls the unit back (and the unique (turn_id, seq) of the step
+  log refuses a second writer of a step anyway). Renewals cost one UPDATE per L/2 of work.
 
 Turns nobody leased (``send_message``, a plain ``CALL run_turn`` of a turn no worker touched) run
 exactly as before: no lease, no extra statement.
@@ -128,33 +130,60 @@ def release(db: Db, lease: Lease, tenant_id: str, turn_id: int) -> None:
 
 
 def length_ms(lease: Lease, cfg: dict[str, Any]) -> int:
-    """How long a renewal lasts (ms): the asked lease, but at least the longest single LLM or
-    tool call the turn can make (the model's timeout_ms, each tool's timeout_ms) plus 1 s."""
+    """L, the longest a unit may take (ms): the asked lease, but at least the longest single LLM
+    or tool call the turn can make (the model's timeout_ms, each tool's timeout_ms) plus 1 s.
+    A renewal extends the lease to 2L from now."""
     longest = max([int(cfg["model"].get("timeout_ms") or 0)]
                   + [int(t.get("timeout_ms") or 0) for t in cfg.get("tools") or []])
     return max(lease.lease_ms, longest + 1000)
 
 
-def finish_unit(db: Db, lease: Lease, tenant_id: str, turn_id: int, status: str, cfg: dict[str, Any],
-                run_after: str | None = None, stopped: bool = False) -> str:
-    """At the end of a unit, in its transaction: renew the lease once less than half of it is
-    left (the turn goes on), park it (``stopped`` in awaiting_approval: it waits for a human),
-    release it (paused, or ``run_after`` given: a deferred retry), or do nothing (terminal: the
-    status update cleared it). Returns 'continue' or 'stopped' (the turn left the worker's
-    hands). Raises LeaseLost (55P03) if another worker holds it now."""
-    if status in TERMINAL:
-        return "stopped"
-    mode = ("park" if stopped and status == "awaiting_approval" else
-            "release" if status == "paused" or run_after is not None else "renew")
-    length = length_ms(lease, cfg)
-    if mode == "renew":
-        left_ms = (lease.expires - time.time()) * 1000.0
-        if left_ms > length / 2:
-            return "continue"
+def _left_ms(lease: Lease) -> float:
+    return (lease.expires - time.time()) * 1000.0
+
+
+def _renew(db: Db, lease: Lease, tenant_id: str, turn_id: int, mode: str, length: int,
+           run_after: str | None = None) -> None:
     row = one(db, RENEW_SQL, RENEW_TYPES, [tenant_id, turn_id, lease.me, mode, length, run_after])
     if row is None:
         raise LeaseLost(f"turn {turn_id}: lease lost",
                         detail="Its lease expired and another worker claimed it before this step committed; "
                                "the step is rolled back.")
     lease.expires = float(row["expires"])
-    return "continue" if mode == "renew" else "stopped"
+
+
+def due_at_start(lease: Lease, status: str, cfg: dict[str, Any]) -> bool:
+    """Whether the lease must be renewed, in a unit of its own, before the next unit starts:
+    less than L left (after a claim with a short lease, or a takeover), so that the next unit,
+    which may make an LLM or tool call of up to L, cannot outlive it. Not for a queued turn (its
+    next unit only sets it running, and renews at its end) or one that cannot go on."""
+    if status in TERMINAL or status in ("queued", "paused"):
+        return False
+    return _left_ms(lease) < length_ms(lease, cfg)
+
+
+def renew(db: Db, lease: Lease, tenant_id: str, turn_id: int, cfg: dict[str, Any]) -> None:
+    """Extend the lease to 2L from now. Raises LeaseLost (55P03) if another worker holds it."""
+    _renew(db, lease, tenant_id, turn_id, "renew", 2 * length_ms(lease, cfg))
+
+
+def finish_unit(db: Db, lease: Lease, tenant_id: str, turn_id: int, status: str, cfg: dict[str, Any],
+                run_after: str | None = None, stopped: bool = False) -> str:
+    """At the end of a unit, in its transaction: renew the lease to 2L once less than 1.5 L is
+    left (the turn goes on; the renewal also fences: it finds the lease taken over if this unit
+    outlived it, frozen), park it (``stopped`` in awaiting_approval: it waits for a human),
+    release it (paused, or ``run_after`` given: a deferred retry), or do nothing (terminal: the
+    status update cleared it). Returns 'continue' or 'stopped' (the turn left the worker's
+    hands). Raises LeaseLost (55P03) if another worker holds it now."""
+    if status in TERMINAL:
+        return "stopped"
+    if stopped and status == "awaiting_approval":
+        _renew(db, lease, tenant_id, turn_id, "park", 0)
+        return "stopped"
+    if status == "paused" or run_after is not None:
+        _renew(db, lease, tenant_id, turn_id, "release", 0, run_after)
+        return "stopped"
+    length = length_ms(lease, cfg)
+    if _left_ms(lease) < 1.5 * length:
+        _renew(db, lease, tenant_id, turn_id, "renew", 2 * length)
+    return "continue"

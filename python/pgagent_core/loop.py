@@ -830,10 +830,14 @@ def step(db: Db, gd: dict, tenant_id: str, turn_id: int, actor: str | None = Non
             turn = load(db, tenant_id, turn_id, actor)
             seen = turn.cfg
         if held_lease is not None:
-            # the lease as committed: still this session's? is the worker stopping?
+            # the lease as committed: still this session's? is the worker stopping? enough left?
             outcome = lease.at_start(held_lease, seen, turn_id)
             if outcome == "stopping":
                 lease.release(db, held_lease, tenant_id, turn_id)
+            elif lease.due_at_start(held_lease, turn.status, turn.cfg):
+                lease.renew(db, held_lease, tenant_id, turn_id, turn.cfg)   # committed before the unit
+                cache[key] = turn
+                return {"done": False}
         if outcome == "continue":
             turn.can_defer, turn.defer_until = held_lease is not None, None
             state = guarded_advance(db, gd, turn)

@@ -109,9 +109,10 @@ def connect(dsn: str, timeout: float = 30.0) -> psycopg.Connection:
             time.sleep(0.05)
 
 
-def spawn(dsn: str, name: str) -> subprocess.Popen:
+def spawn(dsn: str, name: str, concurrency: int = 2) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
-    return subprocess.Popen([sys.executable, "-m", "pgagent_worker", "worker", "--dsn", dsn, "--concurrency", "2",
+    return subprocess.Popen([sys.executable, "-m", "pgagent_worker", "worker", "--dsn", dsn, "--concurrency",
+                             str(concurrency),
                              "--lease-ms", "300", "--poll-s", "0.2", "--worker-id", name, "--log-format", "json"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -122,12 +123,12 @@ def setup(conn: psycopg.Connection, llm: ScriptedLLM, http_port: int) -> None:
     conn.execute("CREATE FUNCTION public.bump(n int) RETURNS text LANGUAGE sql AS "
                  "$$ INSERT INTO public.bumps VALUES (n) RETURNING 'bumped ' || n $$")
     conn.execute("GRANT SELECT, INSERT ON public.bumps TO pgagent_sandbox")
-    # the model's timeout (300 ms) bounds a unit, so a lease lasts 1.3 s: a dead worker's turn
-    # is taken over quickly
+    # the model's and the tools' timeouts (300 ms) bound a unit: L = 1.3 s, a lease is renewed to
+    # 2L = 2.6 s, so a dead worker's turn is taken over quickly
     conn.execute("SELECT pgagent.register_model('scripted', base_url => %s, timeout_ms => 300, max_retries => 5)",
                  [llm.base_url])
     conn.execute("SELECT pgagent.register_tool('bump', 'Record a bump', %s, kind => 'function', "
-                 "config => '{\"function\": \"public.bump\"}')", [json.dumps(BUMP)])
+                 "config => '{\"function\": \"public.bump\"}', timeout_ms => 300)", [json.dumps(BUMP)])
     conn.execute("SELECT pgagent.allow_egress('127.0.0.1')")
     conn.execute("INSERT INTO pgagent.egress_exception (tenant_id, network, note) "
                  "VALUES (pgagent.current_tenant(), '127.0.0.1/32', 'crash trial server')")
@@ -273,7 +274,7 @@ def test_a_frozen_backend_loses_its_turn_after_the_lease_and_it_finishes_once(cr
         llm.responder = lambda body: (text("finished") if body["messages"][-1]["role"] == "tool"
                                       else hang(0.5, tool_calls([("bump", {"n": 4242})])))
         turn = enqueue(conn, 4242)
-        first = spawn(dsn, "frozen-one")
+        first = spawn(dsn, "frozen-one", concurrency=1)   # its only slot's backend is frozen
         second = None
         try:
             deadline = time.monotonic() + 20
@@ -287,7 +288,7 @@ def test_a_frozen_backend_loses_its_turn_after_the_lease_and_it_finishes_once(cr
             os.kill(pid, signal.SIGSTOP)
             t_stop = time.monotonic()
             expires = conn.execute("SELECT lease_expires_at FROM pgagent.turn WHERE turn_id = %s", [turn]).fetchone()[0]
-            second = spawn(dsn, "second")
+            second = spawn(dsn, "second", concurrency=1)
             ok = False
             while time.monotonic() - t_stop < 30:
                 if conn.execute("SELECT status FROM pgagent.turn WHERE turn_id = %s", [turn]).fetchone()[0] == "completed":
@@ -309,10 +310,13 @@ def test_a_frozen_backend_loses_its_turn_after_the_lease_and_it_finishes_once(cr
                         p.wait(timeout=15)
                     except subprocess.TimeoutExpired:
                         p.kill()
-        assert ok, "the second worker did not take the turn over"
+        log2 = second.stderr.read() if second is not None and second.stderr else ""
+        assert ok, "the second worker did not take the turn over\n" + log2
         # taken over only once the lease (the 1 s model timeout + 1 s) expired
         first_new = conn.execute("SELECT min(created_at) FROM pgagent.step WHERE turn_id = %s AND seq > 1",
                                  [turn]).fetchone()[0]
+        print("\n" + "\n".join(line for line in log2.splitlines() if '"turn"' in line or "claim" in line)
+              + f"\nlease at SIGSTOP until {expires}, first step of the second worker at {first_new}")
         assert first_new >= expires, (first_new, expires)
         kinds = [r[0] for r in conn.execute("SELECT kind FROM pgagent.step WHERE turn_id = %s ORDER BY seq", [turn])]
         assert kinds == ["user_message", "llm_call", "tool_call", "tool_result", "llm_call", "response"]
