@@ -41,12 +41,13 @@ from .errors import Busy
 DEFAULT_LEASE_MS = 60000
 TERMINAL = ("completed", "failed", "cancelled")
 
-# Who this session is for leases, the lease length it asked for (ms), and the turn's lease now.
+# Who this session is for leases, the lease length it asked for (ms), and the turn's lease now
+# (a parked lease, infinity, waits for an approval and holds nobody off).
 BEGIN_SQL = """
 SELECT coalesce(nullif(pg_catalog.current_setting('pgagent.worker_id', true), ''),
                 'backend:' || pg_catalog.pg_backend_pid()) AS me,
        coalesce(nullif(pg_catalog.current_setting('pgagent.lease_ms', true), '')::int, $3) AS lease_ms,
-       t.lease_owner, t.lease_expires_at > pg_catalog.now() AS live,
+       t.lease_owner, t.lease_expires_at > pg_catalog.now() AND t.lease_expires_at < 'infinity' AS live,
        pg_catalog.to_char(t.lease_expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS expires
   FROM pgagent.turn t WHERE t.tenant_id = $1::uuid AND t.turn_id = $2"""
 

@@ -452,7 +452,8 @@ def test_three_workers_fire_each_due_time_exactly_once_over_ten_simulated_minute
 def test_a_running_worker_fires_a_due_schedule_and_answers_it(conn, llm, dsn, workers):
     setup_agent(conn, llm)
     llm.responder = lambda body: text("scheduled answer")
-    conn.execute("SELECT pgagent.schedule('analyst', '*/5 * * * *', 'status report', name => 'report')")
+    # yearly: its next due time after this one is months away, whatever the time of the test
+    conn.execute("SELECT pgagent.schedule('analyst', '0 0 1 1 *', 'status report', name => 'report')")
     conn.execute("UPDATE pgagent.schedule SET next_fire_at = now() - interval '1 second'")
     w, ev = start_worker(workers, dsn, concurrency=1)
     assert wait_until(lambda: conn.execute("SELECT count(*) FROM pgagent.turn WHERE status = 'completed' "
@@ -560,3 +561,22 @@ def test_housekeeping_stops_silent_workers_fails_stuck_turns_and_applies_retenti
     assert conn.execute("SELECT turn_id FROM pgagent.claim_turn('w2:2:abcd')").fetchone()[0] == held
     out = conn.execute("SELECT pgagent.housekeeping(stuck_after => '1 hour')").fetchone()[0]
     assert out == {"workers_stopped": 0, "leases_released": 0, "turns_failed": 0, "conversations_deleted": 0}
+
+
+def test_a_parked_turn_can_still_be_run_by_a_plain_session(conn, llm, dsn, workers):
+    """A worker parked the turn for an approval (lease until infinity): a plain CALL run_turn is
+    not refused as if a worker held it, and approving and running it from SQL finishes it."""
+    setup_agent(conn, llm, bump_approval=True)
+    llm.responder = bump_then_answer
+    [turn] = enqueue(conn, 1)
+    w, ev = start_worker(workers, dsn, concurrency=1)
+    assert wait_until(lambda: statuses(conn, [turn]) == {"awaiting_approval": 1}, timeout=20)
+    w.stop()
+    w.wait(timeout=15)
+    r = conn.execute("CALL pgagent.run_turn(%s)", [turn]).fetchone()[0]
+    assert r["status"] == "awaiting_approval" and r["pending_approvals"]
+    call = r["pending_approvals"][0]["step_id"]
+    conn.execute("SELECT pgagent.approve_step(%s, true, 'ok')", [call])
+    r = conn.execute("CALL pgagent.run_turn(%s)", [turn]).fetchone()[0]
+    assert r["status"] == "completed"
+    assert [row[0] for row in conn.execute("SELECT n FROM public.bumps")] == [1]
