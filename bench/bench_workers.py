@@ -23,13 +23,12 @@ import json
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -37,20 +36,17 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "bench"))
+import bench_turn  # noqa: E402
 from pgcluster import Cluster  # noqa: E402
 
 STEPS_TARGET = 1000.0     # steps/s with 4 workers (issue 9)
 DELAY_TARGET_MS = 20.0    # p50 enqueue-to-start
 
 
-class InstantLLM(BaseHTTPRequestHandler):
-    """One reply per turn: an answer with reasoning_content (so the turn has a thinking step)."""
-
-    protocol_version = "HTTP/1.1"
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+class InstantLLM(bench_turn.InstantLLM):
+    """bench_turn's instant server (HTTP/1.1 keep-alive, TCP_NODELAY), answering every request
+    with one reply that carries reasoning_content (so the turn has a thinking step)."""
 
     def do_POST(self) -> None:  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -64,9 +60,6 @@ class InstantLLM(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(out)))
         self.end_headers()
         self.wfile.write(out)
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 def cpu_s(pids: list[int]) -> float:

@@ -95,8 +95,7 @@ def test_two_workers_drain_the_queue_each_turn_once(conn, llm, dsn):
     setup_agent(conn, llm)
     llm.responder = bump_then_answer
     turns = enqueue(conn, 30)
-    evs = []
-    ws = [Worker(dsn, concurrency=2, once=True, log=(ev := Events())) for _ in range(2)]
+    ws = [Worker(dsn, concurrency=2, once=True, log=Events()) for _ in range(2)]
     evs = [w.log for w in ws]
     threads = [threading.Thread(target=w.run) for w in ws]
     for t in threads:
@@ -229,7 +228,7 @@ def test_a_busy_tenant_does_not_starve_another(conn, llm, dsn, workers):
     llm.responder = lambda body: hang(0.03, text("ok"))
     enqueue(conn, 40)                              # tenant default: a deep queue, first
     conn.execute("SET pgagent.tenant = 'beta'")
-    beta = enqueue(conn, 5, agent="helper")        # then 5 turns of beta
+    enqueue(conn, 5, agent="helper")               # then 5 turns of beta
     conn.execute("RESET pgagent.tenant")
     start_worker(workers, dsn, concurrency=2)
     assert wait_until(lambda: conn.execute("SELECT count(*) FROM pgagent.turn WHERE status = 'completed'")
