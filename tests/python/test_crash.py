@@ -274,11 +274,17 @@ def test_a_frozen_backend_loses_its_turn_after_the_lease_and_it_finishes_once(cr
         llm.responder = lambda body: (text("finished") if body["messages"][-1]["role"] == "tool"
                                       else hang(0.5, tool_calls([("bump", {"n": 4242})])))
         turn = enqueue(conn, 4242)
+        before = len(llm.requests)
         first = spawn(dsn, "frozen-one", concurrency=1)   # its only slot's backend is frozen
         second = None
         try:
             deadline = time.monotonic() + 20
             pid = None
+            # freeze it inside the model call (the server has the request), where it holds no row
+            # lock: a backend frozen while it writes a step keeps the turn's row locked, and no
+            # lease can take that over (see docs/durability.md)
+            while len(llm.requests) == before and time.monotonic() < deadline:
+                time.sleep(0.005)
             while pid is None and time.monotonic() < deadline:
                 row = conn.execute("""SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'pgagent worker frozen-one%%'
                                        AND query LIKE 'CALL pgagent.run_turn%%' AND state = 'active'""").fetchone()
