@@ -274,8 +274,8 @@ class TestTotalDeadline:
             assert providers.chat(session, chat_model(llm, timeout_ms=300), USER, [], {}, None).content == "one"
             time.sleep(0.4)  # the first call's and the second call's watchdogs are long past their deadline
             assert providers.chat(session, chat_model(llm, timeout_ms=300), USER, [], {}, None).content == "two"
-        assert isinstance(session.get_adapter("http://x/"), providers.DeadlineAdapter)
-        assert isinstance(session.get_adapter("https://x/"), providers.DeadlineAdapter)
+        pools = providers._transport(session).manager("http://x/").pool_classes_by_scheme
+        assert pools == {"http": providers._HTTPPool, "https": providers._HTTPSPool}
 
     def test_keep_alive_connection_is_watched_too(self, session: requests.Session) -> None:
         calls = []
