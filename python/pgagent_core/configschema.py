@@ -3,7 +3,7 @@
 :data:`SCHEMAS` maps a name to its schema:
 
 * ``agent.config``: an agent's ``config`` (loop settings, auto-approval, request params);
-* ``tool.sql``, ``tool.function``, ``tool.http``: a tool's ``config`` per kind (the kind's
+* ``tool.sql``, ``tool.function``, ``tool.http``, ``tool.memory``: a tool's ``config`` per kind (the kind's
   ``check_config`` then checks what a schema cannot say, e.g. header names it refuses);
 * ``persona.traits``: a persona's traits (names to strings, numbers or booleans);
 * ``params.openai``, ``params.anthropic``, ``params.openai.embedding``: request parameters per
@@ -82,6 +82,15 @@ AGENT_CONFIG = _object("agent.config", "An agent's config: loop settings, auto-a
     "hook_timeout_ms": _int(10, 60000, 2000, "deadline (ms) of one policy hook call (pgagent.add_hook)"),
     "budget_completion_tokens": _int(1, 1000000, 1024, "completion tokens a budget reserves for an LLM call "
                                                         "whose request sets no max_tokens"),
+    "memory": _bool(False, "automatic recall: show the memories most relevant to the user message in the "
+                           "system prompt (docs/memory.md)"),
+    "memory_k": _int(1, 100, 5, "memories automatic recall shows at most"),
+    "memory_min_similarity": {"type": "number", "minimum": -1, "maximum": 1, "default": 0,
+                              "x-expected": "a number from -1 to 1",
+                              "description": "cosine similarity a memory needs to be recalled automatically"},
+    "memory_model": {"type": "string", "minLength": 1, "x-expected": "the name of an embedding model",
+                     "description": "the embedding model of automatic recall (default: the tenant's default "
+                                    "embedding model)"},
 })
 
 TOOL_SQL = _object("tool.sql", "Config of an sql tool: a read-only query run as pgagent_sandbox.", {
@@ -119,6 +128,20 @@ TOOL_HTTP = _object("tool.http", "Config of an http tool: one request to a host 
     "max_redirects": {**_int(0, 10, 3, "redirects followed"), "type": ["integer", "null"]},
 })
 
+TOOL_MEMORY = _object("tool.memory", "Config of a memory tool: the agent remembers or recalls (docs/memory.md).", {
+    "action": {"type": "string", "enum": ["remember", "recall"], "x-expected": "remember or recall",
+               "description": "remember: store the argument content (and importance); recall: search with the "
+                              "argument query (and k)"},
+    "scope": {"type": "string", "enum": ["conversation", "user", "agent"], "default": "user",
+              "x-expected": "conversation, user or agent",
+              "description": "(remember) the scope of the memories it writes"},
+    "k": _int(1, 100, 5, "(recall) memories returned when the call gives no k"),
+    "min_similarity": {"type": "number", "minimum": -1, "maximum": 1, "default": 0,
+                       "x-expected": "a number from -1 to 1", "description": "(recall) cosine similarity needed"},
+    "model": {"type": "string", "minLength": 1, "x-expected": "the name of an embedding model",
+              "description": "the embedding model (default: the tenant's default embedding model)"},
+}, ["action"])
+
 PERSONA_TRAITS = {"$schema": DRAFT, "title": "persona.traits",
                   "description": "A persona's traits, e.g. {\"tone\": \"dry\", \"verbosity\": 2}.",
                   "type": "object",
@@ -137,6 +160,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "tool.sql": TOOL_SQL,
     "tool.function": TOOL_FUNCTION,
     "tool.http": TOOL_HTTP,
+    "tool.memory": TOOL_MEMORY,
     "persona.traits": PERSONA_TRAITS,
     "params.openai": _params("openai", "provider openai"),
     "params.anthropic": _params("anthropic", "provider anthropic"),
@@ -150,6 +174,7 @@ _STYLE: dict[str, tuple[str, str]] = {
     "tool.sql": ("config", "dot"),
     "tool.function": ("config", "dot"),
     "tool.http": ("config", "dot"),
+    "tool.memory": ("config", "dot"),
     "persona.traits": ("persona traits", "quoted"),
     "params.openai": ("params", "quoted"),
     "params.anthropic": ("params", "quoted"),

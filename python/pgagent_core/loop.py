@@ -29,10 +29,10 @@ from typing import Any, Callable
 
 import requests
 
-from . import budget, hooks, lease, toolcalls, tools, validation
+from . import budget, hooks, lease, memory, providers, toolcalls, tools, validation
 from .db import Db, one
 from .limits import MAX_TOKENS_PER_CALL, clean_json, clean_text
-from .errors import Busy, InvalidState, NotFound
+from .errors import Busy, InvalidState, NotFound, ProviderFailed
 from .providers import ProviderError, Reply, ToolCall, chat, dumps
 
 TERMINAL = ("completed", "failed", "cancelled")
@@ -146,6 +146,8 @@ class Turn:
     history: list[dict[str, Any]] | None = None  # earlier completed turns of the conversation, loaded once
     can_defer: bool = False  # under a worker's lease: a retry waits in the queue (run_after), not in a sleep
     defer_until: str | None = None  # set by llm_attempt when it deferred the retry (ISO 8601 UTC)
+    memories: list[dict[str, Any]] | None = None  # recalled for this turn (agent config memory), see recall_for
+    memory_error: str | None = None  # why the recall failed (the turn goes on without memories)
 
     @property
     def tenant_id(self) -> str:
@@ -297,6 +299,8 @@ def system_prompt(turn: Turn, specs: list[dict[str, Any]]) -> str:
         parts.append("Traits: " + ", ".join(f"{k}: {v}" for k, v in cfg["traits"].items()))
     if cfg.get("instructions"):
         parts.append(cfg["instructions"])
+    if turn.memories:
+        parts.append(memory.prompt_section(turn.memories))
     if specs and cfg["model"]["tool_mode"] == "json_schema":
         parts.append(toolcalls.action_instructions(specs))
     return "\n\n".join(parts)
@@ -398,11 +402,68 @@ def keyed_chat(db: Db, model: dict[str, Any], request: dict[str, Any]) -> Reply:
     return Reply(**{**r, "tool_calls": [ToolCall(**t) for t in r["tool_calls"]]})
 
 
-def request_for(db: Db, turn: Turn) -> dict[str, Any]:
+EMBED_MODEL_SQL = """
+SELECT pg_catalog.to_jsonb(m) AS model FROM pgagent.model m
+ WHERE m.tenant_id = $1::uuid AND m.kind = 'embedding' AND m.enabled
+   AND (m.name = $2 OR ($2 IS NULL AND m.is_default))"""
+
+
+def embedder(db: Db, gd: dict, tenant_id: str, model: str | None = None
+             ) -> tuple[dict[str, Any], Callable[[list[str], dict[str, Any] | None], list[list[float]]]]:
+    """The tenant's embedding model named ``model`` (default: its default embedding model) as
+    (model row, ``embed(texts, params) -> one vector per text``). Keyed models go through
+    pgagent._llm_call. Raises NotFound (42704: no such enabled embedding model); ``embed``
+    raises ProviderFailed (58000: the provider failed, the message says how) or Interrupted."""
+    row = one(db, EMBED_MODEL_SQL, ["text", "text"], [tenant_id, model])
+    if row is None:
+        raise NotFound(f"no enabled embedding model {model!r}" if model else "the tenant has no default embedding model",
+                       hint="pgagent.register_model(..., kind => 'embedding', is_default => true)")
+    m = row["model"]
+
+    def embed(texts: list[str], params: dict[str, Any] | None = None) -> list[list[float]]:
+        body = {**m["params"], **(params or {})}
+        try:
+            if m.get("secret_name"):
+                return via_llm_call(db, m["model_id"], {"input": texts, "params": body})["embeddings"]
+            return providers.embed(http_session(gd), m, texts, body, None, check=interrupt_check(db))[0]
+        except ProviderError as e:
+            raise ProviderFailed(f"embedding with {m['name']!r} failed: {e.message}") from None
+    return m, embed
+
+
+def recall_for(db: Db, gd: dict, turn: Turn) -> None:
+    """With ``memory: true`` in the agent's config, set ``turn.memories``: the memories the
+    turn's first llm_call step recorded (so every call of a turn, and a resumed turn, sees the
+    same ones), else the ``memory_k`` (default 5) best for the user message (similarity at
+    least ``memory_min_similarity``, default 0; pgagent_core.memory), for the turn's creator, in
+    its conversation, with the embedding model ``memory_model`` (default: the tenant's). A
+    failed recall is not fatal: ``turn.memory_error`` says why, and the llm_call step records it."""
+    s = turn.settings
+    if turn.memories is not None or not s.get("memory"):
+        return
+    for st in turn.steps:
+        if st["kind"] == "llm_call" and "memories" in st["payload"]:
+            turn.memories = st["payload"]["memories"]
+            return
+    try:
+        m, embed = embedder(db, gd, turn.tenant_id, s.get("memory_model"))
+        vector = embed([turn.cfg["user_message"]])[0]
+        turn.memories = memory.search(db, gd, tenant_id=turn.tenant_id, agent_id=int(turn.cfg["agent_id"]),
+                                      owner=turn.cfg["created_by"], conversation_id=int(turn.cfg["conversation_id"]),
+                                      model_id=int(m["model_id"]), vector=vector, k=int(s.get("memory_k", 5)),
+                                      min_similarity=float(s.get("memory_min_similarity", 0.0)))
+    except (NotFound, ProviderFailed) as e:
+        turn.memories, turn.memory_error = [], f"memory recall failed: {e.message}"
+
+
+def request_for(db: Db, turn: Turn, gd: dict | None = None) -> dict[str, Any]:
     """The chat request the loop sends next: ``{messages, tools, params, response_format}`` in
     OpenAI terms (what :func:`chat` and pgagent.prepare_turn use). params merge the model's, the
     persona's, the agent's config.params and the turn's (later wins); each was checked against
-    the provider's allowlist when it was set."""
+    the provider's allowlist when it was set. With ``gd`` and the agent's config ``memory``, the
+    system prompt shows the recalled memories (:func:`recall_for`)."""
+    if gd is not None:
+        recall_for(db, gd, turn)
     cfg, model = turn.cfg, turn.cfg["model"]
     specs = tool_specs(turn)
     params = {**model["params"], **cfg["persona_params"], **(turn.settings.get("params") or {}), **cfg["turn_params"]}
@@ -480,7 +541,7 @@ def llm_attempt(db: Db, gd: dict, turn: Turn, request: dict[str, Any] | None = N
             return None
         time.sleep(min(wait, MAX_BACKOFF_S))
     if request is None:
-        request = request_for(db, turn)
+        request = request_for(db, turn, gd)
     try:
         if model.get("secret_name"):
             return keyed_chat(db, model, request)
@@ -515,6 +576,17 @@ def record_llm_failure(db: Db, turn: Turn, e: ProviderError) -> None:
 
 # ---------------------------------------------------------------------------- recording a reply
 
+def _memory_record(turn: Turn) -> dict[str, Any]:
+    """What the turn's first llm_call step records of automatic recall: ``memories`` (what the
+    prompt showed) and ``memory_error`` (a failed recall); nothing later or without recall."""
+    if turn.memories is None or any(st["kind"] == "llm_call" for st in turn.steps):
+        return {}
+    out: dict[str, Any] = {"memories": turn.memories}
+    if turn.memory_error:
+        out["memory_error"] = turn.memory_error
+    return out
+
+
 def record_reply(db: Db, turn: Turn, reply: Reply, gd: dict | None = None) -> None:
     """Write the llm_call step and what follows from it: thinking, tool_call steps (with
     immediate error results for invalid calls), or the response that completes the turn (after
@@ -544,7 +616,7 @@ def record_reply(db: Db, turn: Turn, reply: Reply, gd: dict | None = None) -> No
     add_step(db, turn, "llm_call",
              {"message": message, "finish_reason": reply.finish_reason, "model": reply.model or model["model_name"],
               "provider": model["provider"], "tool_mode": model["tool_mode"],
-              "tool_call_source": calls[0].source if calls else None},
+              "tool_call_source": calls[0].source if calls else None, **_memory_record(turn)},
              prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens, cost_usd=round(cost, 8),
              latency_ms=reply.latency_ms)
     turn.llm_calls += 1
@@ -611,7 +683,10 @@ def execute_call(db: Db, gd: dict, turn: Turn, call: dict[str, Any], *, rewritte
         if tool is None:
             raise tools.ToolFailure(f"tool {call['tool_name']!r} was removed from the agent or disabled")
         ctx = tools.ToolContext(db, turn.tenant_id, turn.turn_id, gd,
-                                idempotency_key=f"pgagent-{turn.tenant_id}-{call['step_id']}")
+                                idempotency_key=f"pgagent-{turn.tenant_id}-{call['step_id']}",
+                                agent_id=int(turn.cfg["agent_id"]), user=turn.cfg["created_by"],
+                                conversation_id=int(turn.cfg["conversation_id"]),
+                                embedder=lambda model: embedder(db, gd, turn.tenant_id, model))
         result = tools.run(ctx, tool, call["payload"]["arguments"])
         payload = {"is_error": False, "result": result}
     except tools.ToolFailure as e:
@@ -679,7 +754,7 @@ def advance(db: Db, gd: dict, turn: Turn, *, external: bool = False) -> str:
         return STOP
     if gate(db, turn):
         return STOP
-    request = request_for(db, turn)
+    request = request_for(db, turn, gd)
     if not turn.held:
         try:
             turn.held = budget.reserve(db, turn, request) == "held"

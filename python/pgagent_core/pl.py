@@ -468,6 +468,9 @@ def _check_tool(db: Db, c: Caller, t: dict[str, Any]) -> dict[str, Any]:
     _name(t["name"], "tool name", TOOL_NAME_RE)
     _check(isinstance(t["description"], str) and t["description"].strip() != "", "description must be non-empty",
            "The model reads it to decide when to call the tool.")
+    default = getattr(tools.kind_module(t["kind"]), "PARAMETERS", None) if t["kind"] in tools.KINDS else None
+    if t["parameters"] is None and default is not None:
+        t["parameters"] = default((t["config"] or {}).get("action") if isinstance(t["config"], dict) else None)
     t["parameters"] = _obj(t["parameters"] if t["parameters"] is not None else
                            {"type": "object", "properties": {}}, "parameters")
     _valid(lambda: validation.check_schema(t["parameters"]), f"tool {t['name']!r}: parameters")
@@ -1008,7 +1011,7 @@ def _external(db: Db, gd: dict, t: loop.Turn) -> dict[str, Any]:
     out = loop.summary(t)
     if state == loop.NEEDS_LLM:
         m = t.cfg["model"]
-        req = t.next_request or loop.request_for(db, t)
+        req = t.next_request or loop.request_for(db, t, gd)
         out["request"] = {**req, "model": m["model_name"], "provider": m["provider"], "base_url": m["base_url"],
                           "tool_mode": m["tool_mode"]}
     else:
@@ -1053,12 +1056,6 @@ def submit_reply(db: Db, gd: dict, c: Caller, turn: int, reply: Any) -> dict[str
 
 # ---------------------------------------------------------------------------- embeddings
 
-EMBED_MODEL_SQL = """
-SELECT pg_catalog.to_jsonb(m) AS model FROM pgagent.model m
- WHERE m.tenant_id = $1::uuid AND m.kind = 'embedding' AND m.enabled
-   AND (m.name = $2 OR ($2 IS NULL AND m.is_default))"""
-
-
 @api("user", reentrant=True)
 def embed(db: Db, gd: dict, c: Caller, input: list[str], model: str | None = None, params: Any = None) -> list[str]:
     """Embed each text with the named (or the tenant's default) embedding model; returns one
@@ -1066,22 +1063,10 @@ def embed(db: Db, gd: dict, c: Caller, input: list[str], model: str | None = Non
     22023 (empty input, bad params), 42704 (no such enabled embedding model), 58000 (the
     provider failed: the message says how)."""
     _check(bool(input) and all(isinstance(t, str) and t for t in input), "input must be one or more non-empty texts")
-    row = one(db, EMBED_MODEL_SQL, ["text", "text"], [c.tenant_id, model])
-    if row is None:
-        raise NotFound(f"no enabled embedding model {model!r}" if model else "the tenant has no default embedding model",
-                       hint="pgagent.register_model(..., kind => 'embedding', is_default => true)")
-    m, extra = row["model"], _obj(params, "params")
+    m, embed_ = loop.embedder(db, gd, c.tenant_id, model)
+    extra = _obj(params, "params")
     _valid(lambda: providers.check_params(m["provider"], extra, kind="embedding"), "params")
-    body = {**m["params"], **extra}
-    inputs = [limits.clean_text(t) for t in input]
-    try:
-        if m.get("secret_name"):
-            vectors = loop.via_llm_call(db, m["model_id"], {"input": inputs, "params": body})["embeddings"]
-        else:
-            vectors, _, _ = providers.embed(loop.http_session(gd), m, inputs, body, None,
-                                            check=loop.interrupt_check(db))
-    except providers.ProviderError as e:
-        raise ProviderFailed(f"embedding with {m['name']!r} failed: {e.message}") from None
+    vectors = embed_([limits.clean_text(t) for t in input], extra)
     return ["[" + ",".join(repr(x) for x in v) + "]" for v in vectors]
 
 
@@ -1089,7 +1074,7 @@ __all__ = ["API", "Busy", "Caller", "dispatch", "llm_call", "run_turn_proc"]
 
 
 # The other API modules register their functions with registry.api when imported.
-from . import budget, hooks, ops  # noqa: E402,F401
+from . import budget, hooks, memory_api, ops  # noqa: E402,F401
 
 
 def cron_next(cron: str, tz: str, after: str) -> str:

@@ -70,6 +70,11 @@ SCRIPTS: dict[str, list[Reply]] = {
         tool_calls([("shipped_late", {"since": "2024-01-01"})]),     # the views example
         text("No, order 41 shipped on time."),
     ],
+    "docs/memory.md": [
+        tool_calls([("remember", {"content": "The guest arrives late on Friday, around midnight",
+                                  "importance": 0.6})]),
+        text("Noted: a late arrival on Friday. The night desk will have your key ready."),
+    ],
     "docs/security.md": [
         tool_calls([("refund", {"order_id": 42})]),                  # carol's own turn parks
         text("Refunded order 42."),                                  # ... and continues after alice's approval
@@ -322,7 +327,22 @@ def check_durability(c: psycopg.Connection, run: Run) -> None:
     assert c.execute("SELECT config FROM pgagent.agent WHERE name = 'triage'").fetchone()[0] == {"max_running_turns": 4}
 
 
+def check_memory(c: psycopg.Connection, run: Run) -> None:
+    """Three memories (two from SQL, one from the tool); the turn's first llm_call showed the two
+    older ones (automatic recall), and the tool's memory came from that turn."""
+    rows = c.execute("SELECT content, scope, source_turn_id IS NOT NULL FROM pgagent.memory ORDER BY memory_id").fetchall()
+    assert [r[0] for r in rows] == ["The guest is allergic to peanuts", "The guest prefers a room on a high floor",
+                                    "The guest arrives late on Friday, around midnight"]
+    assert [r[2] for r in rows] == [False, False, True] and {r[1] for r in rows} == {"user"}
+    shown = c.execute("SELECT payload -> 'memories' FROM pgagent.step WHERE kind = 'llm_call' ORDER BY step_id LIMIT 1").fetchone()[0]
+    # (the scripted server's embeddings are hash-based: some pairs are dissimilar, below the default 0)
+    assert {m["content"] for m in shown} <= {r[0] for r in rows[:2]} and all(m["similarity"] >= 0 for m in shown)
+    recalled = {r[0] for r in c.execute("SELECT content FROM pgagent.memory WHERE recall_count > 0")}
+    assert {m["content"] for m in shown} <= recalled
+
+
 CHECKS: dict[str, Callable[[psycopg.Connection, Run], None]] = {
+    "docs/memory.md": check_memory,
     "docs/durability.md": check_durability,
     "docs/operations.md": check_operations,
     "docs/events.md": check_events,

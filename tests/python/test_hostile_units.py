@@ -790,7 +790,7 @@ class TestConfigSchema:
                     assert prop.get("x-expected"), (name, key)
             json.dumps(schema)
         assert set(configschema.SCHEMAS) == {"agent.config", "tool.sql", "tool.function", "tool.http",
-                                             "persona.traits", "params.openai", "params.anthropic",
+                                             "tool.memory", "persona.traits", "params.openai", "params.anthropic",
                                              "params.openai.embedding"}
 
     def test_schema_returns_a_copy(self) -> None:
@@ -833,8 +833,8 @@ class TestConfigSchema:
             configschema.validate("agent.config", {"max_step": 3})
         assert str(ei.value) == ('agent config: unknown key "max_step"; valid keys: allow_self_approval, auto_approve, '
                                  "budget_completion_tokens, history_turns, hook_timeout_ms, max_result_chars, "
-                                 "max_running_turns, max_steps, max_tool_errors, params, retry_backoff_ms, retry_base_ms, "
-                                 "retry_max")
+                                 "max_running_turns, max_steps, max_tool_errors, memory, memory_k, memory_min_similarity, "
+                                 "memory_model, params, retry_backoff_ms, retry_base_ms, retry_max")
 
     @pytest.mark.parametrize("config,message", [
         ({"auto_approve": "yes"}, 'agent config: auto_approve must be a boolean or an array of tool names, got "yes"'),

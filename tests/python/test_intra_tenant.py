@@ -29,7 +29,8 @@ def state(conn: psycopg.Connection, tenant_id: str) -> str:
     parts = []
     for t in ("model", "persona", "tool", "agent", "agent_tool", "conversation", "turn", "step", "audit_event",
               "secret", "tenant_member", "egress_allow", "intervention", "rating", "flag", "budget", "budget_usage",
-              "budget_hold", "hook", "agent_daily", "worker", "schedule", "schedule_firing", "insert_trigger"):
+              "budget_hold", "hook", "agent_daily", "worker", "schedule", "schedule_firing", "insert_trigger",
+              "memory"):
         parts.append(conn.execute(sql.SQL("SELECT count(*)::text || ':' || coalesce(md5(string_agg(x::text, '|' "
                                           "ORDER BY x::text)), '') FROM pgagent.{} x WHERE tenant_id = %s")
                                   .format(sql.Identifier(t)), [tenant_id]).fetchone()[0])
@@ -253,6 +254,22 @@ def api_abuse_attacks(m: Matrix, c: psycopg.Connection, who: str, ids: dict[str,
     # the tenant's user role registered worker-acme (setup): nobody else may act for it
     for q in ("SELECT pgagent.worker_heartbeat(%s, true)", "SELECT pgagent.worker_exit(%s)"):
         m.attack(c, who, q, [ids["worker"]], succeeded=lambda rows: group != "user" and bool(rows) and rows[0][0] > 0)
+    # memory (issue 10): nobody writes the table; a user forgets only its own memories, and
+    # writes or forgets shared (agent) memories only as an admin
+    for q, args in [("INSERT INTO pgagent.memory (tenant_id, agent_id, scope, owner, content, embedding, dims, "
+                     "embedding_model_id, created_by) SELECT tenant_id, agent_id, 'user', current_user, 'planted', "
+                     "embedding, dims, embedding_model_id, current_user FROM pgagent.memory LIMIT 1", None),
+                    ("UPDATE pgagent.memory SET content = 'rewritten', importance = 1", None),
+                    ("DELETE FROM pgagent.memory", None)]:
+        m.attack(c, who, q, args)
+    m.attack(c, who, "SELECT pgagent.forget(%s)", [ids["memory_admin"]], succeeded=lambda rows: not_admin)
+    m.attack(c, who, "SELECT pgagent.forget(%s)", [ids["memory_agent"]], succeeded=lambda rows: not_admin)
+    m.attack(c, who, "SELECT pgagent.forget(%s)", [ids["memory_user"]],
+             succeeded=lambda rows: group not in ("user", "admin"))
+    m.attack(c, who, "SELECT pgagent.remember('analyst', 'obey', scope => 'agent')", None,
+             succeeded=lambda rows: not_admin)
+    m.attack(c, who, "SELECT count(*) FROM pgagent.memory WHERE memory_id = %s", [ids["memory_admin"]],
+             succeeded=lambda rows: not_admin and rows[0][0] > 0)
     # a user rating or flagging a turn someone else started
     m.attack(c, who, "SELECT pgagent.rate_turn(%s, 1)", [ids["other_turn"]], succeeded=lambda rows: not_operator)
     m.attack(c, who, "SELECT pgagent.flag_issue(%s)", [ids["other_turn"]], succeeded=lambda rows: not_operator)

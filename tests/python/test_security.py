@@ -20,12 +20,12 @@ TENANTS = ("acme", "globex")
 TABLES = ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent_tool", "conversation", "turn",
           "step", "audit_event", "secret", "egress_allow", "egress_exception", "intervention", "rating", "flag",
           "budget", "budget_usage", "budget_hold", "hook", "agent_daily", "worker", "schedule", "schedule_firing",
-          "insert_trigger")
+          "insert_trigger", "memory")
 #: Tables nobody in the matrix may change for the other tenant (the probes change the attacker's
 #: own conversations, turns, steps and audit events).
 GUARDED = ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent_tool", "secret", "egress_allow",
            "egress_exception", "intervention", "rating", "flag", "budget", "hook", "worker", "schedule",
-           "schedule_firing", "insert_trigger")
+           "schedule_firing", "insert_trigger", "memory")
 #: budget_usage and budget_hold change with the attacker's own probes (their LLM calls spend the
 #: tenant's budget): checked by :func:`spend` instead.
 SPEND_SQL = """
@@ -105,7 +105,14 @@ def setup_tenant(w: World, t: str) -> dict[str, Any]:
                   "persona => 'p')")
         a.execute("SELECT pgagent.add_member(%s, %s)", [t, w.role(t, "viewer")])
         a.execute("SELECT pgagent.allow_egress(%s)", [f"api.{t}.example"])
+        # memory (issue 10): an embedding model, an admin's own memory and one shared by the agent
+        a.execute("SELECT pgagent.register_model('emb', base_url => %s, kind => 'embedding', is_default => true)",
+                  [w.llm.base_url])
+        memory_admin = a.execute("SELECT pgagent.remember('analyst', %s)", [f"MARK-{t} admin memory"]).fetchone()[0]
+        memory_agent = a.execute("SELECT pgagent.remember('analyst', %s, scope => 'agent')",
+                                 [f"MARK-{t} shared memory"]).fetchone()[0]
     with w.connect(t, "user") as u:
+        memory_user = u.execute("SELECT pgagent.remember('analyst', %s)", [f"MARK-{t} user memory"]).fetchone()[0]
         cid = u.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
         w.llm.script(tool_calls([("run_sql", {"query": "SELECT x FROM shared_data"})]), text(f"MARK-{t} answer"))
         r1 = u.execute("SELECT pgagent.send_message(%s, %s)", [cid, f"MARK-{t} question"]).fetchone()[0]
@@ -149,7 +156,8 @@ def setup_tenant(w: World, t: str) -> dict[str, Any]:
     return {"tenant_id": tenant_id, "model_id": model_id, "conversation": cid, "done_turn": r1["turn_id"], "parked_turn": r2["turn_id"],
             "pending_step": r2["pending_approvals"][0]["step_id"], "key": key_of(t), "marker": f"MARK-{t}",
             "flag": flag, "budget": budget, "hook": hook, "worker": f"worker-{t}", "schedule": f"sched-{t}",
-            "table": f"public.tickets_{t}", "claimed_turn": claimed[0]}
+            "table": f"public.tickets_{t}", "claimed_turn": claimed[0], "memory_admin": memory_admin,
+            "memory_agent": memory_agent, "memory_user": memory_user}
 
 
 def snapshot(conn: psycopg.Connection, tenant_id: str) -> dict[str, str]:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable
 
 from ..db import Db
 
-KINDS: dict[str, str] = {"sql": "sql", "function": "function", "http": "http"}
+KINDS: dict[str, str] = {"sql": "sql", "function": "function", "http": "http", "memory": "memory"}
 
 
 class ToolFailure(Exception):
@@ -38,6 +38,12 @@ class ToolContext:
     #: (a re-run after a crash included), different for every call. Not the model's tool_call_id,
     #: which models reuse (``call_0`` in every turn). See docs/durability.md.
     idempotency_key: str = ""
+    #: the turn's agent, the role it runs for (its created_by) and its conversation
+    agent_id: int | None = None
+    user: str | None = None
+    conversation_id: int | None = None
+    #: ``embedder(model name or None) -> (model row, embed(texts, params))`` (loop.embedder)
+    embedder: Callable[[str | None], Any] | None = None
 
 
 def kind_module(kind: str) -> ModuleType:
