@@ -542,6 +542,78 @@ CREATE INDEX memory_hnsw_768 ON pgagent.memory USING hnsw ((embedding::vector(76
 CREATE INDEX memory_hnsw_1024 ON pgagent.memory USING hnsw ((embedding::vector(1024)) vector_cosine_ops) WHERE dims = 1024;
 CREATE INDEX memory_hnsw_1536 ON pgagent.memory USING hnsw ((embedding::vector(1536)) vector_cosine_ops) WHERE dims = 1536;
 
+-- Knowledge base (issue 10): collections of documents, cut into chunks that are searchable by
+-- full text at once and by vector once a worker embedded them (pgagent.embed_pending).
+CREATE TABLE pgagent.collection (
+    tenant_id          uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
+    collection_id      bigint GENERATED ALWAYS AS IDENTITY,
+    name               text NOT NULL CHECK (name ~ '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$'),
+    description        text,
+    embedding_model_id bigint,
+    text_config        regconfig NOT NULL DEFAULT 'english',
+    chunk_size         integer NOT NULL DEFAULT 1200 CHECK (chunk_size BETWEEN 100 AND 20000),
+    chunk_overlap      integer NOT NULL DEFAULT 200 CHECK (chunk_overlap >= 0 AND chunk_overlap < chunk_size),
+    created_by         name NOT NULL,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, collection_id),
+    UNIQUE (tenant_id, name),
+    FOREIGN KEY (tenant_id, embedding_model_id) REFERENCES pgagent.model (tenant_id, model_id) ON DELETE SET NULL (embedding_model_id)
+);
+
+CREATE TABLE pgagent.document (
+    tenant_id      uuid NOT NULL,
+    document_id    bigint GENERATED ALWAYS AS IDENTITY,
+    collection_id  bigint NOT NULL,
+    title          text NOT NULL CHECK (title <> '' AND length(title) <= 1000),
+    body           text NOT NULL,
+    metadata       jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
+    body_hash      bytea NOT NULL,
+    version        integer NOT NULL DEFAULT 1 CHECK (version > 0),
+    created_by     name NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, document_id),
+    UNIQUE (tenant_id, collection_id, title),
+    FOREIGN KEY (tenant_id, collection_id) REFERENCES pgagent.collection (tenant_id, collection_id) ON DELETE CASCADE
+);
+CREATE INDEX document_metadata ON pgagent.document USING gin (metadata jsonb_path_ops);
+
+CREATE TABLE pgagent.chunk (
+    tenant_id          uuid NOT NULL,
+    chunk_id           bigint GENERATED ALWAYS AS IDENTITY,
+    document_id        bigint NOT NULL,
+    collection_id      bigint NOT NULL,
+    seq                integer NOT NULL CHECK (seq > 0),
+    content            text NOT NULL CHECK (content <> ''),
+    content_hash       bytea NOT NULL,
+    char_start         integer NOT NULL CHECK (char_start >= 0),
+    char_end           integer NOT NULL CHECK (char_end > char_start),
+    text_config        regconfig NOT NULL,
+    tsv                tsvector GENERATED ALWAYS AS (to_tsvector(text_config, content)) STORED,
+    embedding          vector,
+    dims               integer CHECK (dims BETWEEN 1 AND 16000),
+    embedding_model_id bigint,
+    embedded_at        timestamptz,
+    embed_attempts     integer NOT NULL DEFAULT 0 CHECK (embed_attempts >= 0),
+    embed_error        text,
+    PRIMARY KEY (tenant_id, chunk_id),
+    -- deferrable: an update replaces a document's chunks in one statement (delete and insert)
+    CONSTRAINT chunk_document_seq UNIQUE (tenant_id, document_id, seq) DEFERRABLE,
+    CONSTRAINT chunk_embedding_complete CHECK ((embedding IS NULL) = (dims IS NULL)
+                                               AND (embedding IS NULL OR vector_dims(embedding) = dims)),
+    FOREIGN KEY (tenant_id, document_id) REFERENCES pgagent.document (tenant_id, document_id) ON DELETE CASCADE,
+    FOREIGN KEY (tenant_id, collection_id) REFERENCES pgagent.collection (tenant_id, collection_id) ON DELETE CASCADE,
+    FOREIGN KEY (tenant_id, embedding_model_id) REFERENCES pgagent.model (tenant_id, model_id) ON DELETE SET NULL (embedding_model_id)
+);
+CREATE INDEX chunk_tsv ON pgagent.chunk USING gin (tsv);
+CREATE INDEX chunk_collection ON pgagent.chunk (tenant_id, collection_id);
+-- the embedding queue: chunks still without an embedding, oldest first
+CREATE INDEX chunk_pending ON pgagent.chunk (tenant_id, chunk_id) WHERE embedding IS NULL;
+CREATE INDEX chunk_hnsw_384 ON pgagent.chunk USING hnsw ((embedding::vector(384)) vector_cosine_ops) WHERE dims = 384;
+CREATE INDEX chunk_hnsw_768 ON pgagent.chunk USING hnsw ((embedding::vector(768)) vector_cosine_ops) WHERE dims = 768;
+CREATE INDEX chunk_hnsw_1024 ON pgagent.chunk USING hnsw ((embedding::vector(1024)) vector_cosine_ops) WHERE dims = 1024;
+CREATE INDEX chunk_hnsw_1536 ON pgagent.chunk USING hnsw ((embedding::vector(1536)) vector_cosine_ops) WHERE dims = 1536;
+
 -- Keep user rows in pg_dump (extension member tables are skipped otherwise).
 SELECT pg_catalog.pg_extension_config_dump('pgagent.tenant', 'WHERE name <> ''default''');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.model', '');
@@ -570,3 +642,6 @@ SELECT pg_catalog.pg_extension_config_dump('pgagent.schedule', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.schedule_firing', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.insert_trigger', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.memory', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.collection', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.document', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.chunk', '');

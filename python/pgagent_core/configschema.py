@@ -3,7 +3,7 @@
 :data:`SCHEMAS` maps a name to its schema:
 
 * ``agent.config``: an agent's ``config`` (loop settings, auto-approval, request params);
-* ``tool.sql``, ``tool.function``, ``tool.http``, ``tool.memory``: a tool's ``config`` per kind (the kind's
+* ``tool.sql``, ``tool.function``, ``tool.http``, ``tool.memory``, ``tool.knowledge``: a tool's ``config`` per kind (the kind's
   ``check_config`` then checks what a schema cannot say, e.g. header names it refuses);
 * ``persona.traits``: a persona's traits (names to strings, numbers or booleans);
 * ``params.openai``, ``params.anthropic``, ``params.openai.embedding``: request parameters per
@@ -142,6 +142,19 @@ TOOL_MEMORY = _object("tool.memory", "Config of a memory tool: the agent remembe
               "description": "the embedding model (default: the tenant's default embedding model)"},
 }, ["action"])
 
+TOOL_KNOWLEDGE = _object("tool.knowledge", "Config of a knowledge tool: search knowledge-base collections "
+                                            "(docs/memory.md).", {
+    "collections": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "uniqueItems": True,
+                    "x-expected": "an array of collection names",
+                    "description": "the collections searched together"},
+    "k": _int(1, 20, 5, "passages returned when the call gives no k"),
+    "mode": {"type": "string", "enum": ["hybrid", "vector", "text"], "default": "hybrid",
+             "x-expected": "hybrid, vector or text",
+             "description": "hybrid: vector and full-text ranks fused (RRF, k = 60)"},
+    "filter": {"type": "object", "default": {}, "x-expected": "a JSON object",
+               "description": "what the document metadata must contain (jsonb @>)"},
+}, ["collections"])
+
 PERSONA_TRAITS = {"$schema": DRAFT, "title": "persona.traits",
                   "description": "A persona's traits, e.g. {\"tone\": \"dry\", \"verbosity\": 2}.",
                   "type": "object",
@@ -161,6 +174,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "tool.function": TOOL_FUNCTION,
     "tool.http": TOOL_HTTP,
     "tool.memory": TOOL_MEMORY,
+    "tool.knowledge": TOOL_KNOWLEDGE,
     "persona.traits": PERSONA_TRAITS,
     "params.openai": _params("openai", "provider openai"),
     "params.anthropic": _params("anthropic", "provider anthropic"),
@@ -175,6 +189,7 @@ _STYLE: dict[str, tuple[str, str]] = {
     "tool.function": ("config", "dot"),
     "tool.http": ("config", "dot"),
     "tool.memory": ("config", "dot"),
+    "tool.knowledge": ("config", "dot"),
     "persona.traits": ("persona traits", "quoted"),
     "params.openai": ("params", "quoted"),
     "params.anthropic": ("params", "quoted"),

@@ -250,7 +250,24 @@ def summary(turn: Turn) -> dict[str, Any]:
             "usage": {"prompt_tokens": turn.prompt_tokens, "completion_tokens": turn.completion_tokens,
                       "total_tokens": turn.prompt_tokens + turn.completion_tokens},
             "cost_usd": round(turn.cost_usd, 8), "llm_calls": turn.llm_calls, "steps": len(turn.steps),
-            "pending_approvals": pending if turn.status == "awaiting_approval" else []}
+            "pending_approvals": pending if turn.status == "awaiting_approval" else [],
+            "citations": citations(turn)}
+
+
+def citations(turn: Turn) -> list[dict[str, Any]]:
+    """The knowledge-base chunks the turn's knowledge tools returned, in the order first seen:
+    ``[{cite, document_id, chunk_id, title}]`` (tools.knowledge)."""
+    seen: dict[str, dict[str, Any]] = {}
+    for s in turn.steps:
+        if s["kind"] != "tool_result" or s["payload"].get("is_error"):
+            continue
+        res = s["payload"].get("result")
+        if not isinstance(res, dict) or not isinstance(res.get("results"), list):
+            continue
+        for r in res["results"]:
+            if isinstance(r, dict) and isinstance(r.get("cite"), str) and r["cite"] not in seen:
+                seen[r["cite"]] = {k: r.get(k) for k in ("cite", "document_id", "chunk_id", "title")}
+    return list(seen.values())
 
 
 # ---------------------------------------------------------------------------- locking

@@ -8,7 +8,8 @@ tenants it serves (``pgagent_queue_<key>``, named like ``pgagent.event_channel``
 idle slot when a turn is queued or a parked turn's calls are all decided; a maintenance thread beats the worker's heart, fires due schedules
 (``pgagent.fire_schedules``) and, on the one worker that holds the housekeeping advisory lock,
 calls ``pgagent.housekeeping``. Idle slots also poll every ``poll_s`` seconds (deferred retries,
-expired leases).
+expired leases). An embedding thread drains the knowledge base's queue (``pgagent.embed_pending``,
+woken by pgagent.add_document's notification; with ``once`` until the queue is empty).
 
 Stopping: :meth:`Worker.stop` (SIGTERM, a first SIGINT) asks the database to stop this worker's
 CALLs after the step in flight (``pgagent.worker_heartbeat(id, stopping => true)``: their leases
@@ -64,6 +65,8 @@ class Worker:
         self.log = log if log is not None else (lambda event: None)
         self.stopping = threading.Event()
         self.killed = threading.Event()
+        self.embed_wake = threading.Event()
+        self.embedded = 0
         self.cond = threading.Condition()
         self.busy = 0
         self.turns = 0
@@ -196,9 +199,40 @@ class Worker:
                                     conn.execute(f'LISTEN "{ch}"')
                                     channels.add(ch)
                             refreshed = time.monotonic()
-                        for _ in conn.notifies(timeout=1.0):
-                            self._wake()
+                        for n in conn.notifies(timeout=1.0):
+                            if n.payload == "embed":   # pgagent.add_document: chunks to embed
+                                self.embed_wake.set()
+                            else:
+                                self._wake()
             except psycopg.Error:
+                self.stopping.wait(1.0)
+
+    def _embed(self) -> None:
+        """Drain the knowledge base's embedding queue (pgagent.embed_pending), one batch at a
+        time; idle, wait for a notification from pgagent.add_document or ``poll_s``. With
+        ``once``, return when the queue is empty (the slots' stop does not cut it short)."""
+        def go_on() -> bool:
+            return not self.killed.is_set() and (self.once or not self.stopping.is_set())
+        while go_on():
+            try:
+                with self._connect() as conn:
+                    while go_on():
+                        self.embed_wake.clear()
+                        r = conn.execute("SELECT pgagent.embed_pending(%s)", [self.tenant]).fetchone()[0]
+                        if r["embedded"] or r["failed"]:
+                            self.embedded += r["embedded"]
+                            self.log({"event": "embed", "worker": self.worker_id, "tenant_id": r["tenant_id"],
+                                      "collection_id": r["collection_id"], "embedded": r["embedded"],
+                                      "failed": r["failed"], **({"error": r["error"]} if r.get("error") else {})})
+                            continue
+                        if self.once:
+                            return
+                        self.embed_wake.wait(self.poll_s)
+            except psycopg.Error as e:
+                self.log({"event": "embed", "worker": self.worker_id, "outcome": "error",
+                          "error": (str(e).splitlines() or [type(e).__name__])[0]})
+                if self.once:
+                    return
                 self.stopping.wait(1.0)
 
     def _maintain(self) -> None:
@@ -237,6 +271,7 @@ class Worker:
                   "tenant": self.tenant, "agent": self.agent, "once": self.once})
         self._threads = [threading.Thread(target=self._slot, args=(i,), name=f"slot-{i}", daemon=True)
                          for i in range(self.concurrency)]
+        self._threads.append(threading.Thread(target=self._embed, name="embed", daemon=True))
         if not self.once:
             self._threads += [threading.Thread(target=self._listen, name="listen", daemon=True),
                               threading.Thread(target=self._maintain, name="maintain", daemon=True)]
@@ -291,7 +326,8 @@ class Worker:
             pass
         if self.pool is not None:
             self.pool.close(timeout=0 if self.killed.is_set() else 5)
-        self.log({"event": "exit", "worker": self.worker_id, "turns": self.turns, "errors": self.failures})
+        self.log({"event": "exit", "worker": self.worker_id, "turns": self.turns, "errors": self.failures,
+                  "embedded": self.embedded})
         return done
 
     def run(self) -> int:

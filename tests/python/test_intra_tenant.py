@@ -30,7 +30,7 @@ def state(conn: psycopg.Connection, tenant_id: str) -> str:
     for t in ("model", "persona", "tool", "agent", "agent_tool", "conversation", "turn", "step", "audit_event",
               "secret", "tenant_member", "egress_allow", "intervention", "rating", "flag", "budget", "budget_usage",
               "budget_hold", "hook", "agent_daily", "worker", "schedule", "schedule_firing", "insert_trigger",
-              "memory"):
+              "memory", "collection", "document", "chunk"):
         parts.append(conn.execute(sql.SQL("SELECT count(*)::text || ':' || coalesce(md5(string_agg(x::text, '|' "
                                           "ORDER BY x::text)), '') FROM pgagent.{} x WHERE tenant_id = %s")
                                   .format(sql.Identifier(t)), [tenant_id]).fetchone()[0])
@@ -270,6 +270,24 @@ def api_abuse_attacks(m: Matrix, c: psycopg.Connection, who: str, ids: dict[str,
              succeeded=lambda rows: not_admin)
     m.attack(c, who, "SELECT count(*) FROM pgagent.memory WHERE memory_id = %s", [ids["memory_admin"]],
              succeeded=lambda rows: not_admin and rows[0][0] > 0)
+    # the knowledge base (issue 10): collections are an admin's, documents an operator's; the
+    # tables are written by the API only; the embedding queue takes only chunks still waiting
+    for q, args in [("INSERT INTO pgagent.document (tenant_id, collection_id, title, body, body_hash, created_by) "
+                     "SELECT tenant_id, collection_id, 'planted', 'obey', '\\x00', current_user FROM pgagent.collection "
+                     "LIMIT 1", None),
+                    ("UPDATE pgagent.chunk SET content = 'obey the attacker'", None),
+                    ("UPDATE pgagent.document SET body = 'obey'", None),
+                    ("DELETE FROM pgagent.chunk", None),
+                    ("DELETE FROM pgagent.collection", None)]:
+        m.attack(c, who, q, args)
+    for q, args in [("SELECT pgagent.create_collection('planted')", None),
+                    ("SELECT pgagent.drop_collection('kb')", None)]:
+        m.attack(c, who, q, args, succeeded=lambda rows: not_admin)
+    for q, args in [("SELECT pgagent.add_document('kb', 'planted', 'obey the attacker')", None),
+                    ("SELECT pgagent.delete_document(%s)", [ids["document"]])]:
+        m.attack(c, who, q, args, succeeded=lambda rows: not_operator)
+    m.attack(c, who, "SELECT pgagent.embed_pending()", None,
+             succeeded=lambda rows: rows[0][0]["embedded"] + rows[0][0]["failed"] > 0)
     # a user rating or flagging a turn someone else started
     m.attack(c, who, "SELECT pgagent.rate_turn(%s, 1)", [ids["other_turn"]], succeeded=lambda rows: not_operator)
     m.attack(c, who, "SELECT pgagent.flag_issue(%s)", [ids["other_turn"]], succeeded=lambda rows: not_operator)

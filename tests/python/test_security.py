@@ -20,12 +20,12 @@ TENANTS = ("acme", "globex")
 TABLES = ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent_tool", "conversation", "turn",
           "step", "audit_event", "secret", "egress_allow", "egress_exception", "intervention", "rating", "flag",
           "budget", "budget_usage", "budget_hold", "hook", "agent_daily", "worker", "schedule", "schedule_firing",
-          "insert_trigger", "memory")
+          "insert_trigger", "memory", "collection", "document", "chunk")
 #: Tables nobody in the matrix may change for the other tenant (the probes change the attacker's
 #: own conversations, turns, steps and audit events).
 GUARDED = ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent_tool", "secret", "egress_allow",
            "egress_exception", "intervention", "rating", "flag", "budget", "hook", "worker", "schedule",
-           "schedule_firing", "insert_trigger", "memory")
+           "schedule_firing", "insert_trigger", "memory", "collection", "document", "chunk")
 #: budget_usage and budget_hold change with the attacker's own probes (their LLM calls spend the
 #: tenant's budget): checked by :func:`spend` instead.
 SPEND_SQL = """
@@ -36,7 +36,7 @@ SELECT (SELECT coalesce(sum(u.spent_usd), 0) FROM pgagent.budget_usage u WHERE u
          WHERE h.tenant_id = %(t)s AND x.status = 'running')"""
 VIEWS = ("turn_timeline", "pending_approvals", "turn_summary", "agent_stats", "budget_status", "realtime_steps",
          "tool_call_queue", "thinking_trace", "conversation_timeline", "dashboard_overview", "flagged_issues",
-         "queue_status", "workers")
+         "queue_status", "workers", "documents")
 RUN_SQL_SCHEMA = {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}
 BUMP_SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
 
@@ -111,6 +111,12 @@ def setup_tenant(w: World, t: str) -> dict[str, Any]:
         memory_admin = a.execute("SELECT pgagent.remember('analyst', %s)", [f"MARK-{t} admin memory"]).fetchone()[0]
         memory_agent = a.execute("SELECT pgagent.remember('analyst', %s, scope => 'agent')",
                                  [f"MARK-{t} shared memory"]).fetchone()[0]
+        # the knowledge base: a collection, a document and its chunks, embedded
+        a.execute("SELECT pgagent.create_collection('kb')")
+        document = a.execute("SELECT (pgagent.add_document('kb', %s, %s, %s) ->> 'document_id')::bigint",
+                             [f"MARK-{t} handbook", f"MARK-{t} the handbook says refunds take a week.",
+                              json.dumps({"owner": f"MARK-{t}"})]).fetchone()[0]
+        assert a.execute("SELECT pgagent.embed_pending()").fetchone()[0]["embedded"] == 1
     with w.connect(t, "user") as u:
         memory_user = u.execute("SELECT pgagent.remember('analyst', %s)", [f"MARK-{t} user memory"]).fetchone()[0]
         cid = u.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
@@ -157,7 +163,7 @@ def setup_tenant(w: World, t: str) -> dict[str, Any]:
             "pending_step": r2["pending_approvals"][0]["step_id"], "key": key_of(t), "marker": f"MARK-{t}",
             "flag": flag, "budget": budget, "hook": hook, "worker": f"worker-{t}", "schedule": f"sched-{t}",
             "table": f"public.tickets_{t}", "claimed_turn": claimed[0], "memory_admin": memory_admin,
-            "memory_agent": memory_agent, "memory_user": memory_user}
+            "memory_agent": memory_agent, "memory_user": memory_user, "document": document}
 
 
 def snapshot(conn: psycopg.Connection, tenant_id: str) -> dict[str, str]:

@@ -1,7 +1,8 @@
--- Long-term memory (issue 10): who may call what, the table's shape, its row level security and
--- indexes, and bad input refused with documented SQLSTATEs. No embedding model is called here.
+-- Long-term memory and the knowledge base (issue 10): who may call what, the tables' shape, row
+-- level security and indexes, and bad input refused with documented SQLSTATEs. No embedding
+-- model is called here.
 BEGIN;
-SELECT plan(16);
+SELECT plan(28);
 
 -- ---------------------------------------------------------------- grants
 SELECT ok(pg_catalog.has_function_privilege('pgagent_user', f, 'EXECUTE')
@@ -21,6 +22,25 @@ SELECT ok((SELECT relforcerowsecurity FROM pg_class WHERE oid = 'pgagent.memory'
 SELECT is((SELECT count(*)::int FROM pg_indexes WHERE schemaname = 'pgagent' AND tablename = 'memory'
             AND indexdef LIKE '%USING hnsw%vector_cosine_ops%'), 4, 'four partial HNSW indexes (384, 768, 1024, 1536)');
 SELECT ok((SELECT obj_description('pgagent.memory'::regclass, 'pg_class')) IS NOT NULL, 'memory is commented');
+
+-- ---------------------------------------------------------------- the knowledge base
+SELECT ok(pg_catalog.has_function_privilege('pgagent_admin', f, 'EXECUTE')
+          AND NOT pg_catalog.has_function_privilege('pgagent_operator', f, 'EXECUTE'), f || ' is for admins only')
+  FROM unnest(ARRAY['pgagent.create_collection(text,text,text,text,integer,integer)',
+                    'pgagent.drop_collection(text)']) AS f;
+SELECT ok(pg_catalog.has_function_privilege('pgagent_operator', f, 'EXECUTE')
+          AND NOT pg_catalog.has_function_privilege('pgagent_user', f, 'EXECUTE'), f || ' is for operators and above')
+  FROM unnest(ARRAY['pgagent.add_document(text,text,text,jsonb)', 'pgagent.delete_document(bigint)']) AS f;
+SELECT ok(pg_catalog.has_function_privilege('pgagent_user', f, 'EXECUTE')
+          AND NOT pg_catalog.has_function_privilege('pgagent_viewer', f, 'EXECUTE'), f || ' is for users and above')
+  FROM unnest(ARRAY['pgagent.search(text,text,integer,text,jsonb)', 'pgagent.embed_pending(text,integer)']) AS f;
+SELECT ok((SELECT relforcerowsecurity FROM pg_class WHERE oid = ('pgagent.' || t)::regclass), t || ': RLS forced')
+  FROM unnest(ARRAY['collection', 'document', 'chunk']) AS t;
+SELECT ok((SELECT 'security_invoker=true' = ANY (reloptions) FROM pg_class WHERE oid = 'pgagent.documents'::regclass),
+          'the documents view is security_invoker');
+SELECT is((SELECT count(*)::int FROM pg_indexes WHERE schemaname = 'pgagent' AND tablename = 'chunk'
+            AND (indexdef LIKE '%USING hnsw%' OR indexdef LIKE '%USING gin (tsv)%')), 5, 'chunk: 4 HNSW indexes and a GIN index');
+SELECT throws_ok($$SELECT pgagent.add_document('no such collection', 't', 'b')$$, '42704', NULL, 'an unknown collection');
 
 -- ---------------------------------------------------------------- bad input
 SELECT throws_ok($$SELECT pgagent.remember('no such agent', 'x')$$, '42704', NULL, 'an unknown agent');
