@@ -74,6 +74,8 @@ SCRIPTS: dict[str, list[Reply]] = {
         tool_calls([("remember", {"content": "The guest arrives late on Friday, around midnight",
                                   "importance": 0.6})]),
         text("Noted: a late arrival on Friday. The night desk will have your key ready."),
+        tool_calls([("handbook", {"query": "key after midnight"})]),
+        text("Yes: after midnight the night desk has your key [1:1]."),
     ],
     "docs/security.md": [
         tool_calls([("refund", {"order_id": 42})]),                  # carol's own turn parks
@@ -339,6 +341,11 @@ def check_memory(c: psycopg.Connection, run: Run) -> None:
     assert {m["content"] for m in shown} <= {r[0] for r in rows[:2]} and all(m["similarity"] >= 0 for m in shown)
     recalled = {r[0] for r in c.execute("SELECT content FROM pgagent.memory WHERE recall_count > 0")}
     assert {m["content"] for m in shown} <= recalled
+    # the knowledge base: both documents embedded by the doc's embed_pending, and the last turn cited the handbook
+    assert c.execute("SELECT sum(chunks)::int, sum(embedded)::int, sum(pending)::int FROM pgagent.documents").fetchone() \
+        == (2, 2, 0)
+    res = c.execute("SELECT payload -> 'result' FROM pgagent.step WHERE kind = 'tool_result' AND tool_name = 'handbook'").fetchone()[0]
+    assert res["results"] and res["results"][0]["title"] in ("Check-in", "Breakfast")
 
 
 CHECKS: dict[str, Callable[[psycopg.Connection, Run], None]] = {
