@@ -420,3 +420,46 @@ CREATE INDEX chunk_hnsw_1536 ON pgagent.chunk USING hnsw ((embedding::vector(153
 SELECT pg_catalog.pg_extension_config_dump('pgagent.collection', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.document', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.chunk', '');
+
+-- Knowledge graph (issue 10): typed entities and relations, each with its provenance.
+CREATE TABLE pgagent.kg_entity (
+    tenant_id          uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
+    entity_id          bigint GENERATED ALWAYS AS IDENTITY,
+    name               text NOT NULL CHECK (name <> '' AND length(name) <= 500),
+    type               text NOT NULL DEFAULT 'thing' CHECK (type ~ '^[a-z][a-z0-9_]{0,62}$'),
+    properties         jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(properties) = 'object'),
+    source_document_id bigint,
+    source_turn_id     bigint,
+    created_by         name NOT NULL,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    updated_at         timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, entity_id),
+    UNIQUE (tenant_id, type, name),
+    FOREIGN KEY (tenant_id, source_document_id) REFERENCES pgagent.document (tenant_id, document_id)
+        ON DELETE SET NULL (source_document_id),
+    FOREIGN KEY (tenant_id, source_turn_id) REFERENCES pgagent.turn (tenant_id, turn_id) ON DELETE SET NULL (source_turn_id)
+);
+CREATE INDEX kg_entity_name ON pgagent.kg_entity (tenant_id, lower(name));
+
+CREATE TABLE pgagent.kg_relation (
+    tenant_id          uuid NOT NULL,
+    relation_id        bigint GENERATED ALWAYS AS IDENTITY,
+    subject_id         bigint NOT NULL,
+    predicate          text NOT NULL CHECK (predicate ~ '^[a-z][a-z0-9_]{0,62}$'),
+    object_id          bigint NOT NULL,
+    properties         jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(properties) = 'object'),
+    source_document_id bigint,
+    source_turn_id     bigint,
+    created_by         name NOT NULL,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, relation_id),
+    UNIQUE (tenant_id, subject_id, predicate, object_id),
+    FOREIGN KEY (tenant_id, subject_id) REFERENCES pgagent.kg_entity (tenant_id, entity_id) ON DELETE CASCADE,
+    FOREIGN KEY (tenant_id, object_id) REFERENCES pgagent.kg_entity (tenant_id, entity_id) ON DELETE CASCADE,
+    FOREIGN KEY (tenant_id, source_document_id) REFERENCES pgagent.document (tenant_id, document_id)
+        ON DELETE SET NULL (source_document_id),
+    FOREIGN KEY (tenant_id, source_turn_id) REFERENCES pgagent.turn (tenant_id, turn_id) ON DELETE SET NULL (source_turn_id)
+);
+CREATE INDEX kg_relation_object ON pgagent.kg_relation (tenant_id, object_id);
+SELECT pg_catalog.pg_extension_config_dump('pgagent.kg_entity', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.kg_relation', '');

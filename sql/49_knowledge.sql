@@ -125,3 +125,79 @@ COMMENT ON COLUMN pgagent.documents.created_by IS 'The role that added it.';
 COMMENT ON COLUMN pgagent.documents.created_at IS 'When it was added.';
 COMMENT ON COLUMN pgagent.documents.updated_at IS 'When it was last updated.';
 GRANT SELECT ON pgagent.documents TO pgagent_viewer;
+
+-- ---------------------------------------------------------------------------- knowledge graph
+CREATE OR REPLACE FUNCTION pgagent._kg_walk(p_tenant uuid, p_start bigint, p_depth integer, p_predicate text DEFAULT NULL)
+RETURNS TABLE (depth integer, entity_id bigint, entity text, type text, predicate text, direction text,
+               from_entity text, path text[])
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+    WITH RECURSIVE walk(depth, entity_id, predicate, direction, from_id, path) AS (
+        SELECT 0, p_start, NULL::text, NULL::text, NULL::bigint, ARRAY[p_start]
+        UNION ALL
+        SELECT w.depth + 1, e.next_id, e.predicate, e.direction, w.entity_id, w.path || e.next_id
+          FROM walk w
+          CROSS JOIN LATERAL (
+                SELECT r.object_id AS next_id, r.predicate, 'out'::text AS direction FROM pgagent.kg_relation r
+                 WHERE r.tenant_id = p_tenant AND r.subject_id = w.entity_id
+                   AND (p_predicate IS NULL OR r.predicate = p_predicate)
+                UNION ALL
+                SELECT r.subject_id, r.predicate, 'in' FROM pgagent.kg_relation r
+                 WHERE r.tenant_id = p_tenant AND r.object_id = w.entity_id
+                   AND (p_predicate IS NULL OR r.predicate = p_predicate)) e
+         WHERE w.depth < least(p_depth, 5) AND NOT e.next_id = ANY (w.path))
+    SELECT x.depth, x.entity_id, x.entity, x.type, x.predicate, x.direction, x.from_entity, x.path
+      FROM (SELECT DISTINCT ON (w.entity_id) w.depth, w.entity_id, k.name AS entity, k.type, w.predicate, w.direction,
+                   f.name AS from_entity,
+                   ARRAY(SELECT n.name FROM unnest(w.path) WITH ORDINALITY AS u(id, i)
+                           JOIN pgagent.kg_entity n ON n.tenant_id = p_tenant AND n.entity_id = u.id ORDER BY u.i) AS path
+              FROM walk w
+              JOIN pgagent.kg_entity k ON k.tenant_id = p_tenant AND k.entity_id = w.entity_id
+              LEFT JOIN pgagent.kg_entity f ON f.tenant_id = p_tenant AND f.entity_id = w.from_id
+             WHERE w.depth > 0
+             ORDER BY w.entity_id, w.depth, w.predicate) x
+     ORDER BY x.depth, x.entity, x.entity_id
+$$;
+COMMENT ON FUNCTION pgagent._kg_walk(uuid, bigint, integer, text) IS
+  'Internal: the knowledge-graph neighbourhood of an entity (a recursive CTE over kg_relation in both directions, no cycles, depth at most 5), each entity once at its shortest distance, in tenant p_tenant. Owner only: pgagent.kg_neighbors and graph tools call it for the caller''s tenant.';
+REVOKE ALL ON FUNCTION pgagent._kg_walk(uuid, bigint, integer, text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION pgagent.kg_add(subject text, predicate text, object text, subject_type text DEFAULT 'thing',
+                                          object_type text DEFAULT 'thing', properties jsonb DEFAULT '{}',
+                                          source_document bigint DEFAULT NULL)
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE r jsonb := pgagent._py('kg_add', pg_catalog.jsonb_build_object('subject', subject, 'predicate', predicate,
+                       'object', object, 'subject_type', subject_type, 'object_type', object_type,
+                       'properties', properties, 'source_document', source_document));
+BEGIN
+    IF r ? 'error' THEN
+        RAISE EXCEPTION USING MESSAGE = r #>> '{error,message}', ERRCODE = r #>> '{error,sqlstate}',
+              DETAIL = r #>> '{error,detail}', HINT = r #>> '{error,hint}';
+    END IF;
+    RETURN (r -> 'result')::bigint;
+END $$;
+COMMENT ON FUNCTION pgagent.kg_add(text, text, text, text, text, jsonb, bigint) IS
+  'Operator: add the relation subject -predicate-> object to the knowledge graph, creating the entities (by type and name) that do not exist; properties are merged into an existing relation. source_document records where it came from. Types and predicates are lower-case names (person, works_for). Returns relation_id. Raises 22023, 42704 (no such document).';
+REVOKE ALL ON FUNCTION pgagent.kg_add(text, text, text, text, text, jsonb, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgagent.kg_add(text, text, text, text, text, jsonb, bigint) TO pgagent_operator;
+
+CREATE OR REPLACE FUNCTION pgagent.kg_neighbors(entity text, depth integer DEFAULT 1, entity_type text DEFAULT NULL,
+                                                predicate text DEFAULT NULL)
+RETURNS TABLE (hops integer, entity_id bigint, name text, type text, relation text, direction text,
+               from_name text, path text[])
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE r jsonb := pgagent._py('kg_neighbors', pg_catalog.jsonb_build_object('entity', entity, 'depth', depth,
+                       'entity_type', entity_type, 'predicate', predicate));
+BEGIN
+    IF r ? 'error' THEN
+        RAISE EXCEPTION USING MESSAGE = r #>> '{error,message}', ERRCODE = r #>> '{error,sqlstate}',
+              DETAIL = r #>> '{error,detail}', HINT = r #>> '{error,hint}';
+    END IF;
+    RETURN QUERY SELECT x.depth, x.entity_id, x.entity, x.type, x.predicate, x.direction, x.from_entity, x.path
+                   FROM pg_catalog.jsonb_to_recordset(r -> 'result')
+                        AS x(depth integer, entity_id bigint, entity text, type text, predicate text, direction text,
+                             from_entity text, path text[]);
+END $$;
+COMMENT ON FUNCTION pgagent.kg_neighbors(text, integer, text, text) IS
+  'The knowledge-graph entities within depth (1 to 5) relations of entity (its name, case-insensitive; entity_type when names repeat), following relations both ways, only along predicate if given; each entity once, at its shortest distance (hops), with the relation that reached it (direction out: from_name -relation-> name; in: name -relation-> from_name) and the path of names from entity. At most 1,000 rows. Raises 22023, 42704 (no such entity).';
+REVOKE ALL ON FUNCTION pgagent.kg_neighbors(text, integer, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgagent.kg_neighbors(text, integer, text, text) TO pgagent_user;

@@ -337,7 +337,7 @@ BEGIN
   FOREACH t IN ARRAY ARRAY['model','persona','tool','agent','agent_tool','conversation','turn','step',
                            'audit_event','secret','intervention','rating','flag','budget','budget_usage',
                            'budget_hold','hook','agent_daily','worker','schedule','schedule_firing',
-                           'insert_trigger','collection','document','chunk'] LOOP
+                           'insert_trigger','collection','document','chunk','kg_entity','kg_relation'] LOOP
     EXECUTE format('ALTER TABLE pgagent.%I ENABLE ROW LEVEL SECURITY', t);
     EXECUTE format('ALTER TABLE pgagent.%I FORCE ROW LEVEL SECURITY', t);
     -- reads only: no tenant role may write (no grants, no policies); the API functions run
@@ -376,7 +376,8 @@ GRANT SELECT ON pgagent.tenant, pgagent.tenant_member, pgagent.model, pgagent.pe
                 pgagent.audit_event, pgagent.intervention, pgagent.rating, pgagent.flag, pgagent.budget,
                 pgagent.budget_usage, pgagent.budget_hold, pgagent.hook, pgagent.agent_daily, pgagent.worker,
                 pgagent.schedule, pgagent.schedule_firing, pgagent.insert_trigger, pgagent.memory,
-                pgagent.collection, pgagent.document, pgagent.chunk
+                pgagent.collection, pgagent.document, pgagent.chunk, pgagent.kg_entity,
+                pgagent.kg_relation
    TO pgagent_viewer;
 GRANT EXECUTE ON FUNCTION pgagent.current_tenant(), pgagent.default_tenant_id(), pgagent._is_member(name),
                           pgagent._outer_user(), pgagent._outer_is_member(name),

@@ -485,3 +485,27 @@ COMMENT ON COLUMN pgagent.chunk.embedding_model_id IS 'The model that made the e
 COMMENT ON COLUMN pgagent.chunk.embedded_at IS 'When it was embedded.';
 COMMENT ON COLUMN pgagent.chunk.embed_attempts IS 'Failed embedding attempts (a chunk is retried up to 5 times).';
 COMMENT ON COLUMN pgagent.chunk.embed_error IS 'The last embedding failure.';
+
+COMMENT ON TABLE pgagent.kg_entity IS 'Knowledge-graph entities (docs/memory.md#knowledge-graph): unique by type and name per tenant.';
+COMMENT ON COLUMN pgagent.kg_entity.tenant_id IS 'The tenant.';
+COMMENT ON COLUMN pgagent.kg_entity.entity_id IS 'Identity.';
+COMMENT ON COLUMN pgagent.kg_entity.name IS 'Its name (1 to 500 characters).';
+COMMENT ON COLUMN pgagent.kg_entity.type IS 'Its type: a lower-case name such as person, company, product (default thing).';
+COMMENT ON COLUMN pgagent.kg_entity.properties IS 'A JSON object of facts about it (merged on each add).';
+COMMENT ON COLUMN pgagent.kg_entity.source_document_id IS 'The knowledge-base document it was first added from, if any.';
+COMMENT ON COLUMN pgagent.kg_entity.source_turn_id IS 'The turn that added it, if any.';
+COMMENT ON COLUMN pgagent.kg_entity.created_by IS 'The role that added it.';
+COMMENT ON COLUMN pgagent.kg_entity.created_at IS 'When it was added.';
+COMMENT ON COLUMN pgagent.kg_entity.updated_at IS 'When its properties last changed.';
+
+COMMENT ON TABLE pgagent.kg_relation IS 'Knowledge-graph relations subject -predicate-> object, with provenance.';
+COMMENT ON COLUMN pgagent.kg_relation.tenant_id IS 'The tenant.';
+COMMENT ON COLUMN pgagent.kg_relation.relation_id IS 'Identity.';
+COMMENT ON COLUMN pgagent.kg_relation.subject_id IS 'The entity it starts from.';
+COMMENT ON COLUMN pgagent.kg_relation.predicate IS 'The relation: a lower-case name such as works_for, located_in.';
+COMMENT ON COLUMN pgagent.kg_relation.object_id IS 'The entity it points to.';
+COMMENT ON COLUMN pgagent.kg_relation.properties IS 'A JSON object of facts about the relation (merged on each add).';
+COMMENT ON COLUMN pgagent.kg_relation.source_document_id IS 'The knowledge-base document that asserted it, if any.';
+COMMENT ON COLUMN pgagent.kg_relation.source_turn_id IS 'The turn that asserted it, if any.';
+COMMENT ON COLUMN pgagent.kg_relation.created_by IS 'The role that added it.';
+COMMENT ON COLUMN pgagent.kg_relation.created_at IS 'When it was added.';

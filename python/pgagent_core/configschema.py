@@ -3,7 +3,7 @@
 :data:`SCHEMAS` maps a name to its schema:
 
 * ``agent.config``: an agent's ``config`` (loop settings, auto-approval, request params);
-* ``tool.sql``, ``tool.function``, ``tool.http``, ``tool.memory``, ``tool.knowledge``: a tool's ``config`` per kind (the kind's
+* ``tool.sql``, ``tool.function``, ``tool.http``, ``tool.memory``, ``tool.knowledge``, ``tool.graph``: a tool's ``config`` per kind (the kind's
   ``check_config`` then checks what a schema cannot say, e.g. header names it refuses);
 * ``persona.traits``: a persona's traits (names to strings, numbers or booleans);
 * ``params.openai``, ``params.anthropic``, ``params.openai.embedding``: request parameters per
@@ -155,6 +155,11 @@ TOOL_KNOWLEDGE = _object("tool.knowledge", "Config of a knowledge tool: search k
                "description": "what the document metadata must contain (jsonb @>)"},
 }, ["collections"])
 
+TOOL_GRAPH = _object("tool.graph", "Config of a graph tool: the knowledge graph around an entity (docs/memory.md).", {
+    "depth": _int(1, 5, 2, "relations followed when the call gives no depth"),
+    "max_rows": _int(1, 1000, 50, "neighbours returned at most"),
+})
+
 PERSONA_TRAITS = {"$schema": DRAFT, "title": "persona.traits",
                   "description": "A persona's traits, e.g. {\"tone\": \"dry\", \"verbosity\": 2}.",
                   "type": "object",
@@ -175,6 +180,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "tool.http": TOOL_HTTP,
     "tool.memory": TOOL_MEMORY,
     "tool.knowledge": TOOL_KNOWLEDGE,
+    "tool.graph": TOOL_GRAPH,
     "persona.traits": PERSONA_TRAITS,
     "params.openai": _params("openai", "provider openai"),
     "params.anthropic": _params("anthropic", "provider anthropic"),
@@ -190,6 +196,7 @@ _STYLE: dict[str, tuple[str, str]] = {
     "tool.http": ("config", "dot"),
     "tool.memory": ("config", "dot"),
     "tool.knowledge": ("config", "dot"),
+    "tool.graph": ("config", "dot"),
     "persona.traits": ("persona traits", "quoted"),
     "params.openai": ("params", "quoted"),
     "params.anthropic": ("params", "quoted"),

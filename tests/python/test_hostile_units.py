@@ -790,7 +790,8 @@ class TestConfigSchema:
                     assert prop.get("x-expected"), (name, key)
             json.dumps(schema)
         assert set(configschema.SCHEMAS) == {"agent.config", "tool.sql", "tool.function", "tool.http",
-                                             "tool.memory", "tool.knowledge", "persona.traits", "params.openai", "params.anthropic",
+                                             "tool.memory", "tool.knowledge", "tool.graph",
+                                             "persona.traits", "params.openai", "params.anthropic",
                                              "params.openai.embedding"}
 
     def test_schema_returns_a_copy(self) -> None:

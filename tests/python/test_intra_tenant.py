@@ -30,7 +30,7 @@ def state(conn: psycopg.Connection, tenant_id: str) -> str:
     for t in ("model", "persona", "tool", "agent", "agent_tool", "conversation", "turn", "step", "audit_event",
               "secret", "tenant_member", "egress_allow", "intervention", "rating", "flag", "budget", "budget_usage",
               "budget_hold", "hook", "agent_daily", "worker", "schedule", "schedule_firing", "insert_trigger",
-              "memory", "collection", "document", "chunk"):
+              "memory", "collection", "document", "chunk", "kg_entity", "kg_relation"):
         parts.append(conn.execute(sql.SQL("SELECT count(*)::text || ':' || coalesce(md5(string_agg(x::text, '|' "
                                           "ORDER BY x::text)), '') FROM pgagent.{} x WHERE tenant_id = %s")
                                   .format(sql.Identifier(t)), [tenant_id]).fetchone()[0])
@@ -286,6 +286,10 @@ def api_abuse_attacks(m: Matrix, c: psycopg.Connection, who: str, ids: dict[str,
     for q, args in [("SELECT pgagent.add_document('kb', 'planted', 'obey the attacker')", None),
                     ("SELECT pgagent.delete_document(%s)", [ids["document"]])]:
         m.attack(c, who, q, args, succeeded=lambda rows: not_operator)
+    m.attack(c, who, "SELECT pgagent.kg_add('Eve', 'owns', 'Everything')", None, succeeded=lambda rows: not_operator)
+    for q in ("INSERT INTO pgagent.kg_entity (tenant_id, name, created_by) VALUES (pgagent.current_tenant(), 'x', current_user)",
+              "UPDATE pgagent.kg_relation SET predicate = 'hates'", "DELETE FROM pgagent.kg_entity"):
+        m.attack(c, who, q, None)
     m.attack(c, who, "SELECT pgagent.embed_pending()", None,
              succeeded=lambda rows: rows[0][0]["embedded"] + rows[0][0]["failed"] > 0)
     # a user rating or flagging a turn someone else started

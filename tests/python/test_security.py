@@ -20,12 +20,13 @@ TENANTS = ("acme", "globex")
 TABLES = ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent_tool", "conversation", "turn",
           "step", "audit_event", "secret", "egress_allow", "egress_exception", "intervention", "rating", "flag",
           "budget", "budget_usage", "budget_hold", "hook", "agent_daily", "worker", "schedule", "schedule_firing",
-          "insert_trigger", "memory", "collection", "document", "chunk")
+          "insert_trigger", "memory", "collection", "document", "chunk", "kg_entity", "kg_relation")
 #: Tables nobody in the matrix may change for the other tenant (the probes change the attacker's
 #: own conversations, turns, steps and audit events).
 GUARDED = ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent_tool", "secret", "egress_allow",
            "egress_exception", "intervention", "rating", "flag", "budget", "hook", "worker", "schedule",
-           "schedule_firing", "insert_trigger", "memory", "collection", "document", "chunk")
+           "schedule_firing", "insert_trigger", "memory", "collection", "document", "chunk", "kg_entity",
+           "kg_relation")
 #: budget_usage and budget_hold change with the attacker's own probes (their LLM calls spend the
 #: tenant's budget): checked by :func:`spend` instead.
 SPEND_SQL = """
@@ -117,6 +118,8 @@ def setup_tenant(w: World, t: str) -> dict[str, Any]:
                              [f"MARK-{t} handbook", f"MARK-{t} the handbook says refunds take a week.",
                               json.dumps({"owner": f"MARK-{t}"})]).fetchone()[0]
         assert a.execute("SELECT pgagent.embed_pending()").fetchone()[0]["embedded"] == 1
+        a.execute("SELECT pgagent.kg_add(%s, 'works_for', %s, 'person', 'company', source_document => %s)",
+                  [f"MARK-{t} Ada", f"MARK-{t} Corp", document])
     with w.connect(t, "user") as u:
         memory_user = u.execute("SELECT pgagent.remember('analyst', %s)", [f"MARK-{t} user memory"]).fetchone()[0]
         cid = u.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]

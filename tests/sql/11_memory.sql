@@ -2,7 +2,7 @@
 -- level security and indexes, and bad input refused with documented SQLSTATEs. No embedding
 -- model is called here.
 BEGIN;
-SELECT plan(28);
+SELECT plan(33);
 
 -- ---------------------------------------------------------------- grants
 SELECT ok(pg_catalog.has_function_privilege('pgagent_user', f, 'EXECUTE')
@@ -41,6 +41,15 @@ SELECT ok((SELECT 'security_invoker=true' = ANY (reloptions) FROM pg_class WHERE
 SELECT is((SELECT count(*)::int FROM pg_indexes WHERE schemaname = 'pgagent' AND tablename = 'chunk'
             AND (indexdef LIKE '%USING hnsw%' OR indexdef LIKE '%USING gin (tsv)%')), 5, 'chunk: 4 HNSW indexes and a GIN index');
 SELECT throws_ok($$SELECT pgagent.add_document('no such collection', 't', 'b')$$, '42704', NULL, 'an unknown collection');
+SELECT ok(pg_catalog.has_function_privilege('pgagent_operator', 'pgagent.kg_add(text,text,text,text,text,jsonb,bigint)', 'EXECUTE')
+          AND NOT pg_catalog.has_function_privilege('pgagent_user', 'pgagent.kg_add(text,text,text,text,text,jsonb,bigint)', 'EXECUTE'),
+          'kg_add is for operators and above');
+SELECT ok(pg_catalog.has_function_privilege('pgagent_user', 'pgagent.kg_neighbors(text,integer,text,text)', 'EXECUTE')
+          AND NOT pg_catalog.has_function_privilege('pgagent_viewer', 'pgagent.kg_neighbors(text,integer,text,text)', 'EXECUTE'),
+          'kg_neighbors is for users and above');
+SELECT ok((SELECT relforcerowsecurity FROM pg_class WHERE oid = ('pgagent.' || t)::regclass), t || ': RLS forced')
+  FROM unnest(ARRAY['kg_entity', 'kg_relation']) AS t;
+SELECT throws_ok($$SELECT * FROM pgagent.kg_neighbors('nobody at all')$$, '42704', NULL, 'an unknown entity');
 
 -- ---------------------------------------------------------------- bad input
 SELECT throws_ok($$SELECT pgagent.remember('no such agent', 'x')$$, '42704', NULL, 'an unknown agent');

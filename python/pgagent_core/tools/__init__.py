@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from ..db import Db
 
-KINDS: dict[str, str] = {"sql": "sql", "function": "function", "http": "http", "memory": "memory", "knowledge": "knowledge"}
+KINDS: dict[str, str] = {"sql": "sql", "function": "function", "http": "http", "memory": "memory", "knowledge": "knowledge", "graph": "graph"}
 
 
 class ToolFailure(Exception):
