@@ -463,3 +463,10 @@ CREATE TABLE pgagent.kg_relation (
 CREATE INDEX kg_relation_object ON pgagent.kg_relation (tenant_id, object_id);
 SELECT pg_catalog.pg_extension_config_dump('pgagent.kg_entity', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.kg_relation', '');
+
+-- Context compaction (issue 10): a new step kind, and the index that finds a conversation's summary.
+ALTER TABLE pgagent.step DROP CONSTRAINT step_kind_check,
+  ADD CONSTRAINT step_kind_check CHECK (kind IN ('user_message', 'llm_call', 'thinking', 'tool_call', 'approval',
+                                                 'tool_result', 'response', 'error', 'intervention', 'guardrail',
+                                                 'compaction'));
+CREATE INDEX step_compaction ON pgagent.step (tenant_id, turn_id, seq) WHERE kind = 'compaction';

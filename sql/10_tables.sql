@@ -185,7 +185,7 @@ CREATE TABLE pgagent.step (
     seq               integer NOT NULL CHECK (seq > 0),
     kind              text NOT NULL CHECK (kind IN ('user_message', 'llm_call', 'thinking', 'tool_call',
                                                     'approval', 'tool_result', 'response', 'error',
-                                                    'intervention', 'guardrail')),
+                                                    'intervention', 'guardrail', 'compaction')),
     payload           jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(payload) = 'object'),
     parent_step_id    bigint,
     tool_call_id      text,
@@ -654,6 +654,9 @@ CREATE TABLE pgagent.kg_relation (
     FOREIGN KEY (tenant_id, source_turn_id) REFERENCES pgagent.turn (tenant_id, turn_id) ON DELETE SET NULL (source_turn_id)
 );
 CREATE INDEX kg_relation_object ON pgagent.kg_relation (tenant_id, object_id);
+
+-- context compaction (issue 10): a conversation's latest summary is found through this index
+CREATE INDEX step_compaction ON pgagent.step (tenant_id, turn_id, seq) WHERE kind = 'compaction';
 
 -- Keep user rows in pg_dump (extension member tables are skipped otherwise).
 SELECT pg_catalog.pg_extension_config_dump('pgagent.tenant', 'WHERE name <> ''default''');

@@ -34,6 +34,9 @@ SELECT s.tenant_id, c.conversation_id, a.name AS agent, t.turn_id, t.seq AS turn
               || coalesce(': ' || coalesce(s.payload ->> 'content', s.payload ->> 'reason'), '')
          WHEN 'guardrail' THEN (s.payload ->> 'action') || ' by hook ' || coalesce(s.payload ->> 'hook', '?')
               || ' at ' || coalesce(s.payload ->> 'event', '?') || coalesce(': ' || (s.payload ->> 'reason'), '')
+         WHEN 'compaction' THEN (s.payload ->> 'stage') || ': ' || coalesce(s.payload ->> 'tokens_before', '?')
+              || ' -> ' || coalesce(s.payload ->> 'tokens_after', '?') || ' tokens (estimated)'
+              || coalesce(' (' || (s.payload ->> 'error') || ')', '')
        END AS summary,
        s.prompt_tokens, s.completion_tokens, s.cost_usd, s.latency_ms,
        round(extract(epoch FROM s.created_at - t.created_at)::numeric * 1000, 3) AS at_ms,

@@ -82,6 +82,11 @@ AGENT_CONFIG = _object("agent.config", "An agent's config: loop settings, auto-a
     "hook_timeout_ms": _int(10, 60000, 2000, "deadline (ms) of one policy hook call (pgagent.add_hook)"),
     "budget_completion_tokens": _int(1, 1000000, 1024, "completion tokens a budget reserves for an LLM call "
                                                         "whose request sets no max_tokens"),
+    "compact_at": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.85,
+                   "x-expected": "a number above 0 and at most 1",
+                   "description": "share of the model's context_window an estimated prompt may fill before the "
+                                  "conversation is compacted (docs/memory.md)"},
+    "compact_keep_turns": _int(0, 100, 2, "newest turns a compaction never summarises"),
     "memory": _bool(False, "automatic recall: show the memories most relevant to the user message in the "
                            "system prompt (docs/memory.md)"),
     "memory_k": _int(1, 100, 5, "memories automatic recall shows at most"),

@@ -239,7 +239,7 @@ def embed_batch(db: Db, gd: dict, tenant_id: str, batch: int,
         col = one(db, "SELECT embedding_model_id FROM pgagent.collection WHERE tenant_id = $1::uuid AND collection_id = $2",
                   ["text", "int8"], [tenant_id, cid])
         model, embed = embedder(None if col["embedding_model_id"] is None else int(col["embedding_model_id"]))
-        vectors = embed([r["content"] for r in rows])
+        vectors = embed([r["content"] for r in rows], role="passage")
     except Exception as e:  # the provider failed, no model: record it on the chunks, never lose them
         msg = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
         db.all("UPDATE pgagent.chunk SET embed_attempts = embed_attempts + 1, embed_error = $3 "

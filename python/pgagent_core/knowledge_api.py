@@ -140,7 +140,7 @@ def search_collections(db: Db, gd: dict, tenant_id: str, names: list[str], query
                 db, "SELECT name FROM pgagent.model WHERE tenant_id = $1::uuid AND model_id = $2", ["text", "int8"],
                 [tenant_id, first])["name"]
             m, embed = loop.embedder(db, gd, tenant_id, mname)
-            vector, model_id = embed([query])[0], int(m["model_id"])
+            vector, model_id = embed([query], role="query")[0], int(m["model_id"])
         except (NotFound, ProviderFailed) as e:
             if mode == "vector":
                 raise

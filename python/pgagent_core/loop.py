@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import requests
 
-from . import budget, hooks, lease, memory, providers, toolcalls, tools, validation
+from . import budget, compaction, hooks, lease, memory, providers, toolcalls, tools, validation
 from .db import Db, one
 from .limits import MAX_TOKENS_PER_CALL, clean_json, clean_text
 from .errors import Busy, InvalidState, NotFound, ProviderFailed
@@ -77,16 +77,35 @@ SELECT step_id, seq, kind, payload, parent_step_id, tool_call_id, tool_name,
 HISTORY_SQL = """
 WITH h AS (
   SELECT created_at, seq, user_message, answer FROM pgagent.turn
-   WHERE tenant_id = $1::uuid AND conversation_id = $2 AND seq < $3 AND status = 'completed'
+   WHERE tenant_id = $1::uuid AND conversation_id = $2 AND seq < $3 AND seq > $6 AND status = 'completed'
    ORDER BY seq DESC LIMIT $4)
-SELECT user_message, answer, NULL AS role, NULL AS content, created_at, 0::bigint AS id FROM h
+SELECT user_message, answer, NULL AS role, NULL AS content, created_at, 0::bigint AS id, seq FROM h
 UNION ALL
-SELECT NULL, NULL, i.payload ->> 'role', i.payload ->> 'content', i.created_at, i.intervention_id
+SELECT NULL, NULL, i.payload ->> 'role', i.payload ->> 'content', i.created_at, i.intervention_id, NULL
   FROM pgagent.intervention i
  WHERE i.conversation_id = $2 AND i.tenant_id = $1::uuid AND i.action = 'inject_message'
    AND i.created_at < $5::timestamptz
-   AND i.created_at >= coalesce((SELECT pg_catalog.min(h.created_at) FROM h), '-infinity')
+   AND i.created_at >= coalesce((SELECT pg_catalog.min(h.created_at) FROM h),
+                                CASE WHEN $6 > 0 THEN $5::timestamptz ELSE '-infinity' END)
  ORDER BY 5, 6"""
+
+# the conversation's latest compaction summary (docs/memory.md#context-compaction)
+SUMMARY_SQL = """
+SELECT s.payload ->> 'summary' AS summary, (s.payload ->> 'through_seq')::int AS through_seq
+  FROM pgagent.turn t
+  JOIN pgagent.step s ON s.tenant_id = t.tenant_id AND s.turn_id = t.turn_id AND s.kind = 'compaction'
+ WHERE t.tenant_id = $1::uuid AND t.conversation_id = $2 AND t.seq <= $3
+   AND s.payload ->> 'stage' = 'summary' AND s.payload ? 'summary'
+ ORDER BY t.seq DESC, s.seq DESC LIMIT 1"""
+
+# the provider's usage report of the conversation's latest LLM call before this turn
+CALIBRATION_SQL = """
+SELECT s.prompt_tokens, (s.payload ->> 'prompt_chars')::int AS prompt_chars
+  FROM pgagent.step s
+ WHERE s.tenant_id = $1::uuid AND s.kind = 'llm_call' AND s.payload ? 'prompt_chars' AND s.prompt_tokens > 0
+   AND s.turn_id = (SELECT t.turn_id FROM pgagent.turn t WHERE t.tenant_id = $1::uuid AND t.conversation_id = $2
+                       AND t.seq < $3 AND t.status = 'completed' ORDER BY t.seq DESC LIMIT 1)
+ ORDER BY s.seq DESC LIMIT 1"""
 
 # At every step boundary that starts work (a tool call, an LLM call): is the conversation paused
 # (pgagent.pause_conversation), and which messages were injected since the turn was created
@@ -148,6 +167,9 @@ class Turn:
     defer_until: str | None = None  # set by llm_attempt when it deferred the retry (ISO 8601 UTC)
     memories: list[dict[str, Any]] | None = None  # recalled for this turn (agent config memory), see recall_for
     memory_error: str | None = None  # why the recall failed (the turn goes on without memories)
+    summary: str | None = None  # the conversation's compaction summary that stands in for earlier turns
+    summary_through: int = 0  # the seq of the last turn the summary covers
+    prompt_chars: int | None = None  # characters of the request being sent (compaction's calibration)
 
     @property
     def tenant_id(self) -> str:
@@ -302,6 +324,96 @@ def unlock_turn(db: Db, gd: dict, tenant_id: str, turn_id: int) -> None:
 
 # ---------------------------------------------------------------------------- messages
 
+def load_history(db: Db, turn: Turn) -> None:
+    """Set ``turn.history`` (the earlier completed turns and injected messages sent as context)
+    and, from the conversation's second turn on, its latest compaction summary, which stands in
+    for the turns it covers."""
+    cfg, s = turn.cfg, turn.settings
+    if int(cfg["seq"]) > 1:
+        row = one(db, SUMMARY_SQL, ["text", "int8", "int4"], [turn.tenant_id, cfg["conversation_id"], cfg["seq"]])
+        if row is not None:
+            turn.summary, turn.summary_through = row["summary"], int(row["through_seq"])
+    turn.history = db.all(HISTORY_SQL, ["text", "int8", "int4", "int4", "text", "int4"],
+                          [turn.tenant_id, cfg["conversation_id"], cfg["seq"], int(s["history_turns"]),
+                           cfg["turn_created_at"], turn.summary_through])
+
+
+def maybe_compact(db: Db, gd: dict, turn: Turn) -> bool:
+    """Before an LLM call: if the model has a context_window and the request's estimated tokens
+    exceed ``compact_at`` (agent config, default 0.85) of it, compact (pgagent_core.compaction):
+    stub the turn's older tool outputs, else summarise the conversation's older turns with the
+    model (once per turn). Records a ``compaction`` step and returns True (a unit of its own),
+    or returns False when nothing was needed or can be done. A failed summary call is recorded
+    in the step (``error``) and not tried again in this turn."""
+    window = turn.cfg["model"].get("context_window")
+    if not window:
+        return False
+    s = turn.settings
+    limit = int(float(s.get("compact_at", compaction.DEFAULT_AT)) * int(window))
+    calls = [st for st in turn.steps if st["kind"] == "llm_call" and st["payload"].get("prompt_chars")]
+    if calls:
+        cal = (int(calls[-1].get("prompt_tokens") or 0), int(calls[-1]["payload"]["prompt_chars"]))
+    else:
+        row = one(db, CALIBRATION_SQL, ["text", "int8", "int4"], [turn.tenant_id, turn.cfg["conversation_id"],
+                                                                   turn.cfg["seq"]])
+        cal = (int(row["prompt_tokens"]), int(row["prompt_chars"])) if row else None
+    ratio = compaction.tokens_per_char(cal)
+    req = request_for(db, turn, gd)
+    before = compaction.estimate(req["messages"], req["tools"], ratio)
+    if before <= limit:
+        return False
+    base = {"tokens_before": before, "limit": limit, "context_window": int(window),
+            "tokens_per_char": round(ratio, 5), "calibrated": cal is not None and cal[0] > 0}
+    done = {i for st in turn.steps if st["kind"] == "compaction" for i in st["payload"].get("dropped") or []}
+    outputs = [st for st in turn.steps if st["kind"] == "tool_result"]
+    drop = [st["step_id"] for st in outputs[:max(len(outputs) - compaction.KEEP_TOOL_OUTPUTS, 0)]
+            if st["step_id"] not in done]
+    if drop:
+        turn.steps.append({"kind": "compaction", "payload": {"dropped": drop}, "step_id": None, "seq": None})
+        try:  # the estimate with the outputs stubbed, before the step is written (the log is append-only)
+            req = request_for(db, turn, gd)
+        finally:
+            turn.steps.pop()
+        add_step(db, turn, "compaction", {"stage": "tool_outputs", "dropped": drop, **base,
+                                          "tokens_after": compaction.estimate(req["messages"], req["tools"], ratio)})
+        return True
+    if any(st["kind"] == "compaction" and st["payload"].get("stage") == "summary" for st in turn.steps):
+        return False
+    older, newer = compaction.split_history(turn.history or [], int(s.get("compact_keep_turns",
+                                                                          compaction.DEFAULT_KEEP_TURNS)))
+    if not older:
+        return False
+    seqs = [int(h["seq"]) for h in older if h.get("seq") is not None]
+    through = max(seqs) if seqs else turn.summary_through
+    messages = [{"role": "system", "content": compaction.SUMMARY_PROMPT},
+                {"role": "user", "content": compaction.transcript(turn.summary, older)}]
+    model = turn.cfg["model"]
+    try:
+        if model.get("secret_name"):
+            reply = keyed_chat(db, model, {"messages": messages, "tools": [], "params": model["params"]})
+        else:
+            reply = chat(http_session(gd), model, messages, [], model["params"], None, check=interrupt_check(db))
+    except ProviderError as e:
+        add_step(db, turn, "compaction", {"stage": "summary", "error": f"the summary call failed: {e.message}", **base})
+        return True
+    summary = clean_text(reply.content or "") or ""
+    cost = (reply.prompt_tokens * float(model["input_usd_per_mtok"])
+            + reply.completion_tokens * float(model["output_usd_per_mtok"])) / 1e6
+    turn.summary, turn.summary_through, turn.history = summary, through, newer
+    turn.prompt_tokens += reply.prompt_tokens
+    turn.completion_tokens += reply.completion_tokens
+    turn.cost_usd += cost
+    req = request_for(db, turn, gd)
+    after = compaction.estimate(req["messages"], req["tools"], ratio)
+    add_step(db, turn, "compaction", {"stage": "summary", "summary": summary, "through_seq": through,
+                                      "turns": sum(1 for h in older if h.get("role") is None), **base,
+                                      "tokens_after": after, "model": reply.model or model["model_name"]},
+             prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens, cost_usd=round(cost, 8),
+             latency_ms=reply.latency_ms)
+    budget.settle(db, turn, cost, reply.prompt_tokens + reply.completion_tokens)
+    return True
+
+
 def tool_specs(turn: Turn) -> list[dict[str, Any]]:
     """The agent's tools as OpenAI function tools."""
     return [{"type": "function", "function": {"name": t["name"], "description": t["description"],
@@ -336,9 +448,10 @@ def build_messages(db: Db, turn: Turn, specs: list[dict[str, Any]]) -> list[dict
     json_mode = cfg["model"]["tool_mode"] == "json_schema"
     msgs: list[dict[str, Any]] = [{"role": "system", "content": system_prompt(turn, specs)}]
     if turn.history is None:  # earlier turns do not change while this one runs
-        turn.history = db.all(HISTORY_SQL, ["text", "int8", "int4", "int4", "text"],
-                              [turn.tenant_id, cfg["conversation_id"], cfg["seq"], int(s["history_turns"]),
-                               cfg["turn_created_at"]])
+        load_history(db, turn)
+    if turn.summary:
+        msgs.append({"role": "system", "content": "Summary of the earlier conversation:\n" + turn.summary})
+    dropped = {i for st in turn.steps if st["kind"] == "compaction" for i in st["payload"].get("dropped") or []}
     for h in turn.history:
         if h["role"] is not None:
             msgs.append({"role": h["role"], "content": h["content"]})
@@ -358,6 +471,8 @@ def build_messages(db: Db, turn: Turn, specs: list[dict[str, Any]]) -> list[dict
                 msgs.append({k: v for k, v in msg.items() if k in ("role", "content", "tool_calls")})
         elif st["kind"] == "tool_result":
             text = result_text(p, int(s["max_result_chars"]))
+            if st["step_id"] in dropped:
+                text = compaction.stub(st["tool_name"], len(text))
             if json_mode:
                 msgs.append({"role": "user", "content": f"Tool {st['tool_name']} returned: {text}"})
             else:
@@ -428,8 +543,9 @@ SELECT pg_catalog.to_jsonb(m) AS model FROM pgagent.model m
 def embedder(db: Db, gd: dict, tenant_id: str, model: str | None = None
              ) -> tuple[dict[str, Any], Callable[[list[str], dict[str, Any] | None], list[list[float]]]]:
     """The tenant's embedding model named ``model`` (default: its default embedding model) as
-    (model row, ``embed(texts, params) -> one vector per text``). Keyed models go through
-    pgagent._llm_call. Raises NotFound (42704: no such enabled embedding model); ``embed``
+    (model row, ``embed(texts, params, role=None) -> one vector per text``). ``role`` ("query"
+    or "passage") replaces the model's ``input_type`` param when it has one (E5-style models embed
+    queries and passages with different prefixes). Keyed models go through pgagent._llm_call. Raises NotFound (42704: no such enabled embedding model); ``embed``
     raises ProviderFailed (58000: the provider failed, the message says how) or Interrupted."""
     row = one(db, EMBED_MODEL_SQL, ["text", "text"], [tenant_id, model])
     if row is None:
@@ -437,8 +553,11 @@ def embedder(db: Db, gd: dict, tenant_id: str, model: str | None = None
                        hint="pgagent.register_model(..., kind => 'embedding', is_default => true)")
     m = row["model"]
 
-    def embed(texts: list[str], params: dict[str, Any] | None = None) -> list[list[float]]:
+    def embed(texts: list[str], params: dict[str, Any] | None = None, *, role: str | None = None
+              ) -> list[list[float]]:
         body = {**m["params"], **(params or {})}
+        if role is not None and "input_type" in m["params"]:
+            body["input_type"] = role  # an E5-style server that takes input_type: "query" or "passage"
         try:
             if m.get("secret_name"):
                 return via_llm_call(db, m["model_id"], {"input": texts, "params": body})["embeddings"]
@@ -464,7 +583,7 @@ def recall_for(db: Db, gd: dict, turn: Turn) -> None:
             return
     try:
         m, embed = embedder(db, gd, turn.tenant_id, s.get("memory_model"))
-        vector = embed([turn.cfg["user_message"]])[0]
+        vector = embed([turn.cfg["user_message"]], role="query")[0]
         turn.memories = memory.search(db, gd, tenant_id=turn.tenant_id, agent_id=int(turn.cfg["agent_id"]),
                                       owner=turn.cfg["created_by"], conversation_id=int(turn.cfg["conversation_id"]),
                                       model_id=int(m["model_id"]), vector=vector, k=int(s.get("memory_k", 5)),
@@ -633,7 +752,8 @@ def record_reply(db: Db, turn: Turn, reply: Reply, gd: dict | None = None) -> No
     add_step(db, turn, "llm_call",
              {"message": message, "finish_reason": reply.finish_reason, "model": reply.model or model["model_name"],
               "provider": model["provider"], "tool_mode": model["tool_mode"],
-              "tool_call_source": calls[0].source if calls else None, **_memory_record(turn)},
+              "tool_call_source": calls[0].source if calls else None, **_memory_record(turn),
+              **({"prompt_chars": turn.prompt_chars} if turn.prompt_chars else {})},
              prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens, cost_usd=round(cost, 8),
              latency_ms=reply.latency_ms)
     turn.llm_calls += 1
@@ -771,7 +891,10 @@ def advance(db: Db, gd: dict, turn: Turn, *, external: bool = False) -> str:
         return STOP
     if gate(db, turn):
         return STOP
+    if not external and maybe_compact(db, gd, turn):
+        return CONTINUE
     request = request_for(db, turn, gd)
+    turn.prompt_chars = compaction.request_chars(request["messages"], request["tools"])
     if not turn.held:
         try:
             turn.held = budget.reserve(db, turn, request) == "held"

@@ -56,7 +56,7 @@ def remember(db: Db, gd: dict, c: Caller, agent: str, content: str, scope: str =
     m, embed = loop.embedder(db, gd, c.tenant_id, model)
     return memory.store(db, gd, tenant_id=c.tenant_id, agent_id=agent_id, scope=scope, owner=c.role,
                         conversation_id=conv, content=content, importance=importance, model_id=int(m["model_id"]),
-                        vector=embed([content])[0], created_by=c.role)
+                        vector=embed([content], role="passage")[0], created_by=c.role)
 
 
 @api("user")
@@ -74,7 +74,7 @@ def recall(db: Db, gd: dict, c: Caller, agent: str, query: str, k: int = 5, min_
     conv = _conversation(db, c, agent_id, conversation)
     m, embed = loop.embedder(db, gd, c.tenant_id, model)
     return memory.search(db, gd, tenant_id=c.tenant_id, agent_id=agent_id, owner=c.role, conversation_id=conv,
-                         model_id=int(m["model_id"]), vector=embed([query])[0], k=k,
+                         model_id=int(m["model_id"]), vector=embed([query], role="query")[0], k=k,
                          min_similarity=float(min_similarity))
 
 

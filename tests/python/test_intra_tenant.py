@@ -20,7 +20,7 @@ from scripted_llm import text, tool_calls
 from test_security import GROUPS, ROOT, World, world  # noqa: F401  (world is a fixture)
 
 STEP_KINDS = ("user_message", "llm_call", "thinking", "tool_call", "approval", "tool_result", "response", "error",
-              "intervention", "guardrail")
+              "intervention", "guardrail", "compaction")
 ESCALATE_SCHEMA = {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
 
 

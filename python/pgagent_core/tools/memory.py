@@ -59,14 +59,15 @@ def run(ctx: ToolContext, tool: dict[str, Any], args: dict[str, Any]) -> Any:
             mid = memory.store(ctx.db, ctx.gd, tenant_id=ctx.tenant_id, agent_id=ctx.agent_id,
                                scope=cfg.get("scope", "user"), owner=ctx.user, conversation_id=ctx.conversation_id,
                                content=content, importance=importance, model_id=int(model["model_id"]),
-                               vector=embed([content])[0], created_by=ctx.user, source_turn_id=ctx.turn_id)
+                               vector=embed([content], role="passage")[0], created_by=ctx.user,
+                               source_turn_id=ctx.turn_id)
             return {"remembered": True, "memory_id": mid}
         query = args.get("query")
         if not isinstance(query, str) or not query.strip():
             raise ToolFailure("query must be a non-empty text")
         found = memory.search(ctx.db, ctx.gd, tenant_id=ctx.tenant_id, agent_id=ctx.agent_id, owner=ctx.user,
                               conversation_id=ctx.conversation_id, model_id=int(model["model_id"]),
-                              vector=embed([query])[0], k=int(args.get("k") or cfg.get("k", 5)),
+                              vector=embed([query], role="query")[0], k=int(args.get("k") or cfg.get("k", 5)),
                               min_similarity=float(cfg.get("min_similarity", 0.0)))
         return {"memories": found}
     except PgAgentError as e:
