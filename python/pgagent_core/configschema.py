@@ -87,6 +87,11 @@ AGENT_CONFIG = _object("agent.config", "An agent's config: loop settings, auto-a
                    "description": "share of the model's context_window an estimated prompt may fill before the "
                                   "conversation is compacted (docs/memory.md)"},
     "compact_keep_turns": _int(0, 100, 2, "newest turns a compaction never summarises"),
+    "knowledge": {"type": "array", "items": {"type": "string", "minLength": 1}, "uniqueItems": True,
+                  "x-expected": "an array of collection names",
+                  "description": "knowledge-base collections searched with every user message; the best passages "
+                                 "are shown in the system prompt with cite marks (docs/memory.md)"},
+    "knowledge_k": _int(1, 20, 3, "passages automatic retrieval shows at most"),
     "memory": _bool(False, "automatic recall: show the memories most relevant to the user message in the "
                            "system prompt (docs/memory.md)"),
     "memory_k": _int(1, 100, 5, "memories automatic recall shows at most"),

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 from . import memory
 from .db import Db, one
-from .errors import InvalidArgument
+from .errors import InvalidArgument, NotFound, ProviderFailed
 
 RRF_K = 60              # Cormack et al. 2009
 MODES = ("hybrid", "vector", "text")
@@ -207,6 +207,59 @@ SELECT f.chunk_id, c.document_id, col.name AS collection, d.title, c.seq, c.cont
                     "similarity": None if r["similarity"] is None else round(float(r["similarity"]), 4),
                     "text_score": None if r["text_score"] is None else round(float(r["text_score"]), 4)})
     return out
+
+
+COLLECTION_SQL = """
+SELECT collection_id, name, text_config::text AS text_config, chunk_size, chunk_overlap, embedding_model_id
+  FROM pgagent.collection WHERE tenant_id = $1::uuid AND name = $2"""
+
+
+def collection(db: Db, tenant_id: str, name: Any) -> dict[str, Any]:
+    """The tenant's collection ``name``. Raises InvalidArgument (22023: not a name), NotFound (42704)."""
+    if not isinstance(name, str) or name == "":
+        raise InvalidArgument("collection must be the name of a collection")
+    row = one(db, COLLECTION_SQL, ["text", "text"], [tenant_id, name])
+    if row is None:
+        raise NotFound(f"collection {name!r} does not exist (for this tenant)",
+                       hint="Create it with pgagent.create_collection, or list them: SELECT name FROM pgagent.collection;")
+    return row
+
+
+def search_named(db: Db, gd: dict, tenant_id: str, names: Sequence[str], query: Any, k: int, mode: str,
+                 filter: dict[str, Any] | None, *, embedder: Callable[[str | None], Any]
+                 ) -> tuple[list[dict[str, Any]], str | None]:
+    """Search the named collections (:func:`search`); the query is embedded (role "query") with
+    the first collection's embedding model through ``embedder(model name or None) -> (model row,
+    embed)`` (loop.embedder). Returns (results, note): in hybrid mode a query that cannot be
+    embedded (no model, the provider failed) is ranked by text and the note says why. Raises
+    InvalidArgument (22023), NotFound (42704), ProviderFailed (58000: vector mode)."""
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidArgument("query must be a non-empty text")
+    if mode not in MODES:
+        raise InvalidArgument(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    cols = [collection(db, tenant_id, n) for n in names]
+    vector, model_id, note = None, None, None
+    if mode != "text":
+        try:
+            first = cols[0]["embedding_model_id"]
+            mname = None if first is None else one(
+                db, "SELECT name FROM pgagent.model WHERE tenant_id = $1::uuid AND model_id = $2", ["text", "int8"],
+                [tenant_id, first])["name"]
+            m, embed = embedder(mname)
+            vector, model_id = embed([query], role="query")[0], int(m["model_id"])
+        except (NotFound, ProviderFailed) as e:
+            if mode == "vector":
+                raise
+            note = f"vector search unavailable, ranked by text only: {e.message}"
+    return search(db, gd, tenant_id=tenant_id, collections=cols, query=query, k=k, mode=mode, vector=vector,
+                  model_id=model_id, filter=filter), note
+
+
+def prompt_section(passages: list[dict[str, Any]]) -> str:
+    """The system-prompt section that shows retrieved passages to the model, with cite marks."""
+    parts = [f"{p['cite']} ({p['title']}):\n{p['content']}" for p in passages]
+    return ("Passages from the knowledge base that may answer the user. Answer from them, and end with the cite "
+            "mark, such as [12:34], of the passage you used:\n\n" + "\n\n".join(parts))
 
 
 PENDING_SQL = """

@@ -8,23 +8,8 @@ from typing import Any
 
 from . import knowledge, limits, loop
 from .db import Db, one
-from .errors import NotFound, ProviderFailed
+from .errors import NotFound
 from .registry import Caller, api, audit, check, ident, name as valid_name, obj
-
-COLLECTION_SQL = """
-SELECT collection_id, name, text_config::text AS text_config, chunk_size, chunk_overlap, embedding_model_id
-  FROM pgagent.collection WHERE tenant_id = $1::uuid AND name = $2"""
-
-
-def _collection(db: Db, tenant_id: str, name: Any) -> dict[str, Any]:
-    """The tenant's collection ``name``. Raises 22023 (bad name), 42704 (none)."""
-    check(isinstance(name, str) and name != "", "collection must be the name of a collection")
-    row = one(db, COLLECTION_SQL, ["text", "text"], [tenant_id, name])
-    if row is None:
-        raise NotFound(f"collection {name!r} does not exist (for this tenant)",
-                       hint="Create it with pgagent.create_collection, or list them: SELECT name FROM pgagent.collection;")
-    return row
-
 
 @api("admin")
 def create_collection(db: Db, gd: dict, c: Caller, name: str, description: str | None = None,
@@ -63,7 +48,7 @@ def create_collection(db: Db, gd: dict, c: Caller, name: str, description: str |
 @api("admin")
 def drop_collection(db: Db, gd: dict, c: Caller, name: str) -> bool:
     """Delete a collection with its documents and chunks. Audited. Raises 42704."""
-    col = _collection(db, c.tenant_id, name)
+    col = knowledge.collection(db, c.tenant_id, name)
     db.all("DELETE FROM pgagent.collection WHERE tenant_id = $1::uuid AND collection_id = $2", ["text", "int8"],
            [c.tenant_id, col["collection_id"]])
     audit(db, "collection_dropped", "collection", col["collection_id"], {"name": name})
@@ -80,7 +65,7 @@ def add_document(db: Db, gd: dict, c: Caller, collection: str, title: str, body:
     different; reused: chunks of a changed body that kept their embedding; an unchanged body
     keeps every chunk). Raises 22023 (empty or over 10,000,000 characters, metadata not an object),
     42704 (no such collection)."""
-    col = _collection(db, c.tenant_id, collection)
+    col = knowledge.collection(db, c.tenant_id, collection)
     check(isinstance(title, str) and title.strip() != "" and len(title) <= 1000, "title must be 1 to 1000 characters")
     check(isinstance(body, str) and body.strip() != "", "body must be a non-empty text")
     check(len(body) <= knowledge.MAX_BODY, f"body is longer than {knowledge.MAX_BODY} characters")
@@ -123,32 +108,6 @@ def delete_document(db: Db, gd: dict, c: Caller, document_id: int) -> bool:
     return True
 
 
-def search_collections(db: Db, gd: dict, tenant_id: str, names: list[str], query: str, k: int, mode: str,
-                       filter: dict[str, Any] | None) -> tuple[list[dict[str, Any]], str | None]:
-    """Search the named collections (see knowledge.search); the query is embedded with the
-    first collection's embedding model. Returns (results, note): in hybrid mode a failed query
-    embedding degrades to text ranking and the note says why. Raises 22023, 42704, 58000
-    (vector mode: the embedding failed)."""
-    check(isinstance(query, str) and query.strip() != "", "query must be a non-empty text")
-    check(mode in knowledge.MODES, f"mode must be one of {', '.join(knowledge.MODES)}, not {mode!r}")
-    cols = [_collection(db, tenant_id, n) for n in names]
-    vector, model_id, note = None, None, None
-    if mode != "text":
-        try:
-            first = cols[0]["embedding_model_id"]
-            mname = None if first is None else one(
-                db, "SELECT name FROM pgagent.model WHERE tenant_id = $1::uuid AND model_id = $2", ["text", "int8"],
-                [tenant_id, first])["name"]
-            m, embed = loop.embedder(db, gd, tenant_id, mname)
-            vector, model_id = embed([query], role="query")[0], int(m["model_id"])
-        except (NotFound, ProviderFailed) as e:
-            if mode == "vector":
-                raise
-            note = f"vector search unavailable, ranked by text only: {e.message}"
-    return knowledge.search(db, gd, tenant_id=tenant_id, collections=cols, query=query, k=k, mode=mode,
-                            vector=vector, model_id=model_id, filter=filter), note
-
-
 @api("user")
 def search(db: Db, gd: dict, c: Caller, collection: str, query: str, k: int = 5, mode: str = "hybrid",
            filter: Any = None) -> list[dict[str, Any]]:
@@ -156,7 +115,8 @@ def search(db: Db, gd: dict, c: Caller, collection: str, query: str, k: int = 5,
     and full-text ranks; vector; text), with their document's title and metadata; ``filter``: a
     JSON object the document metadata must contain. A hybrid search whose query cannot be
     embedded ranks by text and says so in a NOTICE. Raises 22023, 42704, 58000."""
-    results, note = search_collections(db, gd, c.tenant_id, [collection], query, k, mode, obj(filter, "filter"))
+    results, note = knowledge.search_named(db, gd, c.tenant_id, [collection], query, k, mode, obj(filter, "filter"),
+                                           embedder=lambda name: loop.embedder(db, gd, c.tenant_id, name))
     if note:
         db.notice(note)
     return results

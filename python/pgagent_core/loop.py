@@ -29,10 +29,10 @@ from typing import Any, Callable
 
 import requests
 
-from . import budget, compaction, hooks, lease, memory, providers, toolcalls, tools, validation
+from . import budget, compaction, hooks, knowledge, lease, memory, providers, toolcalls, tools, validation
 from .db import Db, one
 from .limits import MAX_TOKENS_PER_CALL, clean_json, clean_text
-from .errors import Busy, InvalidState, NotFound, ProviderFailed
+from .errors import Busy, InvalidArgument, InvalidState, NotFound, ProviderFailed
 from .providers import ProviderError, Reply, ToolCall, chat, dumps
 
 TERMINAL = ("completed", "failed", "cancelled")
@@ -167,6 +167,8 @@ class Turn:
     defer_until: str | None = None  # set by llm_attempt when it deferred the retry (ISO 8601 UTC)
     memories: list[dict[str, Any]] | None = None  # recalled for this turn (agent config memory), see recall_for
     memory_error: str | None = None  # why the recall failed (the turn goes on without memories)
+    passages: list[dict[str, Any]] | None = None  # retrieved from the knowledge base (agent config knowledge)
+    knowledge_error: str | None = None  # why the retrieval failed (the turn goes on without passages)
     summary: str | None = None  # the conversation's compaction summary that stands in for earlier turns
     summary_through: int = 0  # the seq of the last turn the summary covers
     prompt_chars: int | None = None  # characters of the request being sent (compaction's calibration)
@@ -277,16 +279,19 @@ def summary(turn: Turn) -> dict[str, Any]:
 
 
 def citations(turn: Turn) -> list[dict[str, Any]]:
-    """The knowledge-base chunks the turn's knowledge tools returned, in the order first seen:
-    ``[{cite, document_id, chunk_id, title}]`` (tools.knowledge)."""
+    """The knowledge-base chunks the turn was shown, in the order first seen: those retrieved
+    automatically (agent config knowledge) and those its knowledge tools returned:
+    ``[{cite, document_id, chunk_id, title}]``."""
     seen: dict[str, dict[str, Any]] = {}
     for s in turn.steps:
-        if s["kind"] != "tool_result" or s["payload"].get("is_error"):
+        if s["kind"] == "llm_call" and isinstance(s["payload"].get("passages"), list):
+            found = s["payload"]["passages"]
+        elif s["kind"] == "tool_result" and not s["payload"].get("is_error") \
+                and isinstance(s["payload"].get("result"), dict) and isinstance(s["payload"]["result"].get("results"), list):
+            found = s["payload"]["result"]["results"]
+        else:
             continue
-        res = s["payload"].get("result")
-        if not isinstance(res, dict) or not isinstance(res.get("results"), list):
-            continue
-        for r in res["results"]:
+        for r in found:
             if isinstance(r, dict) and isinstance(r.get("cite"), str) and r["cite"] not in seen:
                 seen[r["cite"]] = {k: r.get(k) for k in ("cite", "document_id", "chunk_id", "title")}
     return list(seen.values())
@@ -430,6 +435,8 @@ def system_prompt(turn: Turn, specs: list[dict[str, Any]]) -> str:
         parts.append(cfg["instructions"])
     if turn.memories:
         parts.append(memory.prompt_section(turn.memories))
+    if turn.passages:
+        parts.append(knowledge.prompt_section(turn.passages))
     if specs and cfg["model"]["tool_mode"] == "json_schema":
         parts.append(toolcalls.action_instructions(specs))
     return "\n\n".join(parts)
@@ -592,6 +599,31 @@ def recall_for(db: Db, gd: dict, turn: Turn) -> None:
         turn.memories, turn.memory_error = [], f"memory recall failed: {e.message}"
 
 
+def retrieve_for(db: Db, gd: dict, turn: Turn) -> None:
+    """With ``knowledge`` (collection names) in the agent's config, set ``turn.passages``: those
+    the turn's first llm_call step recorded, else the ``knowledge_k`` (default 3) best chunks of
+    those collections for the user message (hybrid search, pgagent_core.knowledge). They are
+    shown in the system prompt with their cite marks and are the turn's citations. A failed
+    retrieval is not fatal: ``turn.knowledge_error`` says why, and the llm_call step records it."""
+    s = turn.settings
+    if turn.passages is not None or not s.get("knowledge"):
+        return
+    for st in turn.steps:
+        if st["kind"] == "llm_call" and "passages" in st["payload"]:
+            turn.passages = st["payload"]["passages"]
+            return
+    try:
+        found, note = knowledge.search_named(db, gd, turn.tenant_id, list(s["knowledge"]), turn.cfg["user_message"],
+                                             int(s.get("knowledge_k", 3)), "hybrid", None,
+                                             embedder=lambda name: embedder(db, gd, turn.tenant_id, name))
+        turn.passages = [{"cite": f"[{r['document_id']}:{r['chunk_id']}]", "document_id": r["document_id"],
+                          "chunk_id": r["chunk_id"], "title": r["title"], "content": r["content"][:4000],
+                          "score": r["score"]} for r in found]
+        turn.knowledge_error = note
+    except (NotFound, ProviderFailed, InvalidArgument) as e:
+        turn.passages, turn.knowledge_error = [], f"knowledge retrieval failed: {e.message}"
+
+
 def request_for(db: Db, turn: Turn, gd: dict | None = None) -> dict[str, Any]:
     """The chat request the loop sends next: ``{messages, tools, params, response_format}`` in
     OpenAI terms (what :func:`chat` and pgagent.prepare_turn use). params merge the model's, the
@@ -600,6 +632,7 @@ def request_for(db: Db, turn: Turn, gd: dict | None = None) -> dict[str, Any]:
     system prompt shows the recalled memories (:func:`recall_for`)."""
     if gd is not None:
         recall_for(db, gd, turn)
+        retrieve_for(db, gd, turn)
     cfg, model = turn.cfg, turn.cfg["model"]
     specs = tool_specs(turn)
     params = {**model["params"], **cfg["persona_params"], **(turn.settings.get("params") or {}), **cfg["turn_params"]}
@@ -713,13 +746,20 @@ def record_llm_failure(db: Db, turn: Turn, e: ProviderError) -> None:
 # ---------------------------------------------------------------------------- recording a reply
 
 def _memory_record(turn: Turn) -> dict[str, Any]:
-    """What the turn's first llm_call step records of automatic recall: ``memories`` (what the
-    prompt showed) and ``memory_error`` (a failed recall); nothing later or without recall."""
-    if turn.memories is None or any(st["kind"] == "llm_call" for st in turn.steps):
+    """What the turn's first llm_call step records of automatic recall and retrieval:
+    ``memories`` and ``passages`` (what the prompt showed), ``memory_error`` and
+    ``knowledge_error`` (a failed search); nothing on later calls."""
+    if any(st["kind"] == "llm_call" for st in turn.steps):
         return {}
-    out: dict[str, Any] = {"memories": turn.memories}
+    out: dict[str, Any] = {}
+    if turn.memories is not None:
+        out["memories"] = turn.memories
     if turn.memory_error:
         out["memory_error"] = turn.memory_error
+    if turn.passages is not None:
+        out["passages"] = turn.passages
+    if turn.knowledge_error:
+        out["knowledge_error"] = turn.knowledge_error
     return out
 
 

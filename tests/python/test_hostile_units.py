@@ -833,8 +833,8 @@ class TestConfigSchema:
         with pytest.raises(ValueError) as ei:
             configschema.validate("agent.config", {"max_step": 3})
         assert str(ei.value) == ('agent config: unknown key "max_step"; valid keys: allow_self_approval, auto_approve, '
-                                 "budget_completion_tokens, compact_at, compact_keep_turns, history_turns, hook_timeout_ms, max_result_chars, "
-                                 "max_running_turns, max_steps, max_tool_errors, memory, memory_k, memory_min_similarity, "
+                                 "budget_completion_tokens, compact_at, compact_keep_turns, history_turns, hook_timeout_ms, knowledge, "
+                                 "knowledge_k, max_result_chars, max_running_turns, max_steps, max_tool_errors, memory, memory_k, memory_min_similarity, "
                                  "memory_model, params, retry_backoff_ms, retry_base_ms, retry_max")
 
     @pytest.mark.parametrize("config,message", [

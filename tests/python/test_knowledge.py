@@ -235,3 +235,25 @@ def test_e5_style_models_embed_queries_and_passages_apart(conn, llm):
     conn.execute("SELECT * FROM pgagent.search('docs', 'refund')")
     sent = [q["body"]["input_type"] for q in llm.requests if q["path"].endswith("/embeddings")]
     assert sent == ["passage", "query"]
+
+
+def test_automatic_retrieval_shows_passages_and_cites_them(conn, llm):
+    setup(conn, llm)
+    ids = load_corpus(conn, llm)
+    conn.execute("SELECT pgagent.create_agent('helper', config => '{\"knowledge\": [\"docs\"], \"knowledge_k\": 2}')")
+    cid = conn.execute("SELECT pgagent.start_conversation('helper')").fetchone()[0]
+    llm.script(text("Vacuum reclaims storage."), text("Still vacuum."))
+    llm.script_embeddings(embedding(unit(1, 0)))
+    r = conn.execute("SELECT pgagent.send_message(%s, 'What reclaims storage?')", [cid]).fetchone()[0]
+    assert r["status"] == "completed"
+    assert [c["document_id"] for c in r["citations"]] == [ids["vacuum"], ids["autovacuum"]]
+    system = llm.requests[-1]["body"]["messages"][0]["content"]
+    assert r["citations"][0]["cite"] in system and "reclaims storage held by dead tuples" in system
+    p = conn.execute("SELECT payload FROM pgagent.step WHERE turn_id = %s AND kind = 'llm_call'", [r["turn_id"]]).fetchone()[0]
+    assert [x["chunk_id"] for x in p["passages"]] == [c["chunk_id"] for c in r["citations"]]
+    # a collection that is gone: the turn goes on, and the step says why
+    conn.execute("SELECT pgagent.update_agent('helper', config => '{\"knowledge\": [\"gone\"]}')")
+    r = conn.execute("SELECT pgagent.send_message(%s, 'And now?')", [cid]).fetchone()[0]
+    assert r["status"] == "completed" and r["citations"] == []
+    p = conn.execute("SELECT payload FROM pgagent.step WHERE turn_id = %s AND kind = 'llm_call'", [r["turn_id"]]).fetchone()[0]
+    assert p["passages"] == [] and "collection 'gone' does not exist" in p["knowledge_error"]

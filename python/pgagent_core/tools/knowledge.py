@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import knowledge
 from ..errors import PgAgentError
 from . import ToolContext, ToolFailure
 
@@ -40,16 +41,16 @@ def check_config(config: dict[str, Any]) -> None:
 def run(ctx: ToolContext, tool: dict[str, Any], args: dict[str, Any]) -> Any:
     """Search the collections for the argument ``query``. Raises ToolFailure (an unknown
     collection, a bad argument, vector mode without an embedding)."""
-    from .. import knowledge_api  # the API layer owns the search of named collections
-
     cfg = tool["config"]
     query = args.get("query")
     if not isinstance(query, str) or not query.strip():
         raise ToolFailure("query must be a non-empty text")
     try:
-        results, note = knowledge_api.search_collections(
+        if ctx.embedder is None:
+            raise ToolFailure("knowledge tools run inside a turn only")
+        results, note = knowledge.search_named(
             ctx.db, ctx.gd, ctx.tenant_id, list(cfg["collections"]), query, int(args.get("k") or cfg.get("k", 5)),
-            cfg.get("mode", "hybrid"), cfg.get("filter") or {})
+            cfg.get("mode", "hybrid"), cfg.get("filter") or {}, embedder=ctx.embedder)
     except PgAgentError as e:
         raise ToolFailure(e.message) from None
     out: dict[str, Any] = {"results": [
