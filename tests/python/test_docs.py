@@ -76,6 +76,7 @@ SCRIPTS: dict[str, list[Reply]] = {
         text("Noted: a late arrival on Friday. The night desk will have your key ready."),
         tool_calls([("handbook", {"query": "key after midnight"})]),
         text("Yes: after midnight the night desk has your key [1:1]."),
+        text("Breakfast is from 7 to 10:30 [2:2]."),                 # automatic retrieval
     ],
     "docs/security.md": [
         tool_calls([("refund", {"order_id": 42})]),                  # carol's own turn parks
@@ -346,6 +347,8 @@ def check_memory(c: psycopg.Connection, run: Run) -> None:
         == (2, 2, 0)
     res = c.execute("SELECT payload -> 'result' FROM pgagent.step WHERE kind = 'tool_result' AND tool_name = 'handbook'").fetchone()[0]
     assert res["results"] and res["results"][0]["title"] in ("Check-in", "Breakfast")
+    last = c.execute("SELECT payload FROM pgagent.step WHERE kind = 'llm_call' ORDER BY step_id DESC LIMIT 1").fetchone()[0]
+    assert {p["title"] for p in last["passages"]} <= {"Check-in", "Breakfast"} and last["passages"]
 
 
 CHECKS: dict[str, Callable[[psycopg.Connection, Run], None]] = {
