@@ -83,6 +83,7 @@ bench: deps
 	.venv/bin/python bench/bench_turn.py
 	.venv/bin/python bench/bench_views.py
 	.venv/bin/python bench/bench_workers.py
+	.venv/bin/python bench/bench_memory.py
 	.venv/bin/python bench/bench_peers.py
 
 print-sharedir:
