@@ -24,6 +24,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sections import write_section  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 ROWS = {  # run.sh label prefix -> our short name
     "plain loop, HTTP only": "plain loop, HTTP only (no database)",
@@ -95,10 +98,7 @@ def main() -> None:
     lines += ["", f"Target met: {'yes' if max(ratios) <= 1.1 else 'NO'} (pgagent ratios {min(ratios):.2f}x to "
               f"{max(ratios):.2f}x).", "", PROFILE]
     section = "\n".join(lines) + "\n"
-    out = Path(args.out)
-    text = out.read_text() if out.exists() else "# pgagent benchmark results\n"
-    text = re.sub(r"\n## Against the peers\n.*?(?=\n## |\Z)", "", text, flags=re.S).rstrip("\n") + "\n\n" + section
-    out.write_text(text)
+    write_section(args.out, "Against the peers", section)
     print(section)
 
 

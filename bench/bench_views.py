@@ -21,7 +21,6 @@ as bench_turn.py wrote it) and prints it. Usage: ``make bench`` or
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import sys
 import threading
@@ -36,6 +35,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "bench"))
 from bench_turn import InstantLLM  # noqa: E402
 from pgcluster import Cluster  # noqa: E402
+from sections import write_section  # noqa: E402
 
 KINDS = ["user_message", "llm_call", "thinking", "tool_call", "approval", "tool_result", "llm_call", "tool_call",
          "tool_result", "response"]
@@ -258,10 +258,7 @@ def main() -> int:
               "| tenant | steps in its log | median ms, no statistics | median ms, analyzed |", "|---|---:|---:|---:|"]
     lines += [f"| {t} | {sizes[t]:,} | {costs[t][0]:.2f} | {costs[t][1]:.2f} |" for t in sizes]
     section = "\n".join(lines) + "\n"
-    out = Path(args.out)
-    text = out.read_text() if out.exists() else "# pgagent benchmark results\n"
-    text = re.sub(r"\n## Views at 1 M steps\n.*?(?=\n## |\Z)", "", text, flags=re.S).rstrip("\n") + "\n\n" + section
-    out.write_text(text)
+    write_section(args.out, "Views at 1 M steps", section)
     print("\n" + section)
     return 1 if slow else 0
 

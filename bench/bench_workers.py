@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import statistics
 import subprocess
@@ -39,6 +38,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "bench"))
 import bench_turn  # noqa: E402
 from pgcluster import Cluster  # noqa: E402
+from sections import write_section  # noqa: E402
 
 STEPS_TARGET = 1000.0     # steps/s with 4 workers (issue 9)
 DELAY_TARGET_MS = 20.0    # p50 enqueue-to-start
@@ -202,10 +202,7 @@ def main() -> int:
               "contention, not throughput. The figures move by up to a third between runs on this VM, whose CPU "
               "speed drifts."]
     section = "\n".join(lines) + "\n"
-    out = Path(args.out)
-    text = out.read_text() if out.exists() else "# pgagent benchmark results\n"
-    text = re.sub(r"\n## Workers\n.*?(?=\n## |\Z)", "", text, flags=re.S).rstrip("\n") + "\n\n" + section
-    out.write_text(text)
+    write_section(args.out, "Workers", section)
     print("\n" + section)
     return 0 if ok else 1
 

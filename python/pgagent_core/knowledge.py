@@ -174,11 +174,7 @@ def search(db: Db, gd: dict, *, tenant_id: str, collections: Sequence[dict[str, 
   SELECT NULL::int8 AS chunk_id, NULL::int8 AS rank, NULL::float4 AS text_score WHERE false"""
     rrf = f"coalesce(1.0 / ({RRF_K} + v.rank), 0) + coalesce(1.0 / ({RRF_K} + t.rank), 0)"
     score = {"hybrid": rrf, "vector": "v.similarity", "text": "t.text_score"}[mode]
-    old = None
-    if use_vec and dims in memory.INDEXED_DIMS:
-        old = one(db, "SELECT pg_catalog.current_setting('hnsw.iterative_scan', true) AS v")["v"]
-        db.all("SELECT pg_catalog.set_config('hnsw.iterative_scan', 'relaxed_order', true)")
-    try:
+    with memory.iterative_scan(db, use_vec and dims in memory.INDEXED_DIMS):
         rows = db.all(f"""
 WITH v AS ({vec_sql}), t AS ({txt_sql}),
 f AS (SELECT coalesce(v.chunk_id, t.chunk_id) AS chunk_id, v.rank AS vector_rank, t.rank AS text_rank,
@@ -194,9 +190,6 @@ SELECT f.chunk_id, c.document_id, col.name AS collection, d.title, c.seq, c.cont
                       ["text", "int8[]", "text", "jsonb", "text", "int8", "int4", "text", "int4"],
                       [tenant_id, ids, query, filter or {}, memory.literal(vector) if use_vec else None, model_id,
                        n, collections[0]["text_config"], k])
-    finally:
-        if old is not None or (use_vec and dims in memory.INDEXED_DIMS):
-            db.all("SELECT pg_catalog.set_config('hnsw.iterative_scan', $1, true)", ["text"], [old or "off"])
     out = []
     for r in rows:
         out.append({"chunk_id": int(r["chunk_id"]), "document_id": int(r["document_id"]),

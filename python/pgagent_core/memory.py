@@ -22,7 +22,8 @@ This module does no HTTP: callers pass the query's embedding (see loop.embedder)
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 from .db import Db, one
 from .errors import InvalidArgument
@@ -47,6 +48,22 @@ def vector_schema(db: Db, gd: dict) -> str:
         name = one(db, VECTOR_SCHEMA_SQL)["schema"]
         s = gd["pgagent_vector_schema"] = '"' + name.replace('"', '""') + '"'
     return s
+
+
+@contextmanager
+def iterative_scan(db: Db, on: bool) -> Iterator[None]:
+    """With ``on``, run the block with ``hnsw.iterative_scan = relaxed_order`` (pgvector 0.8: an
+    HNSW scan keeps going until enough rows pass the query's filters) and put the setting back
+    afterwards, error or not. Without ``on``, do nothing."""
+    if not on:
+        yield
+        return
+    old = one(db, "SELECT pg_catalog.current_setting('hnsw.iterative_scan', true) AS v")["v"]
+    db.all("SELECT pg_catalog.set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+    try:
+        yield
+    finally:
+        db.all("SELECT pg_catalog.set_config('hnsw.iterative_scan', $1, true)", ["text"], [old or "off"])
 
 
 def literal(vector: Sequence[float]) -> str:
@@ -109,10 +126,7 @@ def search(db: Db, gd: dict, *, tenant_id: str, agent_id: int, owner: str, conve
     vs, dims = vector_schema(db, gd), len(vector)
     emb = f"m.embedding::{vs}.vector({dims})" if dims in INDEXED_DIMS else "m.embedding"
     q = f"$6::{vs}.vector({dims})" if dims in INDEXED_DIMS else f"$6::{vs}.vector"
-    old = one(db, "SELECT pg_catalog.current_setting('hnsw.iterative_scan', true) AS v")["v"]
-    if dims in INDEXED_DIMS:
-        db.all("SELECT pg_catalog.set_config('hnsw.iterative_scan', 'relaxed_order', true)")
-    try:
+    with iterative_scan(db, dims in INDEXED_DIMS):
         rows = db.all(f"""
 WITH near AS (
   SELECT m.memory_id, m.scope, m.content, m.importance, m.created_at, m.last_recalled_at,
@@ -132,9 +146,6 @@ SELECT memory_id, scope, content, importance::float8 AS importance, similarity,
                       ["text", "int8", "int8", "name", "int8", "text", "text[]", "int4", "float8", "int4"],
                       [tenant_id, agent_id, model_id, owner, conversation_id, literal(vector), list(scopes),
                        k * CANDIDATES, float(min_similarity), k])
-    finally:
-        if dims in INDEXED_DIMS:
-            db.all("SELECT pg_catalog.set_config('hnsw.iterative_scan', $1, true)", ["text"], [old or "off"])
     out = [{"memory_id": int(r["memory_id"]), "scope": r["scope"], "content": r["content"],
             "importance": round(float(r["importance"]), 4), "similarity": round(float(r["similarity"]), 4),
             "score": round(float(r["score"]), 4), "created_at": str(r["created_at"])} for r in rows]

@@ -34,8 +34,7 @@ from .registry import name as _name
 from .registry import obj as _obj
 from .registry import valid as _valid
 from .db import Db, PlpyDb, one
-from .errors import (Busy, Forbidden, InUse, Internal, InvalidArgument, InvalidState, NotFound, PgAgentError,
-                     ProviderFailed)
+from .errors import (Busy, Forbidden, InUse, Internal, InvalidArgument, InvalidState, NotFound, PgAgentError)
 
 GROUPS = ("viewer", "user", "operator", "admin")
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}$")
