@@ -185,8 +185,10 @@ def test_100_sigkills_lose_no_committed_step_and_run_no_tool_twice(crash_cluster
                 seen.update(before)
                 trial += 1
                 if trial % 2 == 0 and not backends:
-                    # wait (briefly) for a backend inside CALL run_turn, to kill it there
-                    for _ in range(50):
+                    # wait for a backend inside CALL run_turn, to kill it there (after a backend kill
+                    # the workers reconnect with a backoff of up to seconds on a slow machine)
+                    until = time.monotonic() + 8.0
+                    while time.monotonic() < until:
                         time.sleep(0.01)
                         backends = conn.execute("""SELECT pid FROM pg_stat_activity WHERE datname = 'crash'
                                                     AND application_name LIKE 'pgagent worker%%'
