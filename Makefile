@@ -67,7 +67,7 @@ install-python:
 	@chmod -R a+rX "$(DESTDIR)$(PYLIBROOT)"
 	@echo "installed pgagent_core into $(DESTDIR)$(PYLIBDIR)"
 
-.PHONY: deps demo test bench check-not-pgadmin install-python print-sharedir print-replay
+.PHONY: deps demo test bench eval check-not-pgadmin install-python print-sharedir print-replay
 deps:
 	bash scripts/install-system-deps.sh
 	bash scripts/install-python-env.sh
@@ -75,6 +75,9 @@ deps:
 
 demo: deps
 	.venv/bin/python examples/demo.py
+
+eval: deps
+	.venv/bin/python bench/eval.py $(EVAL_ARGS)
 
 test: deps
 	bash scripts/run-tests.sh

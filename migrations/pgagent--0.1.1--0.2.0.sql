@@ -470,3 +470,97 @@ ALTER TABLE pgagent.step DROP CONSTRAINT step_kind_check,
                                                  'tool_result', 'response', 'error', 'intervention', 'guardrail',
                                                  'compaction'));
 CREATE INDEX step_compaction ON pgagent.step (tenant_id, turn_id, seq) WHERE kind = 'compaction';
+
+-- ---------------------------------------------------------------------------- evaluations (issue 11; sql/46_eval.sql)
+-- An eval suite: questions with a reference answer (expected, or the result of reference_sql run
+-- as pgagent_sandbox) and a scoring rule; docs/evals.md.
+CREATE TABLE pgagent.eval_suite (
+    tenant_id    uuid NOT NULL REFERENCES pgagent.tenant ON DELETE CASCADE,
+    suite_id     bigint GENERATED ALWAYS AS IDENTITY,
+    name         text NOT NULL CHECK (name ~ '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$'),
+    description  text,
+    config       jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(config) = 'object'),
+    created_by   name NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, suite_id),
+    UNIQUE (tenant_id, name)
+);
+
+CREATE TABLE pgagent.eval_case (
+    tenant_id      uuid NOT NULL,
+    case_id        bigint GENERATED ALWAYS AS IDENTITY,
+    suite_id       bigint NOT NULL,
+    name           text NOT NULL CHECK (name ~ '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$'),
+    question       text NOT NULL CHECK (question <> ''),
+    expected       text,
+    reference_sql  text,
+    scoring        text NOT NULL DEFAULT 'contains' CHECK (scoring IN ('exact', 'numeric', 'contains', 'llm')),
+    tolerance      double precision CHECK (tolerance >= 0),
+    decimals       integer CHECK (decimals BETWEEN 0 AND 10),
+    rubric         text,
+    needs_tool     boolean NOT NULL DEFAULT true,
+    tags           text[] NOT NULL DEFAULT '{}',
+    created_by     name NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, case_id),
+    UNIQUE (tenant_id, suite_id, name),
+    CHECK (expected IS NOT NULL OR reference_sql IS NOT NULL OR (scoring = 'llm' AND rubric IS NOT NULL)),
+    FOREIGN KEY (tenant_id, suite_id) REFERENCES pgagent.eval_suite (tenant_id, suite_id) ON DELETE CASCADE
+);
+
+-- One run of a suite against an agent; what the agent was (model, prompt version) is kept so
+-- that runs compare after the agent changes.
+CREATE TABLE pgagent.eval_run (
+    tenant_id       uuid NOT NULL,
+    run_id          bigint GENERATED ALWAYS AS IDENTITY,
+    suite_id        bigint NOT NULL,
+    agent_id        bigint,
+    agent_name      text NOT NULL,
+    model_name      text NOT NULL,
+    prompt_version  text NOT NULL,
+    label           text,
+    queued          boolean NOT NULL,
+    status          text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'scored')),
+    snapshot        jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(snapshot) = 'object'),
+    created_by      name NOT NULL,
+    started_at      timestamptz NOT NULL DEFAULT now(),
+    finished_at     timestamptz,
+    PRIMARY KEY (tenant_id, run_id),
+    FOREIGN KEY (tenant_id, suite_id) REFERENCES pgagent.eval_suite (tenant_id, suite_id) ON DELETE CASCADE,
+    FOREIGN KEY (tenant_id, agent_id) REFERENCES pgagent.agent (tenant_id, agent_id) ON DELETE SET NULL (agent_id)
+);
+
+-- One case of one run: the turn that answered it and its score.
+CREATE TABLE pgagent.eval_result (
+    tenant_id          uuid NOT NULL,
+    run_id             bigint NOT NULL,
+    case_id            bigint NOT NULL,
+    conversation_id    bigint,
+    turn_id            bigint,
+    status             text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'scored')),
+    answer             text,
+    expected           text,
+    correct            boolean,
+    grounded           boolean,
+    detail             jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(detail) = 'object'),
+    steps              integer,
+    llm_calls          integer,
+    tool_calls         integer,
+    prompt_tokens      bigint,
+    completion_tokens  bigint,
+    cost_usd           numeric(20,8),
+    latency_ms         numeric(12,3),
+    scored_at          timestamptz,
+    PRIMARY KEY (tenant_id, run_id, case_id),
+    FOREIGN KEY (tenant_id, run_id) REFERENCES pgagent.eval_run (tenant_id, run_id) ON DELETE CASCADE,
+    FOREIGN KEY (tenant_id, case_id) REFERENCES pgagent.eval_case (tenant_id, case_id) ON DELETE CASCADE,
+    FOREIGN KEY (tenant_id, turn_id) REFERENCES pgagent.turn (tenant_id, turn_id) ON DELETE SET NULL (turn_id),
+    FOREIGN KEY (tenant_id, conversation_id) REFERENCES pgagent.conversation (tenant_id, conversation_id)
+        ON DELETE SET NULL (conversation_id)
+);
+CREATE INDEX eval_result_turn ON pgagent.eval_result (tenant_id, turn_id);
+CREATE INDEX eval_result_pending ON pgagent.eval_result (tenant_id, run_id) WHERE status = 'pending';
+SELECT pg_catalog.pg_extension_config_dump('pgagent.eval_suite', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.eval_case', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.eval_run', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.eval_result', '');

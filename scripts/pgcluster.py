@@ -144,6 +144,9 @@ class Cluster:
     :param pg_bin: Directory with ``initdb``, ``pg_ctl``, ``psql``...;
         ``None`` means :func:`default_pg_bin`.
     :param keep: Keep *base_dir* (data and log) after :meth:`stop`.
+    :param settings: Extra server settings (GUC name to value), written to
+        the cluster's configuration after the defaults (e.g. a benchmark's
+        ``{"shared_buffers": "3GB"}``).
     """
 
     def __init__(
@@ -152,7 +155,9 @@ class Cluster:
         pg_bin: Optional[str] = None,
         *,
         keep: bool = False,
+        settings: Optional[dict[str, str]] = None,
     ) -> None:
+        self.settings: dict[str, str] = dict(settings or {})
         self.pg_bin: str = pg_bin or default_pg_bin()
         self.keep: bool = keep
         self._explicit_dir = base_dir is not None
@@ -290,6 +295,7 @@ class Cluster:
             "shared_preload_libraries": "",
             "logging_collector": "off",
             "max_connections": "100",
+            **self.settings,
         }
         lines = ["# written by scripts/pgcluster.py"]
         for key, value in settings.items():

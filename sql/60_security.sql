@@ -230,15 +230,18 @@ BEGIN
               DETAIL = format('The query has %s arguments.', cardinality(a)), HINT = 'Pass fewer arguments ($1 .. $20).';
     END IF;
     PERFORM pg_catalog.set_config('search_path', coalesce(path, 'public'), true);
-    EXECUTE 'SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t)), ''[]''::jsonb) FROM (SELECT * FROM ('
-            || E'\n' || query || E'\n' || ') AS q LIMIT ' || (max_rows + 1)::text || ') AS t'
+    -- the rows (up to max_rows + 1) and how many the query returns in all (counted up to 100,000)
+    EXECUTE 'SELECT pg_catalog.jsonb_build_object(''rows'', coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t) - ''pgagent.total'' - ''pgagent.n'' ORDER BY t."pgagent.n") '
+            || 'FILTER (WHERE t."pgagent.n" <= ' || (max_rows + 1)::text || '), ''[]''::jsonb), ''total'', coalesce(max(t."pgagent.total"), 0)) '
+            || 'FROM (SELECT c.*, pg_catalog.count(*) OVER () AS "pgagent.total", pg_catalog.row_number() OVER () AS "pgagent.n" '
+            || 'FROM (SELECT * FROM (' || E'\n' || query || E'\n' || ') AS q LIMIT 100001) AS c) AS t'
        INTO rows
       USING a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10],
             a[11], a[12], a[13], a[14], a[15], a[16], a[17], a[18], a[19], a[20];
     RETURN rows;
 END $$;
 COMMENT ON FUNCTION pgagent._sandbox_query(text, text[], text, integer) IS
-  'Internal (sql tools): run one read query as the role pgagent_sandbox (owner, SECURITY DEFINER) with $1..$20 as text arguments; returns up to max_rows + 1 rows as a jsonb array.';
+  'Internal (sql tools, eval reference queries): run one read query as the role pgagent_sandbox (owner, SECURITY DEFINER) with $1..$20 as text arguments; returns {"rows": up to max_rows + 1 rows as a jsonb array, "total": how many rows the query returns, counted up to 100001}.';
 ALTER FUNCTION pgagent._sandbox_query(text, text[], text, integer) OWNER TO pgagent_sandbox;
 
 -- ---------------------------------------------------------------------------- function tool runners
@@ -337,7 +340,8 @@ BEGIN
   FOREACH t IN ARRAY ARRAY['model','persona','tool','agent','agent_tool','conversation','turn','step',
                            'audit_event','secret','intervention','rating','flag','budget','budget_usage',
                            'budget_hold','hook','agent_daily','worker','schedule','schedule_firing',
-                           'insert_trigger','collection','document','chunk','kg_entity','kg_relation'] LOOP
+                           'insert_trigger','collection','document','chunk','kg_entity','kg_relation',
+                           'eval_suite','eval_case','eval_run','eval_result'] LOOP
     EXECUTE format('ALTER TABLE pgagent.%I ENABLE ROW LEVEL SECURITY', t);
     EXECUTE format('ALTER TABLE pgagent.%I FORCE ROW LEVEL SECURITY', t);
     -- reads only: no tenant role may write (no grants, no policies); the API functions run
@@ -377,7 +381,8 @@ GRANT SELECT ON pgagent.tenant, pgagent.tenant_member, pgagent.model, pgagent.pe
                 pgagent.budget_usage, pgagent.budget_hold, pgagent.hook, pgagent.agent_daily, pgagent.worker,
                 pgagent.schedule, pgagent.schedule_firing, pgagent.insert_trigger, pgagent.memory,
                 pgagent.collection, pgagent.document, pgagent.chunk, pgagent.kg_entity,
-                pgagent.kg_relation
+                pgagent.kg_relation, pgagent.eval_suite, pgagent.eval_case, pgagent.eval_run,
+                pgagent.eval_result
    TO pgagent_viewer;
 GRANT EXECUTE ON FUNCTION pgagent.current_tenant(), pgagent.default_tenant_id(), pgagent._is_member(name),
                           pgagent._outer_user(), pgagent._outer_is_member(name),

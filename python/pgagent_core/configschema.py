@@ -101,6 +101,12 @@ AGENT_CONFIG = _object("agent.config", "An agent's config: loop settings, auto-a
     "memory_model": {"type": "string", "minLength": 1, "x-expected": "the name of an embedding model",
                      "description": "the embedding model of automatic recall (default: the tenant's default "
                                     "embedding model)"},
+    "require_tool": {"type": "string", "enum": ["never", "auto", "always"], "default": "never",
+                     "x-expected": "one of never, auto, always",
+                     "description": "grounding policy: always = an answer before any tool result is sent back once; "
+                                    "auto = an answer stating numbers no tool result or message shows is sent back "
+                                    "once (docs/evals.md)"},
+    "grounding_retries": _int(0, 5, 1, "answers of a turn the grounding policy may send back"),
 })
 
 TOOL_SQL = _object("tool.sql", "Config of an sql tool: a read-only query run as pgagent_sandbox.", {
@@ -112,6 +118,10 @@ TOOL_SQL = _object("tool.sql", "Config of an sql tool: a read-only query run as 
     "max_rows": _int(1, 100000, 100, "cap on returned rows"),
     "search_path": {"type": "string", "default": "public", "x-expected": 'a string such as "public" or "demo, public"',
                     "description": "the schemas the query sees"},
+    "hints": _bool(True, "add total_rows and notes (truncated rows, NULLs sorted first) to results"),
+    "schema": {"type": "boolean", "x-expected": "true or false",
+               "description": "show the model the tables it may read with column types, NULL counts, ranges and "
+                              "sample values (default: true when the model writes the query)"},
 })
 
 TOOL_FUNCTION = _object("tool.function", "Config of a function tool: one SQL function called as a chosen role.", {

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import requests
 
-from . import budget, compaction, hooks, knowledge, lease, memory, providers, toolcalls, tools, validation
+from . import budget, compaction, grounding, hooks, knowledge, lease, memory, providers, toolcalls, tools, validation
 from .db import Db, one
 from .limits import MAX_TOKENS_PER_CALL, clean_json, clean_text
 from .errors import Busy, InvalidArgument, InvalidState, NotFound, ProviderFailed
@@ -172,6 +172,8 @@ class Turn:
     summary: str | None = None  # the conversation's compaction summary that stands in for earlier turns
     summary_through: int = 0  # the seq of the last turn the summary covers
     prompt_chars: int | None = None  # characters of the request being sent (compaction's calibration)
+    tool_notes: dict[str, str] | None = None  # what tool kinds added to their descriptions (describe_for)
+    tool_notes_error: str | None = None  # why describing a tool failed (the turn goes on without it)
 
     @property
     def tenant_id(self) -> str:
@@ -394,10 +396,7 @@ def maybe_compact(db: Db, gd: dict, turn: Turn) -> bool:
                 {"role": "user", "content": compaction.transcript(turn.summary, older)}]
     model = turn.cfg["model"]
     try:
-        if model.get("secret_name"):
-            reply = keyed_chat(db, model, {"messages": messages, "tools": [], "params": model["params"]})
-        else:
-            reply = chat(http_session(gd), model, messages, [], model["params"], None, check=interrupt_check(db))
+        reply = model_chat(db, gd, model, {"messages": messages, "tools": [], "params": model["params"]})
     except ProviderError as e:
         add_step(db, turn, "compaction", {"stage": "summary", "error": f"the summary call failed: {e.message}", **base})
         return True
@@ -420,9 +419,44 @@ def maybe_compact(db: Db, gd: dict, turn: Turn) -> bool:
 
 
 def tool_specs(turn: Turn) -> list[dict[str, Any]]:
-    """The agent's tools as OpenAI function tools."""
-    return [{"type": "function", "function": {"name": t["name"], "description": t["description"],
-                                              "parameters": t["parameters"]}} for t in turn.cfg["tools"]]
+    """The agent's tools as OpenAI function tools (descriptions extended by :func:`describe_for`)."""
+    notes = turn.tool_notes or {}
+    return [{"type": "function", "function": {
+        "name": t["name"],
+        "description": t["description"] + ("\n" + notes[t["name"]] if notes.get(t["name"]) else ""),
+        "parameters": t["parameters"]}} for t in turn.cfg["tools"]]
+
+
+def describe_for(db: Db, gd: dict, turn: Turn) -> None:
+    """Set ``turn.tool_notes``: what the tool kinds add to their tools' descriptions (e.g. the
+    tables a ``sql`` tool may read: pgagent_core.tools.sql.describe), as the turn's first
+    llm_call step recorded it (every call of a turn, and a resumed turn, sees the same), else
+    computed now. A failure is not fatal: ``turn.tool_notes_error`` says why and the llm_call
+    step records it."""
+    if turn.tool_notes is not None:
+        return
+    for st in turn.steps:
+        if st["kind"] == "llm_call" and "tool_notes" in st["payload"]:
+            turn.tool_notes = st["payload"]["tool_notes"]
+            return
+    notes: dict[str, str] = {}
+    for t in turn.cfg["tools"]:
+        try:
+            text = tools.describe(db, gd, t)
+        except Exception as e:   # a catalog or statistics error: the tool keeps its own description
+            if getattr(e, "sqlstate", None) == "57014":
+                raise
+            turn.tool_notes_error = f"describing tool {t['name']!r} failed: {e}"
+            continue
+        if text:
+            notes[t["name"]] = text
+    turn.tool_notes = notes
+
+
+def successful_results(turn: Turn) -> list[str]:
+    """The texts (JSON) of this turn's tool results that are not errors."""
+    return [dumps(st["payload"].get("result")) for st in turn.steps
+            if st["kind"] == "tool_result" and not st["payload"].get("is_error")]
 
 
 def system_prompt(turn: Turn, specs: list[dict[str, Any]]) -> str:
@@ -470,6 +504,8 @@ def build_messages(db: Db, turn: Turn, specs: list[dict[str, Any]]) -> list[dict
         p = st["payload"]
         if st["kind"] == "intervention" and p.get("action") == "inject_message":
             msgs.append({"role": p["role"], "content": p["content"]})
+        elif st["kind"] == "guardrail" and p.get("feedback"):
+            msgs.append({"role": "user", "content": p["feedback"]})
         elif st["kind"] == "llm_call":
             msg = p["message"]
             if json_mode:
@@ -539,6 +575,16 @@ def keyed_chat(db: Db, model: dict[str, Any], request: dict[str, Any]) -> Reply:
     """A chat call for a model with a secret_name, through :func:`via_llm_call`."""
     r = via_llm_call(db, model["model_id"], request)["reply"]
     return Reply(**{**r, "tool_calls": [ToolCall(**t) for t in r["tool_calls"]]})
+
+
+def model_chat(db: Db, gd: dict, model: dict[str, Any], request: dict[str, Any]) -> Reply:
+    """One chat call outside the agent loop (a compaction summary, an eval judge): ``request`` is
+    ``{messages, tools, params, response_format?}``; a keyed model goes through pgagent._llm_call.
+    Interruptible. Raises ProviderError or Interrupted."""
+    if model.get("secret_name"):
+        return keyed_chat(db, model, {"response_format": None, **request})
+    return chat(http_session(gd), model, request["messages"], request.get("tools") or [], request["params"], None,
+                request.get("response_format"), check=interrupt_check(db))
 
 
 EMBED_MODEL_SQL = """
@@ -633,12 +679,14 @@ def request_for(db: Db, turn: Turn, gd: dict | None = None) -> dict[str, Any]:
     if gd is not None:
         recall_for(db, gd, turn)
         retrieve_for(db, gd, turn)
+        describe_for(db, gd, turn)
     cfg, model = turn.cfg, turn.cfg["model"]
     specs = tool_specs(turn)
     params = {**model["params"], **cfg["persona_params"], **(turn.settings.get("params") or {}), **cfg["turn_params"]}
     json_mode = model["tool_mode"] == "json_schema" and bool(specs)
     return {"messages": build_messages(db, turn, specs), "tools": [] if json_mode else specs, "params": params,
-            "response_format": toolcalls.action_schema(specs) if json_mode else None}
+            "response_format": toolcalls.action_schema(specs, allow_answer=grounding.answer_allowed(
+                turn.settings.get("require_tool", "never"), successful_results(turn))) if json_mode else None}
 
 
 def llm_attempts(turn: Turn) -> int:
@@ -760,6 +808,10 @@ def _memory_record(turn: Turn) -> dict[str, Any]:
         out["passages"] = turn.passages
     if turn.knowledge_error:
         out["knowledge_error"] = turn.knowledge_error
+    if turn.tool_notes:
+        out["tool_notes"] = turn.tool_notes
+    if turn.tool_notes_error:
+        out["tool_notes_error"] = turn.tool_notes_error
     return out
 
 
@@ -809,6 +861,8 @@ def record_reply(db: Db, turn: Turn, reply: Reply, gd: dict | None = None) -> No
     turn.held = False
     if not calls:
         content = clean_text(answer) if answer is not None else ""
+        if send_back(db, turn, content):
+            return
         verdict = run_hooks(db, {} if gd is None else gd, turn, "after_response", {"content": content})
         if verdict.action == "deny":
             fail(db, turn, f"the answer was withheld by policy hook {verdict.hook}: {verdict.reason}",
@@ -835,6 +889,38 @@ def record_reply(db: Db, turn: Turn, reply: Reply, gd: dict | None = None) -> No
             turn.since_retry_tool_errors += 1
             add_step(db, turn, "tool_result", {"is_error": True, "invalid_call": True, "error": problem},
                      parent=call["step_id"], tool_call_id=c.id, tool_name=c.name)
+
+
+def send_back(db: Db, turn: Turn, content: str) -> bool:
+    """The grounding policy (agent config ``require_tool``, pgagent_core.grounding): when the
+    answer is sent back to the model, record a ``guardrail`` step (event before_response, guard
+    grounding, action retry, reason, numbers, feedback: the model sees the feedback as a user
+    message) and return True; the turn goes on. At most ``grounding_retries`` (default 1) per turn."""
+    s = turn.settings
+    policy = s.get("require_tool", "never")
+    if policy == "never":
+        return False
+    done = sum(1 for st in turn.steps if st["kind"] == "guardrail" and st["payload"].get("guard") == "grounding")
+    if done >= int(s.get("grounding_retries", grounding.DEFAULT_RETRIES)):
+        return False
+    # what the model was given, without the tools' introspected notes (a schema's statistics
+    # summarise the data; an answer taken from them is not a looked-up fact)
+    notes, turn.tool_notes = turn.tool_notes, {}
+    try:
+        specs = tool_specs(turn)
+        context = [turn.cfg["user_message"], system_prompt(turn, specs), turn.summary or ""]
+    finally:
+        turn.tool_notes = notes
+    context += [json.dumps(t["function"]) for t in specs]
+    context += [str(h.get("content") or h.get("user_message") or "") + " " + str(h.get("answer") or "")
+                for h in (turn.history or [])]
+    verdict = grounding.check(policy, content, has_tools=bool(specs), tool_results=successful_results(turn),
+                              context=context)
+    if verdict is None:
+        return False
+    add_step(db, turn, "guardrail", {"event": "before_response", "guard": "grounding", "action": "retry",
+                                     "policy": policy, **verdict, "answer": content})
+    return True
 
 
 # ---------------------------------------------------------------------------- running tools

@@ -1073,7 +1073,7 @@ __all__ = ["API", "Busy", "Caller", "dispatch", "llm_call", "run_turn_proc"]
 
 
 # The other API modules register their functions with registry.api when imported.
-from . import budget, graph_api, hooks, knowledge_api, memory_api, ops  # noqa: E402,F401
+from . import budget, evals_api, graph_api, hooks, knowledge_api, memory_api, ops  # noqa: E402,F401
 
 
 def cron_next(cron: str, tz: str, after: str) -> str:

@@ -82,12 +82,13 @@ def recover_from_text(content: str | None, tool_names: set[str], id_prefix: str)
     return []
 
 
-def action_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
+def action_schema(tools: list[dict[str, Any]], allow_answer: bool = True) -> dict[str, Any]:
     """``response_format`` for json_schema mode over OpenAI function ``tools`` (``[{"type":
     "function", "function": {"name", "description", "parameters"}}]``): ``{"type":
     "json_schema", "json_schema": {"name": "agent_action", "strict": true, "schema": {"oneOf":
     [...]}}}`` with one ``{"tool": <name>, "arguments": <parameters>}`` option per tool and an
-    ``{"answer": string}`` option. Does not raise for well-formed tool specs."""
+    ``{"answer": string}`` option (left out when not ``allow_answer``: the grounding policy
+    require_tool always before a tool returned a result). Does not raise for well-formed tool specs."""
     options: list[dict[str, Any]] = [
         {"type": "object",
          "properties": {"tool": {"const": t["function"]["name"]},
@@ -95,7 +96,8 @@ def action_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
          "required": ["tool", "arguments"]}
         for t in tools
     ]
-    options.append({"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]})
+    if allow_answer:
+        options.append({"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]})
     return {"type": "json_schema",
             "json_schema": {"name": "agent_action", "strict": True, "schema": {"oneOf": options}}}
 

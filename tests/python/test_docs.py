@@ -78,6 +78,25 @@ SCRIPTS: dict[str, list[Reply]] = {
         text("Yes: after midnight the night desk has your key [1:1]."),
         text("Breakfast is from 7 to 10:30 [2:2]."),                 # automatic retrieval
     ],
+    "docs/evals.md": [
+        # run 1 (no grounding policy): a right guess, a right lookup, a wrong guess, a greeting and its judge
+        text("There are 4 orders."),
+        tool_calls([("run_sql", {"query": "SELECT customer, count(*) FROM orders GROUP BY customer ORDER BY 2 DESC LIMIT 1"})]),
+        text("ann has the most orders (2)."),
+        text("The average order amount is 9.44."),
+        text("Hello! How can I help you today?"),
+        text('{"correct": true, "reason": "a friendly greeting"}'),
+        # run 2 (require_tool auto): the wrong guess is sent back and looked up
+        tool_calls([("run_sql", {"query": "SELECT count(*) FROM orders"})]),
+        text("There are 4 orders."),
+        tool_calls([("run_sql", {"query": "SELECT customer, count(*) FROM orders GROUP BY customer ORDER BY 2 DESC LIMIT 1"})]),
+        text("ann has the most orders."),
+        text("The average order amount is 9.44."),
+        tool_calls([("run_sql", {"query": "SELECT round(avg(amount), 2) FROM orders"})]),
+        text("The average order amount is 12.58."),
+        text("Hi there!"),
+        text('{"correct": true, "reason": "a greeting"}'),
+    ],
     "docs/security.md": [
         tool_calls([("refund", {"order_id": 42})]),                  # carol's own turn parks
         text("Refunded order 42."),                                  # ... and continues after alice's approval
@@ -351,7 +370,24 @@ def check_memory(c: psycopg.Connection, run: Run) -> None:
     assert {p["title"] for p in last["passages"]} <= {"Check-in", "Breakfast"} and last["passages"]
 
 
+def check_evals(c: psycopg.Connection, run: Run) -> None:
+    """The first run scored 3 of 4 (one right guess, one wrong), the second 4 of 4, all grounded,
+    after one send-back; the queued run waits for workers."""
+    runs = c.execute("SELECT label, status, score, grounded_share FROM pgagent.eval_runs ORDER BY run_id").fetchall()
+    assert runs == [("baseline", "scored", 0.75, 0.5), ("grounded", "scored", 1, 1), ("queued", "running", None, None)], runs
+    assert c.execute("SELECT case_name, was_correct, is_correct FROM pgagent.eval_changes").fetchall() == \
+        [("avg_amount", False, True)]
+    g = c.execute("SELECT payload FROM pgagent.step WHERE kind = 'guardrail'").fetchall()
+    assert len(g) == 1 and g[0][0]["numbers"] == ["9.44"] and g[0][0]["reason"] == "unsupported_numbers"
+    notes = c.execute("SELECT payload -> 'tool_notes' ->> 'run_sql' FROM pgagent.step WHERE kind = 'llm_call' "
+                      "ORDER BY step_id LIMIT 1").fetchone()[0]
+    assert "- orders (4 rows): id integer [1 .. 4], customer text [values: ann, bob, cy], amount numeric " \
+           "[7.25 .. 20; 1 NULL], shipped date [2024-01-03 .. 2024-02-11; 1 NULL]" in notes
+    assert notes.splitlines()[1] in (ROOT / "docs" / "evals.md").read_text()   # the doc shows what the model reads
+
+
 CHECKS: dict[str, Callable[[psycopg.Connection, Run], None]] = {
+    "docs/evals.md": check_evals,
     "docs/memory.md": check_memory,
     "docs/durability.md": check_durability,
     "docs/operations.md": check_operations,

@@ -833,9 +833,9 @@ class TestConfigSchema:
         with pytest.raises(ValueError) as ei:
             configschema.validate("agent.config", {"max_step": 3})
         assert str(ei.value) == ('agent config: unknown key "max_step"; valid keys: allow_self_approval, auto_approve, '
-                                 "budget_completion_tokens, compact_at, compact_keep_turns, history_turns, hook_timeout_ms, knowledge, "
-                                 "knowledge_k, max_result_chars, max_running_turns, max_steps, max_tool_errors, memory, memory_k, memory_min_similarity, "
-                                 "memory_model, params, retry_backoff_ms, retry_base_ms, retry_max")
+                                 "budget_completion_tokens, compact_at, compact_keep_turns, grounding_retries, history_turns, hook_timeout_ms, "
+                                 "knowledge, knowledge_k, max_result_chars, max_running_turns, max_steps, max_tool_errors, memory, memory_k, "
+                                 "memory_min_similarity, memory_model, params, require_tool, retry_backoff_ms, retry_base_ms, retry_max")
 
     @pytest.mark.parametrize("config,message", [
         ({"auto_approve": "yes"}, 'agent config: auto_approve must be a boolean or an array of tool names, got "yes"'),
@@ -883,7 +883,7 @@ class TestConfigSchema:
         {"tool.sql": sql_tool, "tool.function": function_tool, "tool.http": http_tool}[name].check_config(config)
 
     @pytest.mark.parametrize("name,config,message", [
-        ("tool.sql", {"querry": "x"}, 'config: unknown key "querry"; valid keys: args, max_rows, query, search_path'),
+        ("tool.sql", {"querry": "x"}, 'config: unknown key "querry"; valid keys: args, hints, max_rows, query, schema, search_path'),
         ("tool.sql", {"query": ""}, "config.query must be a non-empty SQL query"),
         ("tool.sql", {"query": "  "}, "config.query must be a non-empty SQL query"),
         ("tool.sql", {"args": "id"}, 'config.args must be an array of argument names, got "id"'),

@@ -30,7 +30,8 @@ def state(conn: psycopg.Connection, tenant_id: str) -> str:
     for t in ("model", "persona", "tool", "agent", "agent_tool", "conversation", "turn", "step", "audit_event",
               "secret", "tenant_member", "egress_allow", "intervention", "rating", "flag", "budget", "budget_usage",
               "budget_hold", "hook", "agent_daily", "worker", "schedule", "schedule_firing", "insert_trigger",
-              "memory", "collection", "document", "chunk", "kg_entity", "kg_relation"):
+              "memory", "collection", "document", "chunk", "kg_entity", "kg_relation", "eval_suite", "eval_case",
+              "eval_run", "eval_result"):
         parts.append(conn.execute(sql.SQL("SELECT count(*)::text || ':' || coalesce(md5(string_agg(x::text, '|' "
                                           "ORDER BY x::text)), '') FROM pgagent.{} x WHERE tenant_id = %s")
                                   .format(sql.Identifier(t)), [tenant_id]).fetchone()[0])
@@ -290,6 +291,21 @@ def api_abuse_attacks(m: Matrix, c: psycopg.Connection, who: str, ids: dict[str,
     for q in ("INSERT INTO pgagent.kg_entity (tenant_id, name, created_by) VALUES (pgagent.current_tenant(), 'x', current_user)",
               "UPDATE pgagent.kg_relation SET predicate = 'hates'", "DELETE FROM pgagent.kg_entity"):
         m.attack(c, who, q, None)
+    # evaluations (issue 11): suites and runs are an operator's; results are written by the API only
+    for q, args in [("SELECT pgagent.create_eval_suite('planted')", None),
+                    ("SELECT pgagent.add_eval_case('suite', 'planted', expected => 'x')", None),
+                    ("SELECT pgagent.drop_eval_suite('suite')", None),
+                    ("SELECT pgagent.score_eval(%s)", [ids["eval_run"]])]:
+        m.attack(c, who, q, args, succeeded=lambda rows: not_operator)
+    if not_operator:   # (an operator's run would call the model)
+        m.attack(c, who, "SELECT pgagent.run_eval('suite', 'analyst')", None, succeeded=lambda rows: True)
+    for q, args in [("UPDATE pgagent.eval_result SET correct = true, grounded = true", None),
+                    ("UPDATE pgagent.eval_run SET label = 'forged'", None),
+                    ("INSERT INTO pgagent.eval_case (tenant_id, suite_id, name, question, expected, created_by) "
+                     "SELECT tenant_id, suite_id, 'planted', 'q', 'x', current_user FROM pgagent.eval_suite LIMIT 1", None),
+                    ("DELETE FROM pgagent.eval_result", None),
+                    ("SELECT pgagent._py('score_eval', pg_catalog.jsonb_build_object('run', %s::bigint))", [ids["eval_run"]])]:
+        m.attack(c, who, q, args, succeeded=(lambda rows: "error" not in str(rows[0][0])) if q.startswith("SELECT") else None)
     m.attack(c, who, "SELECT pgagent.embed_pending()", None,
              succeeded=lambda rows: rows[0][0]["embedded"] + rows[0][0]["failed"] > 0)
     # a user rating or flagging a turn someone else started

@@ -20,13 +20,14 @@ TENANTS = ("acme", "globex")
 TABLES = ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent_tool", "conversation", "turn",
           "step", "audit_event", "secret", "egress_allow", "egress_exception", "intervention", "rating", "flag",
           "budget", "budget_usage", "budget_hold", "hook", "agent_daily", "worker", "schedule", "schedule_firing",
-          "insert_trigger", "memory", "collection", "document", "chunk", "kg_entity", "kg_relation")
+          "insert_trigger", "memory", "collection", "document", "chunk", "kg_entity", "kg_relation", "eval_suite",
+          "eval_case", "eval_run", "eval_result")
 #: Tables nobody in the matrix may change for the other tenant (the probes change the attacker's
 #: own conversations, turns, steps and audit events).
 GUARDED = ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent_tool", "secret", "egress_allow",
            "egress_exception", "intervention", "rating", "flag", "budget", "hook", "worker", "schedule",
            "schedule_firing", "insert_trigger", "memory", "collection", "document", "chunk", "kg_entity",
-           "kg_relation")
+           "kg_relation", "eval_suite", "eval_case", "eval_run", "eval_result")
 #: budget_usage and budget_hold change with the attacker's own probes (their LLM calls spend the
 #: tenant's budget): checked by :func:`spend` instead.
 SPEND_SQL = """
@@ -37,7 +38,7 @@ SELECT (SELECT coalesce(sum(u.spent_usd), 0) FROM pgagent.budget_usage u WHERE u
          WHERE h.tenant_id = %(t)s AND x.status = 'running')"""
 VIEWS = ("turn_timeline", "pending_approvals", "turn_summary", "agent_stats", "budget_status", "realtime_steps",
          "tool_call_queue", "thinking_trace", "conversation_timeline", "dashboard_overview", "flagged_issues",
-         "queue_status", "workers", "documents")
+         "queue_status", "workers", "documents", "eval_runs", "eval_results", "eval_changes")
 RUN_SQL_SCHEMA = {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}
 BUMP_SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
 
@@ -137,6 +138,13 @@ def setup_tenant(w: World, t: str) -> dict[str, Any]:
         o.execute("SELECT pgagent.inject_message(%s, %s)", [cid, f"MARK-{t} injected"])
         flag = o.execute("SELECT pgagent.flag_issue(%s, category => 'wrong_answer', note => %s)",
                          [r1["turn_id"], f"MARK-{t} flag"]).fetchone()[0]
+        # evaluations (issue 11): a suite, a case and a run answered and scored
+        o.execute("SELECT pgagent.create_eval_suite('suite', %s)", [f"MARK-{t} suite"])
+        o.execute("SELECT pgagent.add_eval_case('suite', %s, expected => %s, name => 'c1')",
+                  [f"MARK-{t} eval question", f"MARK-{t} expected"])
+        w.llm.script(text(f"MARK-{t} eval answer"))
+        eval_run = o.execute("SELECT pgagent.run_eval('suite', 'analyst')").fetchone()[0]
+        assert o.execute("SELECT status FROM pgagent.eval_run WHERE run_id = %s", [eval_run]).fetchone()[0] == "scored"
     with psycopg.connect(w.cluster.dsn(w.dbname), autocommit=True) as su:   # a table the admin may watch
         su.execute(sql.SQL("CREATE TABLE public.{} (id int)").format(sql.Identifier(f"tickets_{t}")))
         su.execute(sql.SQL("GRANT TRIGGER ON public.{} TO {}").format(sql.Identifier(f"tickets_{t}"),
@@ -166,7 +174,7 @@ def setup_tenant(w: World, t: str) -> dict[str, Any]:
             "pending_step": r2["pending_approvals"][0]["step_id"], "key": key_of(t), "marker": f"MARK-{t}",
             "flag": flag, "budget": budget, "hook": hook, "worker": f"worker-{t}", "schedule": f"sched-{t}",
             "table": f"public.tickets_{t}", "claimed_turn": claimed[0], "memory_admin": memory_admin,
-            "memory_agent": memory_agent, "memory_user": memory_user, "document": document}
+            "memory_agent": memory_agent, "memory_user": memory_user, "document": document, "eval_run": eval_run}
 
 
 def snapshot(conn: psycopg.Connection, tenant_id: str) -> dict[str, str]:
@@ -388,7 +396,7 @@ def test_adversarial_matrix(world, conn):
 def test_each_role_can_do_its_job_and_no_more(world):
     acme = world.ids["acme"]
     with world.connect("acme", "viewer") as c:
-        assert c.execute("SELECT count(*) FROM pgagent.turn_summary").fetchone()[0] == 3   # 2 sent, 1 scheduled
+        assert c.execute("SELECT count(*) FROM pgagent.turn_summary").fetchone()[0] == 4   # 2 sent, 1 scheduled, 1 eval case
         assert {r[0] for r in c.execute("SELECT DISTINCT tenant_id::text FROM pgagent.turn_timeline")} == {acme["tenant_id"]}
         with pytest.raises(errors.InsufficientPrivilege):
             c.execute("SELECT pgagent.send_message(%s, 'hi')", [acme["conversation"]])
@@ -433,7 +441,7 @@ def test_tenant_selection(world, cluster, dbname, conn):
             assert "SET pgagent.tenant" in (e.value.diag.message_hint or "")
             c.execute("SET pgagent.tenant = 'globex'")
             assert c.execute("SELECT pgagent.current_tenant()::text").fetchone()[0] == world.ids["globex"]["tenant_id"]
-            assert c.execute("SELECT count(*) FROM pgagent.turn").fetchone()[0] == 3   # 2 sent, 1 scheduled
+            assert c.execute("SELECT count(*) FROM pgagent.turn").fetchone()[0] == 4   # 2 sent, 1 scheduled, 1 eval case
             c.execute("SET pgagent.tenant = 'no-such-tenant'")
             with pytest.raises(errors.InsufficientPrivilege):
                 c.execute("SELECT pgagent.current_tenant()")

@@ -1,7 +1,8 @@
 """Tool kinds. Each kind is one module exposing ``check_config(config) -> None`` (raises
 ValueError for a bad config, used by register_tool) and ``run(ctx, tool, args) -> Any`` (a
-JSON-able result; raises ToolFailure for a readable failure). Adding a kind = adding a module
-and a line in :data:`KINDS`.
+JSON-able result; raises ToolFailure for a readable failure), and optionally ``describe(db, gd,
+tool) -> str | None`` (more description for the model when a turn starts). Adding a kind =
+adding a module and a line in :data:`KINDS`.
 """
 
 from __future__ import annotations
@@ -58,3 +59,14 @@ def run(ctx: ToolContext, tool: dict[str, Any], args: dict[str, Any]) -> Any:
     except KeyError:
         raise ToolFailure(f"tool kind {tool['kind']!r} is not supported by this pgagent version") from None
     return mod.run(ctx, tool, args)
+
+
+def describe(db: Db, gd: dict, tool: dict[str, Any]) -> str | None:
+    """Extra description of ``tool`` for the model, computed when a turn starts, from its kind's
+    optional ``describe(db, gd, tool)`` (e.g. the tables a ``sql`` tool may read); None if the
+    kind has none. May raise what the kind's describe raises (ToolFailure, SQL errors)."""
+    try:
+        fn = getattr(kind_module(tool["kind"]), "describe", None)
+    except KeyError:
+        return None
+    return fn(db, gd, tool) if fn is not None else None

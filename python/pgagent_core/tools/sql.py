@@ -6,6 +6,10 @@ config:
               ``query`` (an analyst tool).
   ``max_rows`` cap on returned rows (default 100); ``truncated: true`` tells the model more exist.
   ``search_path`` the schemas the query sees (default ``public``).
+  ``hints``   (default true) add ``total_rows`` and ``notes`` (:func:`result_notes`) to results.
+  ``schema``  (default true when the model writes the query) show the model the tables the
+              sandbox may read, with column types, NULL counts, ranges and sample values
+              (:func:`describe`, cached per backend and refreshed on DDL).
 The statement runs as a subquery (so it must be one SELECT/VALUES/TABLE; data-modifying
 statements and CTEs are refused by the parser) inside a subtransaction that is always rolled
 back, so nothing it calls can leave writes behind, and is cancelled after the tool's timeout_ms.
@@ -16,6 +20,8 @@ pgagent's own tables, and cannot switch roles.
 
 from __future__ import annotations
 
+import re
+import time
 from typing import Any
 
 from ..db import Db
@@ -64,7 +70,9 @@ def check_registration(db: Db, registrar: str, superuser: bool, config: dict[str
 
 
 def run(ctx: ToolContext, tool: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
-    """Rows of the query as {"rows": [...], "row_count": n, "truncated": bool}. Raises ToolFailure."""
+    """Rows of the query as ``{"rows": [...], "row_count": rows shown, "truncated": bool,
+    "total_rows": rows the query returns (counted up to 100,000), "notes": [...]}`` (total_rows and
+    notes unless config ``hints`` is false; see :func:`result_notes`). Raises ToolFailure."""
     config = tool.get("config") or {}
     max_rows = int(config.get("max_rows", DEFAULT_MAX_ROWS))
     query = config.get("query")
@@ -89,7 +97,148 @@ def run(ctx: ToolContext, tool: dict[str, Any], args: dict[str, Any]) -> dict[st
         return ctx.db.all(SANDBOX_SQL, ["text", "jsonb", "text", "int4"],
                           [query, texts, search_path, max_rows])[0]["rows"]
 
-    rows = guarded(ctx.db, int(tool["timeout_ms"]), body, rollback=True)
+    res = guarded(ctx.db, int(tool["timeout_ms"]), body, rollback=True)
+    rows, total = res["rows"], int(res["total"])
     truncated = len(rows) > max_rows
     rows = rows[:max_rows]
-    return {"rows": rows, "row_count": len(rows), "truncated": truncated}
+    out: dict[str, Any] = {"rows": rows, "row_count": len(rows), "truncated": truncated}
+    if config.get("hints", True):
+        out["total_rows"] = total if total <= COUNT_CAP else f"more than {COUNT_CAP}"
+        notes = result_notes(query, rows, truncated, total)
+        if notes:
+            out["notes"] = notes
+    return out
+
+
+COUNT_CAP = 100000
+_DESC = re.compile(r"\bdesc\b", re.I)
+_NULLS = re.compile(r"\bnulls\s+(first|last)\b", re.I)
+
+
+def result_notes(query: str, rows: list[dict[str, Any]], truncated: bool, total: int) -> list[str]:
+    """Notes that keep a model from misreading a result (config ``hints``, default on): the rows
+    shown are not all of them (answer counts with COUNT(*), not by counting rows); a DESC sort
+    put NULLs first (PostgreSQL sorts NULL as larger than any value)."""
+    notes = []
+    if truncated:
+        shown = len(rows)
+        notes.append(f"Only the first {shown} of {total if total <= COUNT_CAP else 'more than %d' % COUNT_CAP} rows "
+                     "are shown: do not count or rank from these rows; use COUNT(*), aggregates or LIMIT in SQL.")
+    if rows and _DESC.search(query) and not _NULLS.search(query) and any(v is None for v in rows[0].values()):
+        notes.append("The first row has NULL values: with ORDER BY ... DESC PostgreSQL sorts NULLs first. "
+                     "Add NULLS LAST or WHERE <column> IS NOT NULL if you want the largest values.")
+    return notes
+
+
+# ---------------------------------------------------------------------------- schema for the model
+
+CATALOG_SQL = """
+SELECT n.nspname AS schema, c.relname AS name, c.reltuples::float8 AS reltuples,
+       c.xmin::text || '/' || c.relfilenode::text AS version,
+       pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
+                                                         t.typcategory, a.xmin::text) ORDER BY a.attnum) AS columns
+  FROM pg_catalog.pg_namespace n
+  JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'v', 'm', 'p', 'f')
+  JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+  JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+ WHERE n.nspname = ANY($1)
+   AND pg_catalog.has_schema_privilege('pgagent_sandbox', n.oid, 'USAGE')
+   AND pg_catalog.has_column_privilege('pgagent_sandbox', c.oid, a.attnum, 'SELECT')
+ GROUP BY c.oid, n.nspname, c.relname, c.reltuples, c.xmin::text, c.relfilenode
+ ORDER BY pg_catalog.array_position($1, n.nspname::text), c.relname
+ LIMIT 31"""
+
+MAX_TABLES = 30
+MAX_COLUMNS = 40
+STATS_MAX_ROWS = 1_000_000   # larger tables are described by their columns only
+STATS_TTL_S = 600.0          # NULL counts, ranges and samples are refreshed at least this often
+SAMPLES = 8                  # a text column with at most this many distinct values lists them all
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _stats_query(schema: str, table: str, columns: list[list[str]]) -> str:
+    """One query (run as the sandbox) giving a table's row count and, per column, NULL count,
+    min and max (numbers, dates, times) or distinct count and first values (text, enums)."""
+    rel = f"{_ident(schema)}.{_ident(table)}"
+    parts = ["'rows', pg_catalog.count(*)"]
+    for i, (col, _type, cat, _x) in enumerate(columns):
+        c = _ident(col)
+        fields = [f"'nulls', pg_catalog.count(*) - pg_catalog.count({c})"]
+        if cat in ("N", "D"):
+            fields += [f"'min', pg_catalog.min({c})::text", f"'max', pg_catalog.max({c})::text"]
+        elif cat in ("S", "E", "B"):
+            fields += [f"'distinct', (SELECT pg_catalog.count(DISTINCT {c}) FROM {rel})",
+                       f"'values', (SELECT pg_catalog.jsonb_agg(v) FROM (SELECT DISTINCT {c}::text AS v FROM {rel} "
+                       f"WHERE {c} IS NOT NULL ORDER BY 1 LIMIT {SAMPLES + 1}) AS s)"]
+        parts.append(f"'c{i}', pg_catalog.jsonb_build_object({', '.join(fields)})")
+    return f"SELECT pg_catalog.jsonb_build_object({', '.join(parts)}) AS stats FROM {rel}"
+
+
+def _column_text(col: list[str], st: dict[str, Any] | None) -> str:
+    name, typ, cat = col[0], col[1], col[2]
+    text = f"{name} {typ}"
+    if not st:
+        return text
+    extra = []
+    if cat in ("N", "D") and st.get("min") is not None:
+        extra.append(f"{st['min']} .. {st['max']}")
+    if cat in ("S", "E", "B") and st.get("values"):
+        vals = [str(v)[:40] for v in st["values"]]
+        if len(vals) <= SAMPLES:
+            extra.append("values: " + ", ".join(vals))
+        else:
+            extra.append(f"{st['distinct']} distinct, e.g. " + ", ".join(vals[:3]))
+    if st.get("nulls"):
+        extra.append(f"{st['nulls']} NULL")
+    return text + (f" [{'; '.join(extra)}]" if extra else "")
+
+
+def describe(db: Db, gd: dict, tool: dict[str, Any]) -> str | None:
+    """The tables a model-written ``sql`` tool can read, as text for its description (config
+    ``schema``, default on when the model writes the query): each table of the tool's
+    search_path that pgagent_sandbox may SELECT (at most 30, 40 columns each) with its row count
+    and, per column, the type, NULL count and min .. max (numbers, dates) or the values (text with
+    at most 8 distinct values; else the distinct count and 3 examples). The statistics come from
+    queries run as pgagent_sandbox (tables over 1,000,000 estimated rows: types only), cached in
+    the backend per table version (a DDL change invalidates them) for at most 10 minutes. A
+    failed statistics query leaves that table's types only. Returns None when the tool writes its
+    own query or its schema is off."""
+    config = tool.get("config") or {}
+    if not config.get("schema", config.get("query") is None):
+        return None
+    path = [n.strip().strip('"') for n in str(config.get("search_path", "public")).split(",") if n.strip()]
+    tables = db.all(CATALOG_SQL, ["text[]"], [path])
+    cache = gd.setdefault("pgagent_schema_stats", {})
+    now = time.monotonic()
+    lines = []
+    for t in tables[:MAX_TABLES]:
+        cols = t["columns"][:MAX_COLUMNS]
+        key = (t["schema"], t["name"], t["version"], tuple(c[3] for c in cols))
+        hit = cache.get(key)
+        if hit is None or now - hit[0] > STATS_TTL_S:
+            stats = None
+            if t["reltuples"] <= STATS_MAX_ROWS:
+                q = _stats_query(t["schema"], t["name"], cols)
+                try:
+                    stats = guarded(db, int(tool["timeout_ms"]), lambda: db.all(
+                        SANDBOX_SQL, ["text", "jsonb", "text", "int4"], [q, [], str(config.get("search_path", "public")), 1]
+                    )[0]["rows"]["rows"][0]["stats"], rollback=True)
+                except (ToolFailure, IndexError, KeyError):
+                    stats = None
+            if len(cache) > 500:
+                cache.clear()
+            hit = cache[key] = (now, stats)
+        stats = hit[1] or {}
+        rows = f" ({stats['rows']} rows)" if "rows" in stats else ""
+        name = t["name"] if t["schema"] == path[0] else f"{t['schema']}.{t['name']}"
+        cols_text = ", ".join(_column_text(c, stats.get(f"c{i}")) for i, c in enumerate(cols))
+        more = f", ... {len(t['columns']) - len(cols)} more columns" if len(t["columns"]) > len(cols) else ""
+        lines.append(f"- {name}{rows}: {cols_text}{more}")
+    if not lines:
+        return "Tables: none that this tool may read (grant SELECT to pgagent_sandbox)."
+    if len(tables) > MAX_TABLES:
+        lines.append(f"- ... more tables (only the first {MAX_TABLES} are listed)")
+    return "Tables you can query (introspected; [min .. max], values, NULL counts):\n" + "\n".join(lines)

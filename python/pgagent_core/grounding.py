@@ -1,0 +1,68 @@
+"""The grounding policy (agent config ``require_tool``; docs/evals.md#grounded-answers): whether
+a final answer is sent back to the model once before it is accepted. Pure functions, no database.
+
+* ``never`` (default): every answer is accepted.
+* ``always``: an answer given before any tool returned a result in the turn is sent back once
+  ("look it up first"); in json_schema tool mode the reply schema also offers no answer until a
+  tool has returned a result (:func:`answer_allowed`).
+* ``auto``: an answer that states numbers which appear nowhere in what the model was given (the
+  user message, the system prompt and the tools' own descriptions, earlier turns; not the
+  introspected schema notes) nor in a tool result of the turn is sent back once to be checked
+  with a tool.
+
+The loop records each send-back as a ``guardrail`` step (guard ``grounding``: the reason, the
+numbers in question and the feedback the model was shown) and allows ``grounding_retries`` of
+them per turn (default 1); the answer after that is accepted as it is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .evals import numbers
+
+POLICIES = ("never", "auto", "always")
+DEFAULT_RETRIES = 1
+
+NO_TOOL = ("You answered without looking anything up. Use a tool to get the facts first, then answer from its "
+           "result. If the question needs no data at all, give the same answer again.")
+
+
+def unsupported(answer: str, known: list[str]) -> list[str]:
+    """The numbers written in ``answer`` (as written, e.g. "5.84") that no text of ``known``
+    contains up to the answer's rounding (5.84 is supported by 5.8433; 25% by 0.25)."""
+    pool = [n[0] for text in known for n in numbers(text)]
+    out = []
+    for value, dec, pct in numbers(answer):
+        tol = 0.5 * 10 ** -dec + 1e-9 * max(1.0, abs(value))
+        if not any(abs(p - value) <= tol or (pct and abs(p * 100 - value) <= tol) for p in pool):
+            out.append(f"{value:.{dec}f}" + ("%" if pct else ""))
+    return out
+
+
+def check(policy: str, answer: str, *, has_tools: bool, tool_results: list[str], context: list[str]
+          ) -> dict[str, Any] | None:
+    """None to accept ``answer``, else ``{"reason", "numbers", "feedback"}`` to send it back.
+    ``tool_results``: the texts of this turn's successful tool results; ``context``: the other
+    texts the model was given (user message, system prompt with the tool descriptions, earlier
+    turns' messages). Raises ValueError for an unknown policy."""
+    if policy not in POLICIES:
+        raise ValueError(f"require_tool must be one of {', '.join(POLICIES)}, not {policy!r}")
+    if policy == "never" or not has_tools:
+        return None
+    if policy == "always" and not tool_results:
+        return {"reason": "no_tool", "numbers": [], "feedback": NO_TOOL}
+    nums = unsupported(answer, tool_results + context)
+    if nums:
+        shown = ", ".join(nums[:8])
+        return {"reason": "unsupported_numbers", "numbers": nums[:20],
+                "feedback": (f"Your answer states {shown}, which no tool result shows. If these are facts from the "
+                             "data, get them with a tool (compute them in SQL rather than by hand) and answer from "
+                             "the result. If they need no data, give the same answer again.")}
+    return None
+
+
+def answer_allowed(policy: str, tool_results: list[str]) -> bool:
+    """In json_schema tool mode: whether the next reply may be a final answer (False under
+    ``always`` until a tool has returned a result in the turn)."""
+    return policy != "always" or bool(tool_results)

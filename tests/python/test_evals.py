@@ -1,0 +1,364 @@
+"""Evaluation suites and grounded answers (issue 11; docs/evals.md): scoring rules, grounding,
+run_eval inline and queued, the comparison views, the sql tool's total_rows / notes / schema
+description, and the grounding policy (require_tool) with its recorded guardrail steps."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from psycopg import errors
+
+from pgagent_core import evals, grounding
+from scripted_llm import text, tool_calls
+
+
+# ------------------------------------------------------------------------------------ scoring (pure)
+def test_numbers_are_read_as_written():
+    assert evals.numbers("It was 1,234.5 mm on 2012-01-05, -3 C and 25% wetter") == [
+        (1234.5, 1, False), (2012.0, 0, False), (1.0, 0, False), (5.0, 0, False), (-3.0, 0, False), (25.0, 0, True)]
+    assert evals.numbers("5.8m/s and 12km") == [(5.8, 1, False), (12.0, 0, False)]
+    assert evals.numbers("no numbers") == []
+
+
+@pytest.mark.parametrize("rule,answer,expected,kw,ok", [
+    ("exact", "  Setosa. ", "setosa", {}, True),
+    ("exact", "It is setosa", "setosa", {}, False),
+    ("contains", "The most common species is Setosa.", "setosa", {}, True),
+    ("contains", "Versicolor", "color", {}, False),                        # whole words only
+    ("contains", "Manchuria and Duluth", '["Duluth", "Manchuria"]', {}, True),
+    ("contains", "Only Duluth", '["Duluth", "Manchuria"]', {}, False),
+    ("numeric", "The average is 5.84 cm.", "5.843333", {"decimals": 2}, True),
+    ("numeric", "The average is 5.8 cm.", "5.843333", {"decimals": 1}, True),
+    ("numeric", "The average is 5.9 cm.", "5.843333", {"decimals": 1}, False),
+    ("numeric", "The average is 5.8 cm.", "5.843333", {"decimals": 2}, False),   # less precise than asked
+    ("numeric", "About 1,461 days", "1461", {}, True),
+    ("numeric", "About 1,460 days", "1461", {}, False),
+    ("numeric", "About 1,460 days", "1461", {"tolerance": 1}, True),
+])
+def test_scoring_rules(rule, answer, expected, kw, ok):
+    assert evals.score(rule, answer, expected, **kw)[0] is ok
+
+
+def test_scoring_errors():
+    with pytest.raises(ValueError, match="not a number"):
+        evals.score("numeric", "5", "five")
+    with pytest.raises(ValueError, match="unknown scoring rule"):
+        evals.score("fuzzy", "5", "5")
+
+
+def test_grounding_of_answers():
+    ok, d = evals.score("numeric", "The average is 5.84.", "5.8433", decimals=2)
+    assert evals.grounded("numeric", "The average is 5.84.", ok, d, ['[{"avg": 5.8433333}]']) is True
+    assert evals.grounded("numeric", "The average is 5.84.", ok, d, ['[{"avg": 7.1}]']) is False    # computed elsewhere
+    assert evals.grounded("numeric", "The average is 5.84.", ok, d, []) is False                      # no tool ran
+    ok, d = evals.score("numeric", "25% of the days", "25")
+    assert evals.grounded("numeric", "25% of the days", ok, d, ['{"share": 0.25}']) is True
+    ok, d = evals.score("contains", "Setosa", "setosa")
+    assert evals.grounded("contains", "Setosa", ok, d, ['[{"species": "setosa"}]']) is True
+    assert evals.grounded("contains", "Setosa", ok, d, ['[{"n": 3}]']) is False
+    assert evals.grounded("contains", "Hello", True, {}, [], needs_tool=False) is None
+    # a wrong answer: grounded when the numbers it states (not those of the question) come from a tool
+    assert evals.grounded("numeric", "In 2014 it rained 12 days", False, {}, ['[{"n": 12}]'],
+                          question="How many days did it rain in 2014?") is True
+
+
+def test_judge_reply_parsing():
+    assert evals.parse_judge('{"correct": true, "reason": "same value"}') == (True, "same value")
+    assert evals.parse_judge('Sure! {"correct": false, "reason": "off by one"}')[0] is False
+    assert evals.parse_judge("yes")[0] is None
+    req = evals.judge_request("Q?", "A", "ref", "be strict")
+    assert req["response_format"]["json_schema"]["schema"]["required"] == ["correct", "reason"]
+    assert "Rubric: be strict" in req["messages"][1]["content"]
+
+
+def test_grounding_policy_unit():
+    known = ["How many rainy days in 2014?"]
+    assert grounding.check("never", "42", has_tools=True, tool_results=[], context=known) is None
+    assert grounding.check("always", "42", has_tools=True, tool_results=[], context=known)["reason"] == "no_tool"
+    assert grounding.check("always", "42", has_tools=False, tool_results=[], context=known) is None
+    v = grounding.check("auto", "There were 42 rainy days in 2014.", has_tools=True, tool_results=[], context=known)
+    assert v["reason"] == "unsupported_numbers" and v["numbers"] == ["42"]           # 2014 is in the question
+    assert grounding.check("auto", "There were 42 rainy days in 2014.", has_tools=True,
+                           tool_results=['[{"count": 42}]'], context=known) is None
+    assert grounding.check("auto", "Hello! How can I help?", has_tools=True, tool_results=[], context=known) is None
+    with pytest.raises(ValueError):
+        grounding.check("sometimes", "x", has_tools=True, tool_results=[], context=[])
+
+
+# ------------------------------------------------------------------------------------ the SQL API
+def setup(conn, llm, *, tool_config: str = '{"max_rows": 3}', agent_config: str = "{}", tool_mode: str = "native"):
+    conn.execute("""CREATE TABLE public.orders (id int PRIMARY KEY, customer text, amount numeric, shipped date);
+                    INSERT INTO public.orders VALUES (1, 'ann', 10.5, '2024-01-03'), (2, 'bob', 20, NULL),
+                      (3, 'ann', NULL, '2024-02-01'), (4, 'cy', 7.25, '2024-02-11'), (5, 'bob', 1, '2024-03-01')""")
+    conn.execute("SELECT pgagent.register_model('chat', base_url => %s, is_default => true, max_retries => 0, "
+                 "tool_mode => %s)", [llm.base_url, tool_mode])
+    conn.execute("SELECT pgagent.register_tool('run_sql', 'Run one SELECT.', "
+                 "'{\"type\": \"object\", \"properties\": {\"query\": {\"type\": \"string\"}}, \"required\": [\"query\"]}', "
+                 "kind => 'sql', config => %s)", [tool_config])
+    conn.execute("SELECT pgagent.create_agent('analyst', tools => '{run_sql}', config => %s)", [agent_config])
+    conn.execute("SELECT pgagent.create_eval_suite('shop', 'orders questions')")
+    conn.execute("SELECT pgagent.add_eval_case('shop', 'How many orders are there?', "
+                 "reference_sql => 'SELECT count(*) FROM orders', scoring => 'numeric', name => 'count')")
+    conn.execute("SELECT pgagent.add_eval_case('shop', 'Which customer spent the most?', expected => 'bob', "
+                 "name => 'top', tags => '{group-by}')")
+    conn.execute("SELECT pgagent.add_eval_case('shop', 'Say hello.', expected => 'hello', needs_tool => false, "
+                 "name => 'hello')")
+
+
+def test_run_eval_inline_scores_and_grounds(conn, llm):
+    setup(conn, llm)
+    llm.script(tool_calls([("run_sql", {"query": "SELECT count(*) FROM orders"})]), text("There are 5 orders."),
+               text("bob spent the most."),                       # a right guess: no tool, not grounded
+               text("Hello!"))
+    run = conn.execute("SELECT pgagent.run_eval('shop', 'analyst', label => 'base')").fetchone()[0]
+    rows = conn.execute("""SELECT case_name, expected, correct, grounded, llm_calls, tool_calls, prompt_tokens > 0,
+                                  latency_ms >= 0, status FROM pgagent.eval_results WHERE run_id = %s ORDER BY case_name""",
+                        [run]).fetchall()
+    assert rows == [("count", "5", True, True, 2, 1, True, True, "scored"),
+                    ("hello", "hello", True, None, 1, 0, True, True, "scored"),
+                    ("top", "bob", True, False, 1, 0, True, True, "scored")]
+    r = conn.execute("""SELECT agent, model, label, status, cases, scored, correct, score, grounded_share, llm_calls,
+                               length(prompt_version) FROM pgagent.eval_runs WHERE run_id = %s""", [run]).fetchone()
+    assert r == ("analyst", "chat", "base", "scored", 3, 3, 3, 1, 0.5, 4, 12)
+    # every case had its own conversation, marked with the run
+    assert conn.execute("SELECT count(DISTINCT conversation_id) FROM pgagent.conversation "
+                        "WHERE (metadata ->> 'eval_run')::bigint = %s", [run]).fetchone()[0] == 3
+
+    # a second run after the data changed: the reference query is run again; a wrong answer, a failed turn
+    conn.execute("INSERT INTO orders VALUES (6, 'dee', 100, NULL)")
+    llm.script(text("There are 5 orders."), text("bob"), text("hi"))
+    run2 = conn.execute("SELECT pgagent.run_eval('shop', 'analyst', label => 'second')").fetchone()[0]
+    assert conn.execute("SELECT expected, correct, grounded FROM pgagent.eval_results WHERE run_id = %s "
+                        "AND case_name = 'count'", [run2]).fetchone() == ("6", False, False)
+    changes = conn.execute("SELECT run_id, previous_run_id, case_name, was_correct, is_correct FROM pgagent.eval_changes "
+                           "ORDER BY case_name").fetchall()
+    assert changes == [(run2, run, "count", True, False), (run2, run, "hello", True, False)]
+    cmp = conn.execute("SELECT case_name, a_correct, b_correct, changed FROM pgagent.eval_compare(%s, %s)",
+                       [run, run2]).fetchall()
+    assert cmp[:2] == [("count", True, False, True), ("hello", True, False, True)] and cmp[2] == ("top", True, True, False)
+    # the prompt version changes with the agent, not between runs of the same agent
+    assert conn.execute("SELECT count(DISTINCT prompt_version) FROM pgagent.eval_run").fetchone()[0] == 1
+    conn.execute("SELECT pgagent.update_agent('analyst', config => '{\"max_steps\": 5}')")
+    llm.script(text("5"), text("bob"), text("hello"))
+    conn.execute("SELECT pgagent.run_eval('shop', 'analyst')")
+    assert conn.execute("SELECT count(DISTINCT prompt_version) FROM pgagent.eval_run").fetchone()[0] == 2
+
+
+def test_run_eval_queued_for_workers(conn, llm):
+    setup(conn, llm)
+    run = conn.execute("SELECT pgagent.run_eval('shop', 'analyst', queue => true)").fetchone()[0]
+    turns = [r[0] for r in conn.execute("SELECT turn_id FROM pgagent.eval_result WHERE run_id = %s ORDER BY case_id",
+                                        [run])]
+    assert conn.execute("SELECT count(*) FROM pgagent.turn WHERE turn_id = ANY(%s) AND status = 'queued'",
+                        [turns]).fetchone()[0] == 3
+    assert conn.execute("SELECT pgagent.score_eval(%s)", [run]).fetchone()[0] == {
+        "run_id": run, "status": "running", "cases": 3, "scored": 0, "pending": 3, "correct": 0}
+    llm.script(tool_calls([("run_sql", {"query": "SELECT count(*) AS n FROM orders"})]), text("5 orders"))
+    conn.execute("CALL pgagent.run_turn(%s)", [turns[0]])
+    assert conn.execute("SELECT pgagent.score_eval(%s)", [run]).fetchone()[0]["scored"] == 1
+    llm.script(text("ann"))
+    conn.execute("CALL pgagent.run_turn(%s)", [turns[1]])
+    conn.execute("SELECT pgagent.cancel_turn(%s)", [turns[2]])
+    s = conn.execute("SELECT pgagent.score_eval(%s)", [run]).fetchone()[0]
+    assert s == {"run_id": run, "status": "scored", "cases": 3, "scored": 3, "pending": 0, "correct": 1}
+    rows = conn.execute("SELECT case_name, correct, answer, detail ->> 'why' IS NOT NULL FROM pgagent.eval_results "
+                        "WHERE run_id = %s ORDER BY case_name", [run]).fetchall()
+    assert rows == [("count", True, "5 orders", False), ("hello", False, None, True), ("top", False, "ann", False)]
+    assert conn.execute("SELECT status, finished_at IS NOT NULL FROM pgagent.eval_run WHERE run_id = %s",
+                        [run]).fetchone() == ("scored", True)
+
+
+def test_llm_judge(conn, llm):
+    setup(conn, llm)
+    conn.execute("SELECT pgagent.create_eval_suite('judged')")
+    conn.execute("SELECT pgagent.add_eval_case('judged', 'Describe the orders table.', scoring => 'llm', "
+                 "rubric => 'Mentions customers and amounts.')")
+    llm.script(text("It lists customers with amounts and dates."), text('{"correct": true, "reason": "covers both"}'))
+    run = conn.execute("SELECT pgagent.run_eval('judged', 'analyst')").fetchone()[0]
+    correct, detail = conn.execute("SELECT correct, detail FROM pgagent.eval_results WHERE run_id = %s", [run]).fetchone()
+    assert correct is True and detail["judge"]["reason"] == "covers both" and detail["judge"]["model"] == "chat"
+    judge_body = llm.requests[-1]["body"]
+    assert judge_body["response_format"]["json_schema"]["name"] == "grade" and judge_body["temperature"] == 0
+    assert "Mentions customers and amounts." in judge_body["messages"][1]["content"]
+
+
+def test_bad_cases_are_refused(conn, llm):
+    setup(conn, llm)
+    for sql, state, match in (
+            ("SELECT pgagent.add_eval_case('shop', 'q', expected => 'x', scoring => 'fuzzy')", errors.InvalidParameterValue, "scoring"),
+            ("SELECT pgagent.add_eval_case('shop', 'q')", errors.InvalidParameterValue, "needs expected"),
+            ("SELECT pgagent.add_eval_case('shop', 'q', reference_sql => 'SELECT id, amount FROM orders')", errors.InvalidParameterValue, "one column"),
+            ("SELECT pgagent.add_eval_case('shop', 'q', reference_sql => 'SELECT nope FROM orders')", errors.InvalidParameterValue, "reference_sql failed"),
+            ("SELECT pgagent.add_eval_case('shop', 'q', reference_sql => 'SELECT 1 WHERE false')", errors.InvalidParameterValue, "no row"),
+            ("SELECT pgagent.add_eval_case('shop', 'q', expected => 'five', scoring => 'numeric')", errors.InvalidParameterValue, "not a number"),
+            ("SELECT pgagent.add_eval_case('shop', 'q', expected => '5', tolerance => 1)", errors.InvalidParameterValue, "numeric only"),
+            ("SELECT pgagent.add_eval_case('nosuite', 'q', expected => '5')", errors.UndefinedObject, "does not exist"),
+            ("SELECT pgagent.add_eval_case('shop', 'q', expected => '5', name => 'count')", errors.UniqueViolation, None),
+            ("SELECT pgagent.run_eval('shop', 'nobody')", errors.UndefinedObject, "agent"),
+            ("SELECT pgagent.create_eval_suite('x', config => '{\"judge\": 1}')", errors.InvalidParameterValue, "unknown keys"),
+            ("SELECT pgagent.score_eval(999999)", errors.UndefinedObject, "does not exist")):
+        with pytest.raises(state, match=match):
+            conn.execute(sql)
+    # a reference query cannot write or read what the sandbox may not
+    with pytest.raises(errors.InvalidParameterValue, match="reference_sql failed"):
+        conn.execute("SELECT pgagent.add_eval_case('shop', 'q', reference_sql => 'SELECT count(*) FROM pgagent.secret')")
+    assert conn.execute("SELECT count(*) FROM pgagent.eval_case").fetchone()[0] == 3
+    assert conn.execute("SELECT pgagent.drop_eval_suite('shop')").fetchone()[0] is True
+    assert conn.execute("SELECT count(*) FROM pgagent.eval_case").fetchone()[0] == 0
+
+
+# ------------------------------------------------------------------------------------ the sql tool
+def test_sql_results_say_how_many_rows_and_warn_about_nulls(conn, llm):
+    setup(conn, llm)
+    cid = conn.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
+    llm.script(tool_calls([("run_sql", {"query": "SELECT customer FROM orders"}),
+                           ("run_sql", {"query": "SELECT id, amount FROM orders ORDER BY amount DESC"}),
+                           ("run_sql", {"query": "SELECT id, amount FROM orders ORDER BY amount DESC NULLS LAST"})]),
+               text("done"))
+    conn.execute("SELECT pgagent.send_message(%s, 'q')", [cid])
+    res = [r[0] for r in conn.execute("SELECT payload -> 'result' FROM pgagent.step WHERE kind = 'tool_result' ORDER BY seq")]
+    assert res[0]["row_count"] == 3 and res[0]["total_rows"] == 5 and res[0]["truncated"] is True
+    assert "first 3 of 5 rows" in res[0]["notes"][0]
+    assert res[1]["rows"][0] == {"id": 3, "amount": None} and any("NULLs first" in n for n in res[1]["notes"])
+    assert res[2]["rows"][0] == {"id": 2, "amount": 20} and not any("NULLs" in n for n in res[2].get("notes", []))
+    # the model sees the notes
+    assert "first 3 of 5 rows" in json.dumps(llm.requests[-1]["body"]["messages"])
+
+
+def test_sql_hints_can_be_turned_off(conn, llm):
+    setup(conn, llm, tool_config='{"max_rows": 3, "hints": false}')
+    cid = conn.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
+    llm.script(tool_calls([("run_sql", {"query": "SELECT customer FROM orders"})]), text("done"))
+    conn.execute("SELECT pgagent.send_message(%s, 'q')", [cid])
+    res = conn.execute("SELECT payload -> 'result' FROM pgagent.step WHERE kind = 'tool_result'").fetchone()[0]
+    assert set(res) == {"rows", "row_count", "truncated"}
+
+
+def tool_description(llm) -> str:
+    tools = llm.requests[-1]["body"]["tools"]
+    return tools[0]["function"]["description"]
+
+
+def test_the_sql_tool_describes_the_tables_it_can_read(conn, llm):
+    setup(conn, llm)
+    conn.execute("CREATE TABLE public.secret_notes (x text); REVOKE SELECT ON public.secret_notes FROM pgagent_sandbox")
+    cid = conn.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
+    llm.script(text("a"))
+    conn.execute("SELECT pgagent.send_message(%s, 'q')", [cid])
+    d = tool_description(llm)
+    assert conn.execute("SELECT payload ->> 'tool_notes_error' FROM pgagent.step WHERE kind = 'llm_call'").fetchone()[0] is None
+    assert d.startswith("Run one SELECT.\nTables you can query")
+    assert "- orders (5 rows): id integer [1 .. 5], customer text [values: ann, bob, cy], " \
+           "amount numeric [1 .. 20; 1 NULL], shipped date [2024-01-03 .. 2024-03-01; 1 NULL]" in d
+    assert "secret_notes" not in d and "eval_case" not in d
+    # recorded with the turn's first llm_call
+    notes = conn.execute("SELECT payload -> 'tool_notes' ->> 'run_sql' FROM pgagent.step WHERE kind = 'llm_call'").fetchone()[0]
+    assert notes in d
+    # DDL refreshes it for the next turn
+    conn.execute("ALTER TABLE orders ADD COLUMN region text DEFAULT 'north'")
+    llm.script(text("b"))
+    conn.execute("SELECT pgagent.send_message(%s, 'q2')", [cid])
+    assert "region text [values: north]" in tool_description(llm)
+
+
+def test_schema_description_off_and_fixed_queries(conn, llm):
+    setup(conn, llm, tool_config='{"schema": false}')
+    cid = conn.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
+    llm.script(text("a"))
+    conn.execute("SELECT pgagent.send_message(%s, 'q')", [cid])
+    assert tool_description(llm) == "Run one SELECT."
+    assert conn.execute("SELECT payload ? 'tool_notes' FROM pgagent.step WHERE kind = 'llm_call'").fetchone()[0] is False
+
+
+# ------------------------------------------------------------------------------------ grounding policy
+def test_require_tool_always_sends_an_unlooked_answer_back_once(conn, llm):
+    setup(conn, llm, agent_config='{"require_tool": "always"}')
+    cid = conn.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
+    llm.script(text("There are 4 orders."), tool_calls([("run_sql", {"query": "SELECT count(*) FROM orders"})]),
+               text("There are 5 orders."))
+    r = conn.execute("SELECT pgagent.send_message(%s, 'How many orders?')", [cid]).fetchone()[0]
+    assert r["answer"] == "There are 5 orders."
+    kinds = [k for k, in conn.execute("SELECT kind FROM pgagent.step ORDER BY seq")]
+    assert kinds == ["user_message", "llm_call", "guardrail", "llm_call", "tool_call", "tool_result", "llm_call", "response"]
+    g = conn.execute("SELECT payload FROM pgagent.step WHERE kind = 'guardrail'").fetchone()[0]
+    assert g["guard"] == "grounding" and g["reason"] == "no_tool" and g["answer"] == "There are 4 orders."
+    # the model saw its answer and the feedback
+    msgs = llm.requests[1]["body"]["messages"]
+    assert msgs[-2] == {"role": "assistant", "content": "There are 4 orders."}
+    assert msgs[-1]["role"] == "user" and msgs[-1]["content"] == grounding.NO_TOOL
+    # only once: a second answer without a tool is accepted
+    llm.script(text("Hello."), text("Hello again."))
+    r = conn.execute("SELECT pgagent.send_message(%s, 'Hi')", [cid]).fetchone()[0]
+    assert r["answer"] == "Hello again."
+
+
+def test_require_tool_auto_checks_numbers(conn, llm):
+    setup(conn, llm, agent_config='{"require_tool": "auto"}')
+    cid = conn.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
+    llm.script(text("Hello!"))           # no numbers: accepted at once
+    assert conn.execute("SELECT pgagent.send_message(%s, 'Hi')", [cid]).fetchone()[0]["answer"] == "Hello!"
+    llm.script(tool_calls([("run_sql", {"query": "SELECT sum(amount) FROM orders"})]), text("The total is 38.75."))
+    r = conn.execute("SELECT pgagent.send_message(%s, 'Total amount in 2024?')", [cid]).fetchone()[0]
+    assert r["answer"] == "The total is 38.75." and r["llm_calls"] == 2           # 38.75 is in the tool result
+    llm.script(text("About 40 per order."), text("About 40 per order."))
+    r = conn.execute("SELECT pgagent.send_message(%s, 'Average?')", [cid]).fetchone()[0]
+    assert r["answer"] == "About 40 per order." and r["llm_calls"] == 2
+    g = conn.execute("SELECT payload FROM pgagent.step WHERE kind = 'guardrail' AND turn_id = %s", [r["turn_id"]]).fetchone()[0]
+    assert g["reason"] == "unsupported_numbers" and g["numbers"] == ["40"]
+
+
+def test_require_tool_always_in_json_schema_mode_offers_no_answer_first(conn, llm):
+    setup(conn, llm, agent_config='{"require_tool": "always"}', tool_mode="json_schema")
+    cid = conn.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
+    llm.script(text('{"tool": "run_sql", "arguments": {"query": "SELECT count(*) FROM orders"}}'),
+               text('{"answer": "5 orders"}'))
+    r = conn.execute("SELECT pgagent.send_message(%s, 'How many orders?')", [cid]).fetchone()[0]
+    assert r["answer"] == "5 orders"
+    first, second = (q["body"]["response_format"]["json_schema"]["schema"]["oneOf"] for q in llm.requests[-2:])
+    assert not any("answer" in o["properties"] for o in first)
+    assert any("answer" in o["properties"] for o in second)
+
+
+# ------------------------------------------------------------------------------------ the public suite
+def test_the_public_suite_scores_an_oracle_right(conn, llm):
+    """Every case of bench/evalsuite.py (make eval) through the scripted server: an agent that
+    runs each reference query and answers with its value scores 100 %, all grounded; one that
+    answers every data question without a tool scores the same values but none grounded. This
+    proves the suite's queries run, its rules accept right answers, and grounding tells them apart."""
+    import sys
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2] / "bench"))
+    import evalsuite
+
+    evalsuite.load(conn)
+    conn.execute("SELECT pgagent.register_model('chat', base_url => %s, is_default => true, max_retries => 0)",
+                 [llm.base_url])
+    conn.execute("SELECT pgagent.register_tool('run_sql', 'Run one SELECT. ' || %s, "
+                 "'{\"type\": \"object\", \"properties\": {\"query\": {\"type\": \"string\"}}, \"required\": [\"query\"]}', "
+                 "kind => 'sql', config => '{\"search_path\": \"evaldata\", \"max_rows\": 20}')", [evalsuite.tables_note(conn)])
+    conn.execute("SELECT pgagent.create_agent('analyst', tools => '{run_sql}')")
+    evalsuite.define(conn)
+    assert len(evalsuite.CASES) >= 40 and len({t for *_, tags in evalsuite.CASES for t in tags}) >= 10
+    conn.execute("SET search_path = evaldata, public")
+    values = [conn.execute(ref).fetchall() for _, _, ref, *_ in evalsuite.CASES]
+    conn.execute("RESET search_path")
+    assert all(len(v) == 1 for v in values)      # one answer each (no ties)
+
+    def no_tool_replies():   # the answers, then the judge's verdicts (cases are scored after all ran)
+        out = [text(expected if expected else "Hello! I am a data analyst.") for _, _, expected, _, _ in evalsuite.NO_TOOL]
+        return out + [text('{"correct": true, "reason": "a greeting"}') for *_, s, _ in evalsuite.NO_TOOL if s == "llm"]
+
+    replies = []
+    for (name, q, ref, *_), v in zip(evalsuite.CASES, values):
+        replies += [tool_calls([("run_sql", {"query": ref})]), text(f"The answer is {v[0][0]}.")]
+    llm.script(*replies, *no_tool_replies())
+    run = conn.execute("SELECT pgagent.run_eval('public', 'analyst', label => 'oracle')").fetchone()[0]
+    wrong = conn.execute("SELECT case_name, answer, expected, detail FROM pgagent.eval_results "
+                         "WHERE run_id = %s AND NOT (correct AND grounded IS DISTINCT FROM false)", [run]).fetchall()
+    assert wrong == []
+    assert conn.execute("SELECT cases, score, grounded_share FROM pgagent.eval_runs WHERE run_id = %s",
+                        [run]).fetchone() == (len(evalsuite.CASES) + len(evalsuite.NO_TOOL), 1, 1)
+
+    llm.script(*[text(f"The answer is {v[0][0]}.") for v in values], *no_tool_replies())
+    run = conn.execute("SELECT pgagent.run_eval('public', 'analyst', label => 'guesses')").fetchone()[0]
+    assert conn.execute("SELECT score, grounded_share FROM pgagent.eval_runs WHERE run_id = %s", [run]).fetchone() == (1, 0)
