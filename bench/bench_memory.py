@@ -119,7 +119,7 @@ def bench_memory(conn: psycopg.Connection, args: argparse.Namespace, rng: np.ran
     conn.execute("SET maintenance_work_mem = '4GB'")
     conn.execute("SET max_parallel_maintenance_workers = 1")
     t0 = time.monotonic()
-    conn.execute(INDEX_SQL)
+    conn.execute(INDEX_SQL.replace(" WHERE", f" WITH ({args.index_with}) WHERE") if args.index_with else INDEX_SQL)
     build_s = time.monotonic() - t0
     conn.execute("VACUUM ANALYZE pgagent.memory")
     # the index fits the cluster's shared_buffers (SHARED_BUFFERS): load it, as a long-running server would have
@@ -216,6 +216,8 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=50)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
+    ap.add_argument("--index-with", default="",
+                    help='HNSW build parameters instead of the shipped index\'s, e.g. "m = 24, ef_construction = 128"')
     ap.add_argument("--latent", type=int, default=32,
                     help="intrinsic dimension of the synthetic vectors (0: isotropic clusters in all 384)")
     args = ap.parse_args()

@@ -5,6 +5,8 @@ a final answer is sent back to the model once before it is accepted. Pure functi
 * ``always``: an answer given before any tool returned a result in the turn is sent back once
   ("look it up first"); in json_schema tool mode the reply schema also offers no answer until a
   tool has returned a result (:func:`answer_allowed`).
+* ``auto`` and ``always``: an answer given right after a tool call failed (an SQL error, a
+  timeout) is sent back once with the error, to fix the call rather than report the failure.
 * ``auto``: an answer that states numbers which appear nowhere in what the model was given (the
   user message, the system prompt and the tools' own descriptions, earlier turns; not the
   introspected schema notes) nor in a tool result of the turn is sent back once to be checked
@@ -40,16 +42,22 @@ def unsupported(answer: str, known: list[str]) -> list[str]:
     return out
 
 
-def check(policy: str, answer: str, *, has_tools: bool, tool_results: list[str], context: list[str]
-          ) -> dict[str, Any] | None:
+def check(policy: str, answer: str, *, has_tools: bool, tool_results: list[str], context: list[str],
+          last_error: str | None = None) -> dict[str, Any] | None:
     """None to accept ``answer``, else ``{"reason", "numbers", "feedback"}`` to send it back.
     ``tool_results``: the texts of this turn's successful tool results; ``context``: the other
     texts the model was given (user message, system prompt with the tool descriptions, earlier
-    turns' messages). Raises ValueError for an unknown policy."""
+    turns' messages); ``last_error``: the error of the turn's last tool result when it failed
+    (an answer right after a failed call is sent back under auto and always). Raises ValueError
+    for an unknown policy."""
     if policy not in POLICIES:
         raise ValueError(f"require_tool must be one of {', '.join(POLICIES)}, not {policy!r}")
     if policy == "never" or not has_tools:
         return None
+    if last_error is not None:
+        return {"reason": "tool_error", "numbers": [],
+                "feedback": (f"Your last tool call failed: {last_error[:300]} Fix the call (check the table and "
+                             "column names and types) and run it again, then answer from its result.")}
     if policy == "always" and not tool_results:
         return {"reason": "no_tool", "numbers": [], "feedback": NO_TOOL}
     nums = unsupported(answer, tool_results + context)

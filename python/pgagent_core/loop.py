@@ -914,8 +914,11 @@ def send_back(db: Db, turn: Turn, content: str) -> bool:
     context += [json.dumps(t["function"]) for t in specs]
     context += [str(h.get("content") or h.get("user_message") or "") + " " + str(h.get("answer") or "")
                 for h in (turn.history or [])]
+    results = [st for st in turn.steps if st["kind"] == "tool_result"]
+    last_error = str(results[-1]["payload"].get("error")) if results and results[-1]["payload"].get("is_error") \
+        and not results[-1]["payload"].get("rejected") else None
     verdict = grounding.check(policy, content, has_tools=bool(specs), tool_results=successful_results(turn),
-                              context=context)
+                              context=context, last_error=last_error)
     if verdict is None:
         return False
     add_step(db, turn, "guardrail", {"event": "before_response", "guard": "grounding", "action": "retry",

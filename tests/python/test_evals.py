@@ -82,6 +82,10 @@ def test_grounding_policy_unit():
     assert grounding.check("auto", "There were 42 rainy days in 2014.", has_tools=True,
                            tool_results=['[{"count": 42}]'], context=known) is None
     assert grounding.check("auto", "Hello! How can I help?", has_tools=True, tool_results=[], context=known) is None
+    v = grounding.check("auto", "The query failed.", has_tools=True, tool_results=[], context=known,
+                        last_error='column "x" does not exist')
+    assert v["reason"] == "tool_error" and 'column "x" does not exist' in v["feedback"]
+    assert grounding.check("never", "failed", has_tools=True, tool_results=[], context=known, last_error="e") is None
     with pytest.raises(ValueError):
         grounding.check("sometimes", "x", has_tools=True, tool_results=[], context=[])
 
@@ -249,8 +253,11 @@ def test_the_sql_tool_describes_the_tables_it_can_read(conn, llm):
     d = tool_description(llm)
     assert conn.execute("SELECT payload ->> 'tool_notes_error' FROM pgagent.step WHERE kind = 'llm_call'").fetchone()[0] is None
     assert d.startswith("Run one SELECT.\nTables you can query")
-    assert "- orders (5 rows): id integer [1 .. 5], customer text [values: ann, bob, cy], " \
-           "amount numeric [1 .. 20; 1 NULL], shipped date [2024-01-03 .. 2024-03-01; 1 NULL]" in d
+    # samples in the table's order (text: sorted); no row counts, minima or maxima: they would
+    # answer questions the model must look up
+    assert "- orders: id integer [e.g. 1, 2, 3], customer text [values: ann, bob, cy], " \
+           "amount numeric [e.g. 10.5, 20, 7.25; has NULLs], shipped date [e.g. 2024-01-03, 2024-02-01, 2024-02-11; " \
+           "has NULLs]" in d
     assert "secret_notes" not in d and "eval_case" not in d
     # recorded with the turn's first llm_call
     notes = conn.execute("SELECT payload -> 'tool_notes' ->> 'run_sql' FROM pgagent.step WHERE kind = 'llm_call'").fetchone()[0]
@@ -306,6 +313,18 @@ def test_require_tool_auto_checks_numbers(conn, llm):
     assert r["answer"] == "About 40 per order." and r["llm_calls"] == 2
     g = conn.execute("SELECT payload FROM pgagent.step WHERE kind = 'guardrail' AND turn_id = %s", [r["turn_id"]]).fetchone()[0]
     assert g["reason"] == "unsupported_numbers" and g["numbers"] == ["40"]
+
+
+def test_an_answer_right_after_a_failed_call_is_sent_back(conn, llm):
+    setup(conn, llm, agent_config='{"require_tool": "auto"}')
+    cid = conn.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
+    llm.script(tool_calls([("run_sql", {"query": "SELECT totl FROM orders"})]),
+               text("The query failed because of an error."),
+               tool_calls([("run_sql", {"query": "SELECT count(*) FROM orders"})]), text("There are 5 orders."))
+    r = conn.execute("SELECT pgagent.send_message(%s, 'How many orders?')", [cid]).fetchone()[0]
+    assert r["answer"] == "There are 5 orders."
+    g = conn.execute("SELECT payload FROM pgagent.step WHERE kind = 'guardrail'").fetchone()[0]
+    assert g["reason"] == "tool_error" and "totl" in g["feedback"] and g["answer"] == "The query failed because of an error."
 
 
 def test_require_tool_always_in_json_schema_mode_offers_no_answer_first(conn, llm):

@@ -8,7 +8,7 @@ config:
   ``search_path`` the schemas the query sees (default ``public``).
   ``hints``   (default true) add ``total_rows`` and ``notes`` (:func:`result_notes`) to results.
   ``schema``  (default true when the model writes the query) show the model the tables the
-              sandbox may read, with column types, NULL counts, ranges and sample values
+              sandbox may read, with column types, sample values and which have NULLs
               (:func:`describe`, cached per backend and refreshed on DDL).
 The statement runs as a subquery (so it must be one SELECT/VALUES/TABLE; data-modifying
 statements and CTEs are refused by the parser) inside a subtransaction that is always rolled
@@ -160,21 +160,23 @@ def _ident(name: str) -> str:
 
 
 def _stats_query(schema: str, table: str, columns: list[list[str]]) -> str:
-    """One query (run as the sandbox) giving a table's row count and, per column, NULL count,
-    min and max (numbers, dates, times) or distinct count and first values (text, enums)."""
+    """One query (run as the sandbox) giving, per column, whether it has NULLs and its first
+    distinct values (up to 9, in the table's order; text, enums and booleans in sorted order)."""
     rel = f"{_ident(schema)}.{_ident(table)}"
-    parts = ["'rows', pg_catalog.count(*)"]
+    parts = []
     for i, (col, _type, cat, _x) in enumerate(columns):
         c = _ident(col)
-        fields = [f"'nulls', pg_catalog.count(*) - pg_catalog.count({c})"]
-        if cat in ("N", "D"):
-            fields += [f"'min', pg_catalog.min({c})::text", f"'max', pg_catalog.max({c})::text"]
-        elif cat in ("S", "E", "B"):
-            fields += [f"'distinct', (SELECT pg_catalog.count(DISTINCT {c}) FROM {rel})",
-                       f"'values', (SELECT pg_catalog.jsonb_agg(v) FROM (SELECT DISTINCT {c}::text AS v FROM {rel} "
-                       f"WHERE {c} IS NOT NULL ORDER BY 1 LIMIT {SAMPLES + 1}) AS s)"]
-        parts.append(f"'c{i}', pg_catalog.jsonb_build_object({', '.join(fields)})")
-    return f"SELECT pg_catalog.jsonb_build_object({', '.join(parts)}) AS stats FROM {rel}"
+        text = cat in ("S", "E", "B")
+        order = "v" if text else "pg_catalog.min(r)"
+        n = SAMPLES + 1 if text else 3
+        # the first distinct values in the table's order (text: sorted), from at most 1,000 rows
+        parts.append(f"'c{i}', pg_catalog.jsonb_build_object("
+                     f"'nulls', EXISTS (SELECT FROM {rel} WHERE {c} IS NULL), "
+                     f"'values', (SELECT pg_catalog.jsonb_agg(v ORDER BY k) FROM (SELECT v, {order} AS k FROM "
+                     f"(SELECT x.{c}::text AS v, pg_catalog.row_number() OVER () AS r FROM "
+                     f"(SELECT {c} FROM {rel} WHERE {c} IS NOT NULL LIMIT 1000) AS x) AS y "
+                     f"GROUP BY v ORDER BY {order} LIMIT {n}) AS s))")
+    return f"SELECT pg_catalog.jsonb_build_object({', '.join(parts)}) AS stats"
 
 
 def _column_text(col: list[str], st: dict[str, Any] | None) -> str:
@@ -183,29 +185,28 @@ def _column_text(col: list[str], st: dict[str, Any] | None) -> str:
     if not st:
         return text
     extra = []
-    if cat in ("N", "D") and st.get("min") is not None:
-        extra.append(f"{st['min']} .. {st['max']}")
-    if cat in ("S", "E", "B") and st.get("values"):
-        vals = [str(v)[:40] for v in st["values"]]
-        if len(vals) <= SAMPLES:
-            extra.append("values: " + ", ".join(vals))
-        else:
-            extra.append(f"{st['distinct']} distinct, e.g. " + ", ".join(vals[:3]))
+    vals = [str(v)[:40] for v in st.get("values") or []]
+    if vals and cat in ("S", "E", "B") and len(vals) <= SAMPLES:
+        extra.append("values: " + ", ".join(vals))
+    elif vals:
+        extra.append("e.g. " + ", ".join(vals[:3]))
     if st.get("nulls"):
-        extra.append(f"{st['nulls']} NULL")
+        extra.append("has NULLs")
     return text + (f" [{'; '.join(extra)}]" if extra else "")
 
 
 def describe(db: Db, gd: dict, tool: dict[str, Any]) -> str | None:
     """The tables a model-written ``sql`` tool can read, as text for its description (config
-    ``schema``, default on when the model writes the query): each table of the tool's
-    search_path that pgagent_sandbox may SELECT (at most 30, 40 columns each) with its row count
-    and, per column, the type, NULL count and min .. max (numbers, dates) or the values (text with
-    at most 8 distinct values; else the distinct count and 3 examples). The statistics come from
-    queries run as pgagent_sandbox (tables over 1,000,000 estimated rows: types only), cached in
-    the backend per table version (a DDL change invalidates them) for at most 10 minutes. A
-    failed statistics query leaves that table's types only. Returns None when the tool writes its
-    own query or its schema is off."""
+    ``schema``, default on when the model writes the query), followed by :data:`GUIDE`: each
+    table of the tool's search_path that pgagent_sandbox may SELECT (at most 30, 40 columns each)
+    with, per column, the type, sample values (text with at most 8 distinct values: all of them,
+    the values a filter must use; else 3 examples) and whether it has NULLs. No row counts,
+    minima or maxima: they would answer questions the model must look up (an answer read from a
+    summary is a guess once the data changes). The samples come from queries run as
+    pgagent_sandbox over at most 1,000 rows per column (tables over 1,000,000 estimated rows:
+    types only), cached in the backend per table version (a DDL change invalidates them) for at
+    most 10 minutes. A failed sample query leaves that table's types only. Returns None when the
+    tool writes its own query or its schema is off."""
     config = tool.get("config") or {}
     if not config.get("schema", config.get("query") is None):
         return None
@@ -232,13 +233,20 @@ def describe(db: Db, gd: dict, tool: dict[str, Any]) -> str | None:
                 cache.clear()
             hit = cache[key] = (now, stats)
         stats = hit[1] or {}
-        rows = f" ({stats['rows']} rows)" if "rows" in stats else ""
         name = t["name"] if t["schema"] == path[0] else f"{t['schema']}.{t['name']}"
         cols_text = ", ".join(_column_text(c, stats.get(f"c{i}")) for i, c in enumerate(cols))
         more = f", ... {len(t['columns']) - len(cols)} more columns" if len(t["columns"]) > len(cols) else ""
-        lines.append(f"- {name}{rows}: {cols_text}{more}")
+        lines.append(f"- {name}: {cols_text}{more}")
     if not lines:
         return "Tables: none that this tool may read (grant SELECT to pgagent_sandbox)."
     if len(tables) > MAX_TABLES:
         lines.append(f"- ... more tables (only the first {MAX_TABLES} are listed)")
-    return "Tables you can query (introspected; [min .. max], values, NULL counts):\n" + "\n".join(lines)
+    return ("Tables you can query (introspected: column types, sample values, NULLs):\n" + "\n".join(lines)
+            + "\n" + GUIDE)
+
+
+#: how to use the tool well, shown under the introspected tables (generic: no table is named)
+GUIDE = ("Look facts up with a query before you answer; do not answer data questions from memory. Let the query "
+         "do the work: COUNT(*) to count, AVG/SUM/MIN/MAX to aggregate, round(x::numeric, 2) to round, "
+         "100.0 * part / total for percentages, ORDER BY x DESC NULLS LAST LIMIT 1 for the largest. "
+         "Then answer with the value the query returned.")
