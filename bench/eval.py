@@ -9,16 +9,19 @@ add_eval_case), and for each configuration, temperature and repetition runs
 ``pgagent.run_eval(queue => true)``: the cases are enqueued and one ``pgagent worker`` process
 answers them; pgagent.score_eval scores them. The numbers come from the eval_runs view.
 
-Configurations (cumulative unless said otherwise; see docs/evals.md#grounded-answers):
+Configurations (each a change to the sql tool or the agent; see docs/evals.md#grounded-answers):
   baseline  the sql tool's description lists the tables and columns (what a tool author writes);
             results have no total_rows or notes; no grounding policy
   hints     + total_rows and notes in sql results
-  schema    + the introspected schema (types, NULL counts, ranges, values) in the tool description
-  auto      + require_tool auto (an answer whose numbers no tool result shows is sent back once)
-  always    hints + schema + require_tool always (instead of auto)
+  schema    hints + the introspected schema (types, sample values, NULLs) in the tool description
+  auto      hints + require_tool auto (an answer whose numbers no tool result shows, or given
+            right after a failed call, is sent back once; in json_schema mode the next reply
+            must then be a tool call)
+  always    hints + require_tool always (as auto, and no answer before a tool returned a result)
+  check     always + self_check (the first answer after a tool result is sent back once to be checked)
 
 Usage: ``make eval`` (configs baseline and auto, temperature 0, one run each) or
-``python bench/eval.py --configs baseline,hints,schema,auto,always --temperatures 0,default --runs 3``.
+``python bench/eval.py --configs baseline,hints,schema,auto,always,check --temperatures 0,default --runs 3``.
 """
 
 from __future__ import annotations
@@ -46,8 +49,9 @@ CONFIGS = {
     "baseline": ({"hints": False, "schema": False}, {}),
     "hints": ({"hints": True, "schema": False}, {}),
     "schema": ({"hints": True, "schema": True}, {}),
-    "auto": ({"hints": True, "schema": True}, {"require_tool": "auto"}),
-    "always": ({"hints": True, "schema": True}, {"require_tool": "always"}),
+    "auto": ({"hints": True, "schema": False}, {"require_tool": "auto"}),
+    "always": ({"hints": True, "schema": False}, {"require_tool": "always"}),
+    "check": ({"hints": True, "schema": False}, {"require_tool": "always", "self_check": True}),
 }
 PARAMS_LINE = {"0": {"temperature": 0}, "default": {}}
 
@@ -150,6 +154,7 @@ def main() -> int:
         if c not in CONFIGS:
             ap.error(f"unknown configuration {c!r} (one of {', '.join(CONFIGS)})")
     t_start = time.monotonic()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # stop the model, the worker and the cluster
     urls = local_models.start()
     results: list[dict] = []
     worker = None

@@ -1,4 +1,4 @@
-"""pgagent's public evaluation suite (``make eval``; docs/evals.md): 46 questions over six tables
+"""pgagent's public evaluation suite (``make eval``; docs/evals.md): 47 questions over six tables
 of vega-datasets (a PyPI package that ships its data offline) that the demo does not use:
 iris, barley, wheat, driving, iowa-electricity and us-employment, loaded into the schema
 ``evaldata``. Every reference answer is a query (``reference_sql``), so the expected value is
@@ -180,7 +180,8 @@ CASES: list[tuple[str, str, str, str, int | None, list[str]]] = [
 #: (name, question, expected, scoring, rubric): questions that need no tool
 NO_TOOL: list[tuple[str, str, str | None, str, str | None]] = [
     ("hello", "Hello! Who are you?", None, "llm",
-     "Any friendly greeting or short introduction is right; an answer that reports data or an error is wrong."),
+     "Right: any reply that greets the user or says who or what the assistant is (any name or maker). "
+     "Wrong: only a reply with neither a greeting nor an introduction, such as a number or an error."),
     ("arithmetic", "What is 12 times 12?", "144", "numeric", None),
     ("sql_keyword", "In SQL, which keyword removes duplicate rows from a query result? Answer with the keyword.",
      "DISTINCT", "contains", None),

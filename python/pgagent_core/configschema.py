@@ -107,6 +107,8 @@ AGENT_CONFIG = _object("agent.config", "An agent's config: loop settings, auto-a
                                     "auto = an answer stating numbers no tool result or message shows is sent back "
                                     "once (docs/evals.md)"},
     "grounding_retries": _int(0, 5, 1, "answers of a turn the grounding policy may send back"),
+    "self_check": _bool(False, "send the first answer given after a tool result back once to be checked against "
+                               "the results (docs/evals.md)"),
 })
 
 TOOL_SQL = _object("tool.sql", "Config of an sql tool: a read-only query run as pgagent_sandbox.", {
@@ -120,8 +122,9 @@ TOOL_SQL = _object("tool.sql", "Config of an sql tool: a read-only query run as 
                     "description": "the schemas the query sees"},
     "hints": _bool(True, "add total_rows and notes (truncated rows, NULLs sorted first) to results"),
     "schema": {"type": "boolean", "x-expected": "true or false",
-               "description": "show the model the tables it may read with column types, NULL counts, ranges and "
-                              "sample values (default: true when the model writes the query)"},
+               "default": False,
+               "description": "when the model writes the query: show it the tables it may read with column types, "
+                              "sample values and which have NULLs (docs/evals.md)"},
 })
 
 TOOL_FUNCTION = _object("tool.function", "Config of a function tool: one SQL function called as a chosen role.", {

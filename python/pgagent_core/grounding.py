@@ -12,9 +12,13 @@ a final answer is sent back to the model once before it is accepted. Pure functi
   introspected schema notes) nor in a tool result of the turn is sent back once to be checked
   with a tool.
 
+With agent config ``self_check`` the first answer given after a successful tool result is also
+sent back once with :data:`SELF_CHECK` (a bounded self-check before the final answer).
+
 The loop records each send-back as a ``guardrail`` step (guard ``grounding``: the reason, the
 numbers in question and the feedback the model was shown) and allows ``grounding_retries`` of
-them per turn (default 1); the answer after that is accepted as it is.
+them per turn (default 1); the answer after that is accepted as it is. In json_schema tool mode
+the reply after a send-back must be a tool call (the reply schema offers no answer).
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ from typing import Any
 from .evals import numbers
 
 POLICIES = ("never", "auto", "always")
+
+#: agent config self_check: what the model is asked once before its answer is accepted
+SELF_CHECK = ("Check your answer before it is final: does it answer exactly the question asked, with the value the "
+              "tool returned (rounded as asked, in the unit asked)? If it is right, give the same answer again; if not, "
+              "correct it (you may run another query).")
 DEFAULT_RETRIES = 1
 
 NO_TOOL = ("You answered without looking anything up. Use a tool to get the facts first, then answer from its "
@@ -70,7 +79,11 @@ def check(policy: str, answer: str, *, has_tools: bool, tool_results: list[str],
     return None
 
 
-def answer_allowed(policy: str, tool_results: list[str]) -> bool:
-    """In json_schema tool mode: whether the next reply may be a final answer (False under
-    ``always`` until a tool has returned a result in the turn)."""
+def answer_allowed(policy: str, tool_results: list[str], sent_back: bool = False) -> bool:
+    """In json_schema tool mode: whether the next reply may be a final answer. Not right after
+    the policy sent an answer back (``sent_back``: the model must call a tool; a small model
+    told to look something up tends to repeat its answer instead), nor under ``always`` until a
+    tool has returned a result in the turn."""
+    if sent_back:
+        return False
     return policy != "always" or bool(tool_results)

@@ -686,7 +686,14 @@ def request_for(db: Db, turn: Turn, gd: dict | None = None) -> dict[str, Any]:
     json_mode = model["tool_mode"] == "json_schema" and bool(specs)
     return {"messages": build_messages(db, turn, specs), "tools": [] if json_mode else specs, "params": params,
             "response_format": toolcalls.action_schema(specs, allow_answer=grounding.answer_allowed(
-                turn.settings.get("require_tool", "never"), successful_results(turn))) if json_mode else None}
+                turn.settings.get("require_tool", "never"), successful_results(turn), sent_back(turn)))
+            if json_mode else None}
+
+
+def sent_back(turn: Turn) -> bool:
+    """Whether the turn's last step is the grounding policy sending an answer back (guard grounding)."""
+    last = turn.steps[-1] if turn.steps else None
+    return bool(last and last["kind"] == "guardrail" and last["payload"].get("guard") == "grounding")
 
 
 def llm_attempts(turn: Turn) -> int:
@@ -895,14 +902,14 @@ def send_back(db: Db, turn: Turn, content: str) -> bool:
     """The grounding policy (agent config ``require_tool``, pgagent_core.grounding): when the
     answer is sent back to the model, record a ``guardrail`` step (event before_response, guard
     grounding, action retry, reason, numbers, feedback: the model sees the feedback as a user
-    message) and return True; the turn goes on. At most ``grounding_retries`` (default 1) per turn."""
+    message) and return True; the turn goes on. At most ``grounding_retries`` (default 1) per turn.
+    Then, with agent config ``self_check``, an answer given after a successful tool result is sent
+    back once more to be checked against the results (guard self_check)."""
     s = turn.settings
     policy = s.get("require_tool", "never")
-    if policy == "never":
-        return False
     done = sum(1 for st in turn.steps if st["kind"] == "guardrail" and st["payload"].get("guard") == "grounding")
-    if done >= int(s.get("grounding_retries", grounding.DEFAULT_RETRIES)):
-        return False
+    if policy == "never" or done >= int(s.get("grounding_retries", grounding.DEFAULT_RETRIES)):
+        return self_check(db, turn, content)
     # what the model was given, without the tools' introspected notes (a schema's statistics
     # summarise the data; an answer taken from them is not a looked-up fact)
     notes, turn.tool_notes = turn.tool_notes, {}
@@ -920,9 +927,22 @@ def send_back(db: Db, turn: Turn, content: str) -> bool:
     verdict = grounding.check(policy, content, has_tools=bool(specs), tool_results=successful_results(turn),
                               context=context, last_error=last_error)
     if verdict is None:
-        return False
+        return self_check(db, turn, content)
     add_step(db, turn, "guardrail", {"event": "before_response", "guard": "grounding", "action": "retry",
                                      "policy": policy, **verdict, "answer": content})
+    return True
+
+
+def self_check(db: Db, turn: Turn, content: str) -> bool:
+    """Agent config ``self_check``: the first answer given after a successful tool result is sent
+    back once with :data:`grounding.SELF_CHECK` (a ``guardrail`` step, guard self_check); the
+    answer after it is accepted. Returns True when it sent the answer back."""
+    if not turn.settings.get("self_check") or not successful_results(turn):
+        return False
+    if any(st["kind"] == "guardrail" and st["payload"].get("guard") == "self_check" for st in turn.steps):
+        return False
+    add_step(db, turn, "guardrail", {"event": "before_response", "guard": "self_check", "action": "retry",
+                                     "reason": "self_check", "feedback": grounding.SELF_CHECK, "answer": content})
     return True
 
 

@@ -380,9 +380,8 @@ def check_evals(c: psycopg.Connection, run: Run) -> None:
     g = c.execute("SELECT payload FROM pgagent.step WHERE kind = 'guardrail'").fetchall()
     assert len(g) == 1 and g[0][0]["numbers"] == ["9.44"] and g[0][0]["reason"] == "unsupported_numbers"
     notes = c.execute("SELECT payload -> 'tool_notes' ->> 'run_sql' FROM pgagent.step WHERE kind = 'llm_call' "
-                      "ORDER BY step_id LIMIT 1").fetchone()[0]
-    assert "- orders: id integer [e.g. 1, 2, 3], customer text [values: ann, bob, cy], amount numeric " \
-           "[e.g. 10.5, 20, 7.25; has NULLs], shipped date [e.g. 2024-01-03, 2024-02-01, 2024-02-11; has NULLs]" in notes
+                      "AND payload ? 'tool_notes' ORDER BY step_id LIMIT 1").fetchone()[0]
+    assert notes.startswith("Table orders: id integer (e.g. 1, 2, 3), customer text (one of 'ann', 'bob', 'cy'), ")
     assert notes in (ROOT / "docs" / "evals.md").read_text()   # the doc shows what the model reads
 
 

@@ -245,19 +245,19 @@ def tool_description(llm) -> str:
 
 
 def test_the_sql_tool_describes_the_tables_it_can_read(conn, llm):
-    setup(conn, llm)
+    setup(conn, llm, tool_config='{"max_rows": 3, "schema": true}')
     conn.execute("CREATE TABLE public.secret_notes (x text); REVOKE SELECT ON public.secret_notes FROM pgagent_sandbox")
     cid = conn.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
     llm.script(text("a"))
     conn.execute("SELECT pgagent.send_message(%s, 'q')", [cid])
     d = tool_description(llm)
     assert conn.execute("SELECT payload ->> 'tool_notes_error' FROM pgagent.step WHERE kind = 'llm_call'").fetchone()[0] is None
-    assert d.startswith("Run one SELECT.\nTables you can query")
-    # samples in the table's order (text: sorted); no row counts, minima or maxima: they would
-    # answer questions the model must look up
-    assert "- orders: id integer [e.g. 1, 2, 3], customer text [values: ann, bob, cy], " \
-           "amount numeric [e.g. 10.5, 20, 7.25; has NULLs], shipped date [e.g. 2024-01-03, 2024-02-01, 2024-02-11; " \
-           "has NULLs]" in d
+    assert d.startswith("Run one SELECT.\nTable orders: ")
+    # samples in the table's order (text: all values when few, quoted as SQL literals); no row
+    # counts, minima or maxima: they would answer questions the model must look up
+    assert "Table orders: id integer (e.g. 1, 2, 3), customer text (one of 'ann', 'bob', 'cy'), " \
+           "amount numeric (e.g. 10.5, 20, 7.25; some NULL), shipped date (e.g. 2024-01-03, 2024-02-01, 2024-02-11; " \
+           "some NULL)." in d
     assert "secret_notes" not in d and "eval_case" not in d
     # recorded with the turn's first llm_call
     notes = conn.execute("SELECT payload -> 'tool_notes' ->> 'run_sql' FROM pgagent.step WHERE kind = 'llm_call'").fetchone()[0]
@@ -266,15 +266,20 @@ def test_the_sql_tool_describes_the_tables_it_can_read(conn, llm):
     conn.execute("ALTER TABLE orders ADD COLUMN region text DEFAULT 'north'")
     llm.script(text("b"))
     conn.execute("SELECT pgagent.send_message(%s, 'q2')", [cid])
-    assert "region text [values: north]" in tool_description(llm)
+    assert "region text (one of 'north')" in tool_description(llm)
 
 
-def test_schema_description_off_and_fixed_queries(conn, llm):
-    setup(conn, llm, tool_config='{"schema": false}')
+def test_schema_description_is_off_by_default_and_for_fixed_queries(conn, llm):
+    setup(conn, llm, tool_config='{}')
+    conn.execute("""SELECT pgagent.register_tool('fixed', 'Orders of a customer.',
+                      '{"type": "object", "properties": {"c": {"type": "string"}}, "required": ["c"]}', kind => 'sql',
+                      config => '{"query": "SELECT id FROM orders WHERE customer = $1", "args": ["c"], "schema": true}')""")
+    conn.execute("SELECT pgagent.update_agent('analyst', tools => '{run_sql,fixed}')")
     cid = conn.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
     llm.script(text("a"))
     conn.execute("SELECT pgagent.send_message(%s, 'q')", [cid])
-    assert tool_description(llm) == "Run one SELECT."
+    assert [t["function"]["description"] for t in llm.requests[-1]["body"]["tools"]] == \
+        ["Orders of a customer.", "Run one SELECT."]
     assert conn.execute("SELECT payload ? 'tool_notes' FROM pgagent.step WHERE kind = 'llm_call'").fetchone()[0] is False
 
 
@@ -327,6 +332,20 @@ def test_an_answer_right_after_a_failed_call_is_sent_back(conn, llm):
     assert g["reason"] == "tool_error" and "totl" in g["feedback"] and g["answer"] == "The query failed because of an error."
 
 
+def test_self_check_asks_once_after_a_tool_result(conn, llm):
+    setup(conn, llm, agent_config='{"self_check": true}')
+    cid = conn.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
+    llm.script(text("Hello!"))   # no tool result: no check
+    assert conn.execute("SELECT pgagent.send_message(%s, 'Hi')", [cid]).fetchone()[0]["llm_calls"] == 1
+    llm.script(tool_calls([("run_sql", {"query": "SELECT round(avg(amount), 2) FROM orders"})]),
+               text("The average is 9.69."), text("The average is 9.69."))
+    r = conn.execute("SELECT pgagent.send_message(%s, 'Average amount?')", [cid]).fetchone()[0]
+    assert r["answer"] == "The average is 9.69." and r["llm_calls"] == 3
+    g = conn.execute("SELECT payload FROM pgagent.step WHERE kind = 'guardrail'").fetchall()
+    assert [p["guard"] for p, in g] == ["self_check"] and g[0][0]["feedback"] == grounding.SELF_CHECK
+    assert llm.requests[-1]["body"]["messages"][-1] == {"role": "user", "content": grounding.SELF_CHECK}
+
+
 def test_require_tool_always_in_json_schema_mode_offers_no_answer_first(conn, llm):
     setup(conn, llm, agent_config='{"require_tool": "always"}', tool_mode="json_schema")
     cid = conn.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
@@ -337,6 +356,19 @@ def test_require_tool_always_in_json_schema_mode_offers_no_answer_first(conn, ll
     first, second = (q["body"]["response_format"]["json_schema"]["schema"]["oneOf"] for q in llm.requests[-2:])
     assert not any("answer" in o["properties"] for o in first)
     assert any("answer" in o["properties"] for o in second)
+
+
+def test_after_a_send_back_a_json_schema_reply_must_call_a_tool(conn, llm):
+    setup(conn, llm, agent_config='{"require_tool": "auto"}', tool_mode="json_schema")
+    cid = conn.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
+    llm.script(text('{"answer": "There are 7 orders."}'),
+               text('{"tool": "run_sql", "arguments": {"query": "SELECT count(*) FROM orders"}}'),
+               text('{"answer": "There are 5 orders."}'))
+    r = conn.execute("SELECT pgagent.send_message(%s, 'How many orders?')", [cid]).fetchone()[0]
+    assert r["answer"] == "There are 5 orders."
+    offered = [["answer" in o["properties"] for o in q["body"]["response_format"]["json_schema"]["schema"]["oneOf"]]
+               for q in llm.requests[-3:]]
+    assert [any(o) for o in offered] == [True, False, True]   # no answer right after the send-back
 
 
 # ------------------------------------------------------------------------------------ the public suite

@@ -835,7 +835,7 @@ class TestConfigSchema:
         assert str(ei.value) == ('agent config: unknown key "max_step"; valid keys: allow_self_approval, auto_approve, '
                                  "budget_completion_tokens, compact_at, compact_keep_turns, grounding_retries, history_turns, hook_timeout_ms, "
                                  "knowledge, knowledge_k, max_result_chars, max_running_turns, max_steps, max_tool_errors, memory, memory_k, "
-                                 "memory_min_similarity, memory_model, params, require_tool, retry_backoff_ms, retry_base_ms, retry_max")
+                                 "memory_min_similarity, memory_model, params, require_tool, retry_backoff_ms, retry_base_ms, retry_max, self_check")
 
     @pytest.mark.parametrize("config,message", [
         ({"auto_approve": "yes"}, 'agent config: auto_approve must be a boolean or an array of tool names, got "yes"'),

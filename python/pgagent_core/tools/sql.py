@@ -7,9 +7,10 @@ config:
   ``max_rows`` cap on returned rows (default 100); ``truncated: true`` tells the model more exist.
   ``search_path`` the schemas the query sees (default ``public``).
   ``hints``   (default true) add ``total_rows`` and ``notes`` (:func:`result_notes`) to results.
-  ``schema``  (default true when the model writes the query) show the model the tables the
-              sandbox may read, with column types, sample values and which have NULLs
-              (:func:`describe`, cached per backend and refreshed on DDL).
+  ``schema``  (default false) show the model the tables the sandbox may read, with column
+              types, sample values and which have NULLs, when the model writes the query
+              (:func:`describe`, cached per backend and refreshed on DDL). Off by default: on
+              the embedded 1.5 B model it lowered the public eval suite's score (bench/eval.md).
 The statement runs as a subquery (so it must be one SELECT/VALUES/TABLE; data-modifying
 statements and CTEs are refused by the parser) inside a subtransaction that is always rolled
 back, so nothing it calls can leave writes behind, and is cancelled after the tool's timeout_ms.
@@ -186,18 +187,20 @@ def _column_text(col: list[str], st: dict[str, Any] | None) -> str:
         return text
     extra = []
     vals = [str(v)[:40] for v in st.get("values") or []]
-    if vals and cat in ("S", "E", "B") and len(vals) <= SAMPLES:
-        extra.append("values: " + ", ".join(vals))
+    if vals and cat in ("S", "E") and len(vals) <= SAMPLES:
+        extra.append("one of " + ", ".join("'" + v.replace("'", "''") + "'" for v in vals))
+    elif vals and cat in ("S", "E"):
+        extra.append("e.g. " + ", ".join("'" + v.replace("'", "''") + "'" for v in vals[:3]))
     elif vals:
         extra.append("e.g. " + ", ".join(vals[:3]))
     if st.get("nulls"):
-        extra.append("has NULLs")
-    return text + (f" [{'; '.join(extra)}]" if extra else "")
+        extra.append("some NULL")
+    return text + (f" ({'; '.join(extra)})" if extra else "")
 
 
 def describe(db: Db, gd: dict, tool: dict[str, Any]) -> str | None:
     """The tables a model-written ``sql`` tool can read, as text for its description (config
-    ``schema``, default on when the model writes the query), followed by :data:`GUIDE`: each
+    ``schema``, default off; only for a tool whose query the model writes): each
     table of the tool's search_path that pgagent_sandbox may SELECT (at most 30, 40 columns each)
     with, per column, the type, sample values (text with at most 8 distinct values: all of them,
     the values a filter must use; else 3 examples) and whether it has NULLs. No row counts,
@@ -208,7 +211,7 @@ def describe(db: Db, gd: dict, tool: dict[str, Any]) -> str | None:
     most 10 minutes. A failed sample query leaves that table's types only. Returns None when the
     tool writes its own query or its schema is off."""
     config = tool.get("config") or {}
-    if not config.get("schema", config.get("query") is None):
+    if not config.get("schema", False) or config.get("query") is not None:
         return None
     path = [n.strip().strip('"') for n in str(config.get("search_path", "public")).split(",") if n.strip()]
     tables = db.all(CATALOG_SQL, ["text[]"], [path])
@@ -236,17 +239,10 @@ def describe(db: Db, gd: dict, tool: dict[str, Any]) -> str | None:
         name = t["name"] if t["schema"] == path[0] else f"{t['schema']}.{t['name']}"
         cols_text = ", ".join(_column_text(c, stats.get(f"c{i}")) for i, c in enumerate(cols))
         more = f", ... {len(t['columns']) - len(cols)} more columns" if len(t["columns"]) > len(cols) else ""
-        lines.append(f"- {name}: {cols_text}{more}")
+        lines.append(f"Table {name}: {cols_text}{more}.")
     if not lines:
-        return "Tables: none that this tool may read (grant SELECT to pgagent_sandbox)."
+        return "No table can be read (grant SELECT to pgagent_sandbox)."
     if len(tables) > MAX_TABLES:
-        lines.append(f"- ... more tables (only the first {MAX_TABLES} are listed)")
-    return ("Tables you can query (introspected: column types, sample values, NULLs):\n" + "\n".join(lines)
-            + "\n" + GUIDE)
+        lines.append(f"(More tables: only the first {MAX_TABLES} are listed.)")
+    return "\n".join(lines)
 
-
-#: how to use the tool well, shown under the introspected tables (generic: no table is named)
-GUIDE = ("Look facts up with a query before you answer; do not answer data questions from memory. Let the query "
-         "do the work: COUNT(*) to count, AVG/SUM/MIN/MAX to aggregate, round(x::numeric, 2) to round, "
-         "100.0 * part / total for percentages, ORDER BY x DESC NULLS LAST LIMIT 1 for the largest. "
-         "Then answer with the value the query returned.")
