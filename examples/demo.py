@@ -108,7 +108,7 @@ def setup_agent(conn: psycopg.Connection, chat_url: str, embed_url: str) -> None
                       'database; never guess numbers. Answer in one or two sentences.',
                       traits => '{"precise": true}')""")
     conn.execute("""SELECT pgagent.create_agent('weather_analyst', tools => '{run_sql,save_finding}',
-                      persona => 'analyst', config => '{"max_steps": 6}')""")
+                      persona => 'analyst', config => '{"max_steps": 6, "require_tool": "auto"}')""")
 
 
 def show_turn(conn: psycopg.Connection, result: dict[str, Any]) -> None:
