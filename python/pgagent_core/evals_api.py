@@ -20,8 +20,7 @@ from .errors import InvalidArgument, NotFound
 from .registry import Caller, api, audit, check, obj
 from .registry import name as valid_name
 from .tools import ToolFailure
-from .tools._spi import guarded
-from .tools.sql import SANDBOX_SQL
+from .tools.sql import sandbox
 
 REFERENCE_TIMEOUT_MS = 10000
 MAX_REFERENCE_ROWS = 50
@@ -42,9 +41,7 @@ def reference(db: Db, sql: str, search_path: str) -> list[Any]:
     read-only with a 10 s timeout. Raises InvalidArgument (22023) when the query fails, returns
     no row or more than one column."""
     try:
-        res = guarded(db, REFERENCE_TIMEOUT_MS, lambda: db.all(
-            SANDBOX_SQL, ["text", "jsonb", "text", "int4"], [sql.strip().rstrip(";"), [], search_path, MAX_REFERENCE_ROWS]
-        )[0]["rows"]["rows"], rollback=True)
+        res = sandbox(db, sql.strip().rstrip(";"), [], search_path, MAX_REFERENCE_ROWS, REFERENCE_TIMEOUT_MS)["rows"]
     except ToolFailure as e:
         raise InvalidArgument(f"reference_sql failed: {e}",
                               hint="It runs as pgagent_sandbox with the suite's config.search_path; grant SELECT "

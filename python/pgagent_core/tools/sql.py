@@ -70,6 +70,17 @@ def check_registration(db: Db, registrar: str, superuser: bool, config: dict[str
                                  "tables the tool may read.")
 
 
+def sandbox(db: Db, query: str, args: list[str | None], search_path: str, max_rows: int,
+            timeout_ms: int) -> dict[str, Any]:
+    """Run one read query as pgagent_sandbox (pgagent._sandbox_query, SECURITY DEFINER owned by
+    that role: the sandbox's privileges only, no SET ROLE back; docs/security.md), with $1..$n
+    from ``args`` (texts), in a subtransaction that is always rolled back and cancelled after
+    ``timeout_ms`` ms. Returns ``{"rows": up to max_rows + 1 rows, "total": rows the query
+    returns, counted up to 100,001}``. Raises ToolFailure (the server's message, or "timed out")."""
+    return guarded(db, timeout_ms, lambda: db.all(SANDBOX_SQL, ["text", "jsonb", "text", "int4"],
+                                                  [query, args, search_path, max_rows])[0]["rows"], rollback=True)
+
+
 def run(ctx: ToolContext, tool: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
     """Rows of the query as ``{"rows": [...], "row_count": rows shown, "truncated": bool,
     "total_rows": rows the query returns (counted up to 100,000), "notes": [...]}`` (total_rows and
@@ -92,13 +103,7 @@ def run(ctx: ToolContext, tool: dict[str, Any], args: dict[str, Any]) -> dict[st
     texts = [None if p is None else (p if isinstance(p, str) else str(p)) for p in params]
     search_path = str(config.get("search_path", "public"))
 
-    def body() -> Any:
-        # pgagent._sandbox_query is SECURITY DEFINER owned by the role pgagent_sandbox: the query
-        # runs with the sandbox's privileges only and cannot SET ROLE back (see docs/security.md).
-        return ctx.db.all(SANDBOX_SQL, ["text", "jsonb", "text", "int4"],
-                          [query, texts, search_path, max_rows])[0]["rows"]
-
-    res = guarded(ctx.db, int(tool["timeout_ms"]), body, rollback=True)
+    res = sandbox(ctx.db, query, texts, search_path, max_rows, int(tool["timeout_ms"]))
     rows, total = res["rows"], int(res["total"])
     truncated = len(rows) > max_rows
     rows = rows[:max_rows]
@@ -227,9 +232,8 @@ def describe(db: Db, gd: dict, tool: dict[str, Any]) -> str | None:
             if t["reltuples"] <= STATS_MAX_ROWS:
                 q = _stats_query(t["schema"], t["name"], cols)
                 try:
-                    stats = guarded(db, int(tool["timeout_ms"]), lambda: db.all(
-                        SANDBOX_SQL, ["text", "jsonb", "text", "int4"], [q, [], str(config.get("search_path", "public")), 1]
-                    )[0]["rows"]["rows"][0]["stats"], rollback=True)
+                    stats = sandbox(db, q, [], str(config.get("search_path", "public")), 1,
+                                    int(tool["timeout_ms"]))["rows"][0]["stats"]
                 except (ToolFailure, IndexError, KeyError):
                     stats = None
             if len(cache) > 500:
