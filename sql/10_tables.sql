@@ -30,7 +30,7 @@ CREATE TABLE pgagent.model (
     model_id              bigint GENERATED ALWAYS AS IDENTITY,
     name                  text NOT NULL CHECK (name ~ '^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}$'),
     kind                  text NOT NULL DEFAULT 'chat' CHECK (kind IN ('chat', 'embedding')),
-    provider              text NOT NULL CHECK (provider IN ('openai', 'anthropic')),
+    provider              text NOT NULL CHECK (provider IN ('openai', 'anthropic', 'gemini', 'ollama')),
     base_url              text NOT NULL CHECK (base_url ~ '^https?://[^[:space:]]+$'),
     model_name            text NOT NULL CHECK (model_name <> ''),
     secret_name           text CHECK (secret_name ~ '^[A-Za-z_][A-Za-z0-9_]{0,127}$'),
@@ -154,6 +154,11 @@ CREATE TABLE pgagent.turn (
     lease_owner       text,
     lease_expires_at  timestamptz,
     run_after         timestamptz,
+    -- agent tools (issue 12): the turn whose tool_call step started this one, and how deep
+    -- the chain of agent calls is here (a root turn: NULL, NULL, 0)
+    parent_turn_id    bigint,
+    parent_step_id    bigint,
+    depth             integer NOT NULL DEFAULT 0 CONSTRAINT turn_depth_range CHECK (depth BETWEEN 0 AND 10),
     PRIMARY KEY (tenant_id, turn_id),
     -- conversation_id first: then the primary key is the only index that starts with tenant_id,
     -- so the cached generic plan of the foreign-key check from pgagent.step (tenant_id = $1 AND
@@ -168,8 +173,13 @@ CREATE TABLE pgagent.turn (
     CONSTRAINT turn_completed_has_answer CHECK (status <> 'completed' OR answer IS NOT NULL),
     CONSTRAINT turn_failed_has_error CHECK (status <> 'failed' OR error IS NOT NULL),
     CONSTRAINT turn_times_ordered
-      CHECK (started_at >= created_at AND finished_at >= coalesce(started_at, created_at))
+      CHECK (started_at >= created_at AND finished_at >= coalesce(started_at, created_at)),
+    CONSTRAINT turn_parent FOREIGN KEY (tenant_id, parent_turn_id) REFERENCES pgagent.turn (tenant_id, turn_id)
+      ON DELETE SET NULL (parent_turn_id),
+    CONSTRAINT turn_parent_step CHECK (parent_turn_id IS NULL OR parent_step_id IS NOT NULL)
 );
+-- the child turn of an agent tool call (one per call), and a turn's children
+CREATE UNIQUE INDEX turn_child ON pgagent.turn (parent_turn_id, parent_step_id, tenant_id) WHERE parent_turn_id IS NOT NULL;
 CREATE INDEX conversation_user ON pgagent.conversation (tenant_id, user_id) WHERE user_id IS NOT NULL;
 CREATE INDEX turn_active ON pgagent.turn (tenant_id, status) WHERE status IN ('queued', 'running', 'awaiting_approval', 'paused');
 -- what workers claim from (pgagent.claim_turn), oldest first per tenant
@@ -785,3 +795,57 @@ SELECT pg_catalog.pg_extension_config_dump('pgagent.eval_suite', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.eval_case', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.eval_run', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.eval_result', '');
+
+-- Teams (issue 12, python/pgagent_core/teams.py): agents that work on one topic together.
+-- pgagent.team_discuss records a discussion; every message of it is the answer of a turn of
+-- one member (each member talks in a conversation of its own for the discussion), listed in
+-- discussion_turn in the order spoken.
+CREATE TABLE pgagent.team (
+    tenant_id   uuid NOT NULL REFERENCES pgagent.tenant,
+    team_id     bigint GENERATED ALWAYS AS IDENTITY,
+    name        text NOT NULL,
+    mode        text NOT NULL CHECK (mode IN ('supervisor', 'round_robin', 'debate', 'consensus')),
+    members     text[] NOT NULL CHECK (cardinality(members) BETWEEN 1 AND 16),
+    config      jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(config) = 'object'),
+    created_by  name NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, team_id),
+    CONSTRAINT team_name_unique UNIQUE (tenant_id, name)
+);
+CREATE TABLE pgagent.discussion (
+    tenant_id      uuid NOT NULL,
+    discussion_id  bigint GENERATED ALWAYS AS IDENTITY,
+    team_id        bigint NOT NULL,
+    mode           text NOT NULL CHECK (mode IN ('supervisor', 'round_robin', 'debate', 'consensus')),
+    topic          text NOT NULL,
+    max_rounds     integer NOT NULL CHECK (max_rounds BETWEEN 1 AND 20),
+    status         text NOT NULL DEFAULT 'running'
+                   CHECK (status IN ('running', 'completed', 'no_consensus', 'failed')),
+    rounds         integer NOT NULL DEFAULT 0 CHECK (rounds >= 0),
+    outcome        text,
+    detail         jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(detail) = 'object'),
+    created_by     name NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at    timestamptz,
+    PRIMARY KEY (tenant_id, discussion_id),
+    FOREIGN KEY (tenant_id, team_id) REFERENCES pgagent.team (tenant_id, team_id) ON DELETE CASCADE,
+    CONSTRAINT discussion_finished CHECK ((status = 'running') = (finished_at IS NULL))
+);
+CREATE INDEX discussion_team ON pgagent.discussion (team_id, tenant_id);
+CREATE TABLE pgagent.discussion_turn (
+    tenant_id      uuid NOT NULL,
+    discussion_id  bigint NOT NULL,
+    seq            integer NOT NULL CHECK (seq > 0),
+    round          integer NOT NULL CHECK (round >= 0),
+    role           text NOT NULL CHECK (role IN ('member', 'judge', 'supervisor')),
+    agent          text NOT NULL,
+    turn_id        bigint NOT NULL,
+    vote           text,
+    PRIMARY KEY (tenant_id, discussion_id, seq),
+    FOREIGN KEY (tenant_id, discussion_id) REFERENCES pgagent.discussion (tenant_id, discussion_id) ON DELETE CASCADE,
+    FOREIGN KEY (tenant_id, turn_id) REFERENCES pgagent.turn (tenant_id, turn_id) ON DELETE CASCADE
+);
+CREATE INDEX discussion_turn_turn ON pgagent.discussion_turn (turn_id, tenant_id);
+SELECT pg_catalog.pg_extension_config_dump('pgagent.team', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.discussion', '');
+SELECT pg_catalog.pg_extension_config_dump('pgagent.discussion_turn', '');

@@ -87,21 +87,22 @@ COMMENT ON FUNCTION pgagent.embed(text[], text, jsonb) IS
 GRANT EXECUTE ON FUNCTION pgagent.embed(text[], text, jsonb) TO pgagent_user;
 
 CREATE OR REPLACE FUNCTION pgagent.register_model(name text,
-    base_url text DEFAULT 'https://api.openai.com/v1',
+    base_url text DEFAULT NULL,
     model_name text DEFAULT NULL,
-    provider text DEFAULT 'openai',
+    provider text DEFAULT NULL,
     secret_name text DEFAULT NULL,
     params jsonb DEFAULT '{}',
-    tool_mode text DEFAULT 'native',
-    input_usd_per_mtok numeric DEFAULT 0,
-    output_usd_per_mtok numeric DEFAULT 0,
+    tool_mode text DEFAULT NULL,
+    input_usd_per_mtok numeric DEFAULT NULL,
+    output_usd_per_mtok numeric DEFAULT NULL,
     context_window integer DEFAULT NULL,
     timeout_ms integer DEFAULT 60000,
     max_retries integer DEFAULT 2,
     is_default boolean DEFAULT false,
-    kind text DEFAULT 'chat')
+    kind text DEFAULT 'chat',
+    preset text DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE r jsonb := pgagent._py('register_model', pg_catalog.jsonb_build_object('name', name, 'base_url', base_url, 'model_name', model_name, 'provider', provider, 'secret_name', secret_name, 'params', params, 'tool_mode', tool_mode, 'input_usd_per_mtok', input_usd_per_mtok, 'output_usd_per_mtok', output_usd_per_mtok, 'context_window', context_window, 'timeout_ms', timeout_ms, 'max_retries', max_retries, 'is_default', is_default, 'kind', kind));
+DECLARE r jsonb := pgagent._py('register_model', pg_catalog.jsonb_build_object('name', name, 'base_url', base_url, 'model_name', model_name, 'provider', provider, 'secret_name', secret_name, 'params', params, 'tool_mode', tool_mode, 'input_usd_per_mtok', input_usd_per_mtok, 'output_usd_per_mtok', output_usd_per_mtok, 'context_window', context_window, 'timeout_ms', timeout_ms, 'max_retries', max_retries, 'is_default', is_default, 'kind', kind, 'preset', preset));
 BEGIN
     IF r ? 'error' THEN
         RAISE EXCEPTION USING MESSAGE = r #>> '{error,message}', ERRCODE = r #>> '{error,sqlstate}',
@@ -109,9 +110,9 @@ BEGIN
     END IF;
     RETURN (r -> 'result')::bigint;
 END $$;
-COMMENT ON FUNCTION pgagent.register_model(text, text, text, text, text, jsonb, text, numeric, numeric, integer, integer, integer, boolean, text) IS
-  'Admin: register (or replace, by name) a model for the current tenant; returns model_id. provider: openai (any OpenAI-compatible /chat/completions server) or anthropic; kind: chat or embedding (embedding needs provider openai). secret_name names the API key set with pgagent.set_secret (never the key itself). params: generation parameters only (see pgagent.config_schema(''params.openai'')). Prices in USD per 1M tokens (finite, >= 0), context_window in tokens, timeout_ms in ms bounds the whole call. is_default makes it the tenant''s default of its kind. Raises 22023 naming the valid values.';
-GRANT EXECUTE ON FUNCTION pgagent.register_model(text, text, text, text, text, jsonb, text, numeric, numeric, integer, integer, integer, boolean, text) TO pgagent_admin;
+COMMENT ON FUNCTION pgagent.register_model(text, text, text, text, text, jsonb, text, numeric, numeric, integer, integer, integer, boolean, text, text) IS
+  'Admin: register (or replace, by name) a model for the current tenant; returns model_id. preset: openai, anthropic, gemini, ollama, openrouter, vllm or llamacpp fills provider, base_url, tool_mode, secret_name and, for a listed model family, prices and context_window, wherever the call leaves them NULL (docs/providers.md). provider: openai (any OpenAI-compatible /chat/completions server), anthropic (Messages), gemini (generateContent) or ollama (/api/chat); default openai, and a NULL base_url is the provider''s usual one. kind: chat or embedding (embedding needs provider openai). secret_name names the API key set with pgagent.set_secret (never the key itself; an empty string for none). params: generation parameters only (see pgagent.config_schema(''params.<provider>'')). Prices in USD per 1M tokens (finite, >= 0; default 0), context_window in tokens, timeout_ms in ms bounds the whole call. is_default makes it the tenant''s default of its kind. Raises 22023 naming the valid values.';
+GRANT EXECUTE ON FUNCTION pgagent.register_model(text, text, text, text, text, jsonb, text, numeric, numeric, integer, integer, integer, boolean, text, text) TO pgagent_admin;
 
 CREATE OR REPLACE FUNCTION pgagent.update_model(name text,
     base_url text DEFAULT NULL,

@@ -84,6 +84,7 @@ BEGIN
             SELECT t.turn_id, t.lease_owner IS NOT NULL INTO found, leased
               FROM pgagent.turn t
              WHERE t.tenant_id = tn.tenant_id AND t.status IN ('queued', 'running', 'awaiting_approval')
+               AND t.parent_turn_id IS NULL   -- a child turn is run by whoever runs its root
                AND (t.lease_expires_at IS NULL OR t.lease_expires_at <= now())
                AND (t.status = 'queued' OR t.lease_owner IS NOT NULL)
                AND (t.run_after IS NULL OR t.run_after <= now())

@@ -26,13 +26,15 @@ SELECT s.tenant_id, c.conversation_id, a.name AS agent, t.turn_id, t.seq AS turn
          WHEN 'tool_result' THEN CASE WHEN (s.payload ->> 'is_error')::boolean
                                       THEN 'error: ' || coalesce(s.payload ->> 'error', 'unknown')
                                       ELSE (s.payload -> 'result')::text END
+              || coalesce(' (child turn ' || (s.payload ->> 'child_turn_id') || ')', '')
          WHEN 'response' THEN s.payload ->> 'content'
          WHEN 'error' THEN s.payload ->> 'message'
          WHEN 'intervention' THEN (s.payload ->> 'action')
               || coalesce(' by ' || coalesce(s.payload ->> 'injected_by', s.payload ->> 'paused_by',
                                              s.payload ->> 'resumed_by', s.payload ->> 'by'), '')
               || coalesce(': ' || coalesce(s.payload ->> 'content', s.payload ->> 'reason'), '')
-         WHEN 'guardrail' THEN (s.payload ->> 'action') || ' by hook ' || coalesce(s.payload ->> 'hook', '?')
+         WHEN 'guardrail' THEN (s.payload ->> 'action')
+              || coalesce(' by hook ' || (s.payload ->> 'hook'), ' by guard ' || (s.payload ->> 'guard'), '')
               || ' at ' || coalesce(s.payload ->> 'event', '?') || coalesce(': ' || (s.payload ->> 'reason'), '')
          WHEN 'compaction' THEN (s.payload ->> 'stage') || ': ' || coalesce(s.payload ->> 'tokens_before', '?')
               || ' -> ' || coalesce(s.payload ->> 'tokens_after', '?') || ' tokens (estimated)'
@@ -41,7 +43,7 @@ SELECT s.tenant_id, c.conversation_id, a.name AS agent, t.turn_id, t.seq AS turn
        s.prompt_tokens, s.completion_tokens, s.cost_usd, s.latency_ms,
        round(extract(epoch FROM s.created_at - t.created_at)::numeric * 1000, 3) AS at_ms,
        s.created_by, s.created_at, s.payload,
-       c.user_id
+       c.user_id, t.parent_turn_id, t.depth
   FROM pgagent.step s
   JOIN pgagent.turn t ON t.tenant_id = s.tenant_id AND t.turn_id = s.turn_id
   JOIN pgagent.conversation c ON c.tenant_id = t.tenant_id AND c.conversation_id = t.conversation_id

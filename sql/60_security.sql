@@ -341,7 +341,8 @@ BEGIN
                            'audit_event','secret','intervention','rating','flag','budget','budget_usage',
                            'budget_hold','hook','agent_daily','worker','schedule','schedule_firing',
                            'insert_trigger','collection','document','chunk','kg_entity','kg_relation',
-                           'eval_suite','eval_case','eval_run','eval_result'] LOOP
+                           'eval_suite','eval_case','eval_run','eval_result','team','discussion',
+                           'discussion_turn'] LOOP
     EXECUTE format('ALTER TABLE pgagent.%I ENABLE ROW LEVEL SECURITY', t);
     EXECUTE format('ALTER TABLE pgagent.%I FORCE ROW LEVEL SECURITY', t);
     -- reads only: no tenant role may write (no grants, no policies); the API functions run
@@ -382,7 +383,7 @@ GRANT SELECT ON pgagent.tenant, pgagent.tenant_member, pgagent.model, pgagent.pe
                 pgagent.schedule, pgagent.schedule_firing, pgagent.insert_trigger, pgagent.memory,
                 pgagent.collection, pgagent.document, pgagent.chunk, pgagent.kg_entity,
                 pgagent.kg_relation, pgagent.eval_suite, pgagent.eval_case, pgagent.eval_run,
-                pgagent.eval_result
+                pgagent.eval_result, pgagent.team, pgagent.discussion, pgagent.discussion_turn
    TO pgagent_viewer;
 GRANT EXECUTE ON FUNCTION pgagent.current_tenant(), pgagent.default_tenant_id(), pgagent._is_member(name),
                           pgagent._outer_user(), pgagent._outer_is_member(name),

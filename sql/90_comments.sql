@@ -10,7 +10,7 @@ COMMENT ON SCHEMA pgagent IS
 COMMENT ON TABLE pgagent.tenant IS
   'A tenant: the unit of isolation. Every other pgagent row belongs to exactly one tenant. The tenant named ''default'' (all-zero uuid) serves single-tenant use.';
 COMMENT ON TABLE pgagent.model IS
-  'Provider registry: where and how to call an LLM (provider openai = any OpenAI-compatible chat-completions server; anthropic = Anthropic Messages), the API key''s secret name (never the key), default request parameters, prices in USD per 1M tokens and the context window (tokens).';
+  'Provider registry: where and how to call an LLM (provider openai = any OpenAI-compatible chat-completions server; anthropic = Anthropic Messages; gemini = Google Gemini; ollama = Ollama''s native API), the API key''s secret name (never the key), default request parameters, prices in USD per 1M tokens and the context window (tokens).';
 COMMENT ON TABLE pgagent.persona IS
   'A reusable personality: system prompt, traits (rendered into the prompt) and request parameters that override the model''s.';
 COMMENT ON TABLE pgagent.agent IS
@@ -59,7 +59,7 @@ COMMENT ON COLUMN pgagent.model.tenant_id IS 'The tenant that owns the model.';
 COMMENT ON COLUMN pgagent.model.model_id IS 'Generated id of the model (unique with tenant_id).';
 COMMENT ON COLUMN pgagent.model.name IS 'The name agents and pgagent.embed refer to the model by; unique per tenant.';
 COMMENT ON COLUMN pgagent.model.kind IS 'chat (used by agents) or embedding (used by pgagent.embed).';
-COMMENT ON COLUMN pgagent.model.provider IS 'API protocol: openai (any OpenAI-compatible chat-completions / embeddings server: OpenAI, vLLM, llama.cpp, Ollama) or anthropic (Anthropic Messages).';
+COMMENT ON COLUMN pgagent.model.provider IS 'API protocol: openai (any OpenAI-compatible chat-completions / embeddings server: OpenAI, vLLM, llama.cpp, OpenRouter, Ollama''s /v1), anthropic (Anthropic Messages), gemini (Google Gemini generateContent) or ollama (Ollama''s native /api/chat).';
 COMMENT ON COLUMN pgagent.model.base_url IS 'The API''s base URL (http or https), e.g. https://api.openai.com/v1 or http://127.0.0.1:11434/v1.';
 COMMENT ON COLUMN pgagent.model.model_name IS 'The model identifier sent to the provider, e.g. gpt-4o-mini.';
 COMMENT ON COLUMN pgagent.model.secret_name IS 'Name of the pgagent.secret holding the API key (never the key itself); NULL for servers that need no key.';
@@ -154,6 +154,9 @@ COMMENT ON COLUMN pgagent.turn.updated_at IS 'When the turn''s status or totals 
 COMMENT ON COLUMN pgagent.turn.lease_owner IS 'The worker (pgagent.claim_turn; its id, or backend:<pid> for a plain CALL run_turn that took over) that runs or last ran the turn; NULL for turns no worker touched.';
 COMMENT ON COLUMN pgagent.turn.lease_expires_at IS 'Until when the lease holds (renewed after every step). Past: a worker may claim the turn again; infinity: parked, waiting for an approval.';
 COMMENT ON COLUMN pgagent.turn.run_after IS 'A deferred retry (after a failed LLM attempt under a worker): no worker claims the turn before this time.';
+COMMENT ON COLUMN pgagent.turn.parent_turn_id IS 'Agent tools: the turn whose agent tool call started this child turn (NULL for a turn a user started). Workers never claim a child turn; whoever runs its root runs it (docs/multi-agent.md).';
+COMMENT ON COLUMN pgagent.turn.parent_step_id IS 'Agent tools: the tool_call step of the parent turn this child turn answers (one child per call).';
+COMMENT ON COLUMN pgagent.turn.depth IS 'Agent tools: how deep the chain of agent calls is at this turn (0 for a root turn; at most the agent tool''s max_depth).';
 
 -- ---------------------------------------------------------------------------- step
 COMMENT ON COLUMN pgagent.step.tenant_id IS 'The tenant that owns the step.';
@@ -232,6 +235,8 @@ COMMENT ON COLUMN pgagent.turn_timeline.created_by IS 'The role the step was rec
 COMMENT ON COLUMN pgagent.turn_timeline.created_at IS 'When the step was recorded.';
 COMMENT ON COLUMN pgagent.turn_timeline.payload IS 'The step''s full payload (see step.payload).';
 COMMENT ON COLUMN pgagent.turn_timeline.user_id IS 'The conversation''s application end-user id (conversation.user_id).';
+COMMENT ON COLUMN pgagent.turn_timeline.parent_turn_id IS 'Agent tools: the turn whose agent tool call started this turn (NULL for a root turn); pgagent.turn_tree(turn_id) shows the whole tree.';
+COMMENT ON COLUMN pgagent.turn_timeline.depth IS 'Agent tools: the turn''s depth in its tree (0 for a root turn).';
 
 -- ---------------------------------------------------------------------------- view pending_approvals
 COMMENT ON COLUMN pgagent.pending_approvals.tenant_id IS 'The tenant of the tool call.';
@@ -626,3 +631,37 @@ COMMENT ON COLUMN pgagent.eval_changes.was_correct IS 'Right in the previous run
 COMMENT ON COLUMN pgagent.eval_changes.is_correct IS 'Right in this run.';
 COMMENT ON COLUMN pgagent.eval_changes.previous_answer IS 'The previous run''s answer.';
 COMMENT ON COLUMN pgagent.eval_changes.answer IS 'This run''s answer.';
+
+-- teams (issue 12)
+COMMENT ON TABLE pgagent.team IS 'A team of agents (pgagent.create_team) that discusses topics together (pgagent.team_discuss) in one of four modes: supervisor, round_robin, debate, consensus (docs/multi-agent.md).';
+COMMENT ON COLUMN pgagent.team.tenant_id IS 'The tenant.';
+COMMENT ON COLUMN pgagent.team.team_id IS 'The team.';
+COMMENT ON COLUMN pgagent.team.name IS 'Its name, unique in the tenant.';
+COMMENT ON COLUMN pgagent.team.mode IS 'supervisor (one agent delegates to the members as tools), round_robin, debate (a judge decides) or consensus (rounds until a vote reaches the quorum).';
+COMMENT ON COLUMN pgagent.team.members IS 'The member agents'' names, in speaking order.';
+COMMENT ON COLUMN pgagent.team.config IS 'supervisor, judge, quorum (share of members), max_rounds, instructions (pgagent.config_schema(''team.config'')).';
+COMMENT ON COLUMN pgagent.team.created_by IS 'The role that created it.';
+COMMENT ON COLUMN pgagent.team.created_at IS 'When it was created.';
+COMMENT ON TABLE pgagent.discussion IS 'One discussion of a team (pgagent.team_discuss): its topic, how it ended and its outcome. Its messages are member turns listed in pgagent.discussion_turn.';
+COMMENT ON COLUMN pgagent.discussion.tenant_id IS 'The tenant.';
+COMMENT ON COLUMN pgagent.discussion.discussion_id IS 'The discussion.';
+COMMENT ON COLUMN pgagent.discussion.team_id IS 'The team.';
+COMMENT ON COLUMN pgagent.discussion.mode IS 'The team''s mode when it ran.';
+COMMENT ON COLUMN pgagent.discussion.topic IS 'What the team was asked.';
+COMMENT ON COLUMN pgagent.discussion.max_rounds IS 'Rounds allowed.';
+COMMENT ON COLUMN pgagent.discussion.status IS 'running, completed, no_consensus (consensus mode: no vote reached the quorum in max_rounds) or failed (a member''s turn did not complete).';
+COMMENT ON COLUMN pgagent.discussion.rounds IS 'Rounds held.';
+COMMENT ON COLUMN pgagent.discussion.outcome IS 'The result (see pgagent.team_discussions.outcome).';
+COMMENT ON COLUMN pgagent.discussion.detail IS 'Consensus tallies per round and the quorum, the judge, delegations, or the error.';
+COMMENT ON COLUMN pgagent.discussion.created_by IS 'The role that started it.';
+COMMENT ON COLUMN pgagent.discussion.created_at IS 'When it started.';
+COMMENT ON COLUMN pgagent.discussion.finished_at IS 'When it ended (NULL while running).';
+COMMENT ON TABLE pgagent.discussion_turn IS 'The messages of a discussion in the order spoken: each is the answer of one turn of one agent (whose steps record how it was made).';
+COMMENT ON COLUMN pgagent.discussion_turn.tenant_id IS 'The tenant.';
+COMMENT ON COLUMN pgagent.discussion_turn.discussion_id IS 'The discussion.';
+COMMENT ON COLUMN pgagent.discussion_turn.seq IS 'Order in the discussion (1, 2, ...).';
+COMMENT ON COLUMN pgagent.discussion_turn.round IS 'The round it was said in.';
+COMMENT ON COLUMN pgagent.discussion_turn.role IS 'member, judge (debate) or supervisor.';
+COMMENT ON COLUMN pgagent.discussion_turn.agent IS 'The agent that spoke.';
+COMMENT ON COLUMN pgagent.discussion_turn.turn_id IS 'The turn whose answer the message is.';
+COMMENT ON COLUMN pgagent.discussion_turn.vote IS 'Consensus mode: the vote the message states (its last VOTE: line), as written.';

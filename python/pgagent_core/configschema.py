@@ -3,10 +3,12 @@
 :data:`SCHEMAS` maps a name to its schema:
 
 * ``agent.config``: an agent's ``config`` (loop settings, auto-approval, request params);
-* ``tool.sql``, ``tool.function``, ``tool.http``, ``tool.memory``, ``tool.knowledge``, ``tool.graph``: a tool's ``config`` per kind (the kind's
+* ``tool.sql``, ``tool.function``, ``tool.http``, ``tool.memory``, ``tool.knowledge``, ``tool.graph``,
+  ``tool.agent``, ``tool.handoff``: a tool's ``config`` per kind (the kind's
   ``check_config`` then checks what a schema cannot say, e.g. header names it refuses);
+* ``team.config``: a team's config (pgagent.create_team);
 * ``persona.traits``: a persona's traits (names to strings, numbers or booleans);
-* ``params.openai``, ``params.anthropic``, ``params.openai.embedding``: request parameters per
+* ``params.openai``, ``params.anthropic``, ``params.gemini``, ``params.ollama``, ``params.openai.embedding``: request parameters per
   provider and kind, built from :data:`pgagent_core.providers.PARAM_SCHEMAS` (see
   :func:`pgagent_core.providers.check_params`).
 
@@ -77,7 +79,7 @@ AGENT_CONFIG = _object("agent.config", "An agent's config: loop settings, auto-a
                                     "an array: only for the tools named"},
     "params": {"type": "object", "x-expected": "an object of request parameters",
                "description": "request parameters for the agent's model (checked against its provider: "
-                              "params.openai, params.anthropic)"},
+                              "params.openai, params.anthropic, params.gemini, params.ollama)"},
     "allow_self_approval": _bool(False, "whether a role may approve the tool calls of a turn it started itself"),
     "hook_timeout_ms": _int(10, 60000, 2000, "deadline (ms) of one policy hook call (pgagent.add_hook)"),
     "budget_completion_tokens": _int(1, 1000000, 1024, "completion tokens a budget reserves for an LLM call "
@@ -109,6 +111,12 @@ AGENT_CONFIG = _object("agent.config", "An agent's config: loop settings, auto-a
     "grounding_retries": _int(0, 5, 1, "answers of a turn the grounding policy may send back"),
     "self_check": _bool(False, "send the first answer given after a tool result back once to be checked against "
                                "the results (docs/evals.md)"),
+    "response_schema": {"type": "object", "x-expected": 'a JSON Schema of an object ({"type": "object", ...})',
+                        "description": "the final answer must be JSON valid against this schema: native structured "
+                                       "output where the provider has it, validated and sent back otherwise "
+                                       "(docs/multi-agent.md#structured-answers)"},
+    "response_schema_retries": _int(0, 5, 2, "answers of a turn that do not match response_schema and are sent "
+                                             "back before the turn fails"),
 })
 
 TOOL_SQL = _object("tool.sql", "Config of an sql tool: a read-only query run as pgagent_sandbox.", {
@@ -183,6 +191,28 @@ TOOL_GRAPH = _object("tool.graph", "Config of a graph tool: the knowledge graph 
     "max_rows": _int(1, 1000, 50, "neighbours returned at most"),
 })
 
+_AGENT_NAME = {"type": "string", "minLength": 1, "maxLength": 63, "x-expected": "the name of an agent of the tenant",
+               "description": "the agent the call goes to"}
+TOOL_AGENT = _object("tool.agent", "Config of an agent tool: a child turn of another agent answers the call "
+                                   "(docs/multi-agent.md).", {
+    "agent": _AGENT_NAME,
+    "max_depth": _int(1, 10, 3, "how deep a chain of agent calls may go (the calling turn at 0)"),
+}, required=["agent"])
+
+TOOL_HANDOFF = _object("tool.handoff", "Config of a handoff tool: the conversation moves to another agent "
+                                       "(docs/multi-agent.md).", {"agent": _AGENT_NAME}, required=["agent"])
+
+TEAM_CONFIG = _object("team.config", "A team's config (pgagent.create_team, docs/multi-agent.md#teams).", {
+    "supervisor": {**_AGENT_NAME, "description": "supervisor mode: the agent that delegates to the members"},
+    "judge": {**_AGENT_NAME, "description": "debate mode: the agent that decides after the last round"},
+    "quorum": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 2 / 3,
+               "x-expected": "a number above 0 and at most 1",
+               "description": "consensus mode: the share of members whose votes must agree"},
+    "max_rounds": _int(1, 20, 3, "rounds a discussion may take"),
+    "instructions": {"type": "string", "maxLength": 4000, "x-expected": "a text",
+                     "description": "added to every message a member is asked"},
+})
+
 PERSONA_TRAITS = {"$schema": DRAFT, "title": "persona.traits",
                   "description": "A persona's traits, e.g. {\"tone\": \"dry\", \"verbosity\": 2}.",
                   "type": "object",
@@ -204,9 +234,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "tool.memory": TOOL_MEMORY,
     "tool.knowledge": TOOL_KNOWLEDGE,
     "tool.graph": TOOL_GRAPH,
+    "tool.agent": TOOL_AGENT,
+    "tool.handoff": TOOL_HANDOFF,
+    "team.config": TEAM_CONFIG,
     "persona.traits": PERSONA_TRAITS,
     "params.openai": _params("openai", "provider openai"),
     "params.anthropic": _params("anthropic", "provider anthropic"),
+    "params.gemini": _params("gemini", "provider gemini"),
+    "params.ollama": _params("ollama", "provider ollama"),
     "params.openai.embedding": _params("openai.embedding", "openai embedding models"),
 }
 
@@ -220,12 +255,18 @@ _STYLE: dict[str, tuple[str, str]] = {
     "tool.memory": ("config", "dot"),
     "tool.knowledge": ("config", "dot"),
     "tool.graph": ("config", "dot"),
+    "tool.agent": ("config", "dot"),
+    "tool.handoff": ("config", "dot"),
+    "team.config": ("team config", "colon"),
     "persona.traits": ("persona traits", "quoted"),
     "params.openai": ("params", "quoted"),
     "params.anthropic": ("params", "quoted"),
+    "params.gemini": ("params", "quoted"),
+    "params.ollama": ("params", "quoted"),
     "params.openai.embedding": ("params", "quoted"),
 }
 _PARAMS_SUBJECT = {"params.openai": "provider openai", "params.anthropic": "provider anthropic",
+                   "params.gemini": "provider gemini", "params.ollama": "provider ollama",
                    "params.openai.embedding": "openai embedding models"}
 
 

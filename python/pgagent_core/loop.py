@@ -29,7 +29,8 @@ from typing import Any, Callable
 
 import requests
 
-from . import budget, compaction, grounding, hooks, knowledge, lease, memory, providers, toolcalls, tools, validation
+from . import (budget, compaction, delegation, grounding, hooks, knowledge, lease, memory, providers, toolcalls, tools,
+               validation)
 from .db import Db, one
 from .limits import MAX_TOKENS_PER_CALL, clean_json, clean_text
 from .errors import Busy, InvalidArgument, InvalidState, NotFound, ProviderFailed
@@ -41,7 +42,7 @@ DEFAULTS = {"max_steps": 8, "max_tool_errors": 3, "history_turns": 20, "retry_ba
 
 CONFIG_SQL = """
 SELECT t.tenant_id::text AS tenant_id, t.turn_id, t.conversation_id, t.seq, t.status, t.user_message,
-       t.answer, t.error, t.created_by::text AS created_by, t.lease_owner, pg_catalog.date_part('epoch', t.lease_expires_at)::float8 AS lease_expires_epoch,
+       t.answer, t.error, t.created_by::text AS created_by, t.depth, t.parent_turn_id, t.lease_owner, pg_catalog.date_part('epoch', t.lease_expires_at)::float8 AS lease_expires_epoch,
        coalesce((SELECT w.stopping FROM pgagent.worker w WHERE w.tenant_id = t.tenant_id AND w.worker_id = t.lease_owner),
                 false) AS worker_stopping,
        t.created_at::text AS turn_created_at,
@@ -174,6 +175,7 @@ class Turn:
     prompt_chars: int | None = None  # characters of the request being sent (compaction's calibration)
     tool_notes: dict[str, str] | None = None  # what tool kinds added to their descriptions (describe_for)
     tool_notes_error: str | None = None  # why describing a tool failed (the turn goes on without it)
+    running_children: dict[int, dict[str, Any]] | None = None  # agent calls in flight: call step -> child
 
     @property
     def tenant_id(self) -> str:
@@ -277,7 +279,26 @@ def summary(turn: Turn) -> dict[str, Any]:
                       "total_tokens": turn.prompt_tokens + turn.completion_tokens},
             "cost_usd": round(turn.cost_usd, 8), "llm_calls": turn.llm_calls, "steps": len(turn.steps),
             "pending_approvals": pending if turn.status == "awaiting_approval" else [],
-            "citations": citations(turn)}
+            "citations": citations(turn), **delegated(turn)}
+
+
+def delegated(turn: Turn) -> dict[str, Any]:
+    """For a turn that called other agents (agent tools): ``children`` (the child turns:
+    turn_id, agent, status) and ``total`` usage of the turn and every turn below it (tokens,
+    cost_usd in USD, llm_calls), from the usage its agent tool results recorded. {} otherwise."""
+    kids = [st["payload"] for st in turn.steps if st["kind"] == "tool_result" and st["payload"].get("child_turn_id")]
+    done = {k["child_turn_id"] for k in kids}
+    running = [c for c in (turn.running_children or {}).values() if c["turn_id"] not in done]
+    if not kids and not running:
+        return {}
+    total = {"prompt_tokens": turn.prompt_tokens, "completion_tokens": turn.completion_tokens,
+             "cost_usd": turn.cost_usd, "llm_calls": turn.llm_calls}
+    for k in kids:
+        for key in total:
+            total[key] += (k.get("usage") or {}).get(key) or 0
+    total["cost_usd"] = round(total["cost_usd"], 8)
+    return {"children": [{"turn_id": k["child_turn_id"], "agent": k.get("agent"), "status": k.get("child_status")}
+                         for k in kids] + running, "total": total}
 
 
 def citations(turn: Turn) -> list[dict[str, Any]]:
@@ -472,7 +493,10 @@ def system_prompt(turn: Turn, specs: list[dict[str, Any]]) -> str:
     if turn.passages:
         parts.append(knowledge.prompt_section(turn.passages))
     if specs and cfg["model"]["tool_mode"] == "json_schema":
-        parts.append(toolcalls.action_instructions(specs))
+        parts.append(toolcalls.action_instructions(specs, structured=turn.settings.get("response_schema") is not None))
+    if turn.settings.get("response_schema") is not None:
+        parts.append("Your final answer must be one JSON value (no prose, no code fence) that matches this JSON "
+                     "Schema: " + dumps(turn.settings["response_schema"]))
     return "\n\n".join(parts)
 
 
@@ -686,8 +710,9 @@ def request_for(db: Db, turn: Turn, gd: dict | None = None) -> dict[str, Any]:
     json_mode = model["tool_mode"] == "json_schema" and bool(specs)
     return {"messages": build_messages(db, turn, specs), "tools": [] if json_mode else specs, "params": params,
             "response_format": toolcalls.action_schema(specs, allow_answer=grounding.answer_allowed(
-                turn.settings.get("require_tool", "never"), successful_results(turn), sent_back(turn)))
-            if json_mode else None}
+                turn.settings.get("require_tool", "never"), successful_results(turn), sent_back(turn)),
+                answer_schema=turn.settings.get("response_schema"))
+            if json_mode else response_format_for(turn, bool(specs))}
 
 
 def sent_back(turn: Turn) -> bool:
@@ -833,6 +858,9 @@ def record_reply(db: Db, turn: Turn, reply: Reply, gd: dict | None = None) -> No
     reply.completion_tokens = min(max(int(reply.completion_tokens or 0), 0), MAX_TOKENS_PER_CALL)
     answer: str | None = reply.content
     calls = list(reply.tool_calls)
+    for i, c in enumerate(calls):   # providers without call ids (Gemini, Ollama): unique in the turn
+        if not c.id:
+            c.id = f"{id_prefix}_{i}"
     if model["tool_mode"] == "json_schema" and names and not calls:
         calls, answer = toolcalls.parse_action(reply.content, names, id_prefix)
     elif not calls:
@@ -847,7 +875,8 @@ def record_reply(db: Db, turn: Turn, reply: Reply, gd: dict | None = None) -> No
     message: dict[str, Any] = {"role": "assistant", "content": "" if recovered else reply.content}
     if calls:
         message["tool_calls"] = [{"id": c.id, "type": "function",
-                                  "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
+                                  "function": {"name": c.name, "arguments": c.arguments},
+                                  **({"extra_content": c.extra} if c.extra else {})} for c in calls]
     add_step(db, turn, "llm_call",
              {"message": message, "finish_reason": reply.finish_reason, "model": reply.model or model["model_name"],
               "provider": model["provider"], "tool_mode": model["tool_mode"],
@@ -868,6 +897,10 @@ def record_reply(db: Db, turn: Turn, reply: Reply, gd: dict | None = None) -> No
     turn.held = False
     if not calls:
         content = clean_text(answer) if answer is not None else ""
+        if turn.settings.get("response_schema") is not None:
+            content = conform(db, turn, content)
+            if content is None:
+                return
         if send_back(db, turn, content):
             return
         verdict = run_hooks(db, {} if gd is None else gd, turn, "after_response", {"content": content})
@@ -896,6 +929,47 @@ def record_reply(db: Db, turn: Turn, reply: Reply, gd: dict | None = None) -> No
             turn.since_retry_tool_errors += 1
             add_step(db, turn, "tool_result", {"is_error": True, "invalid_call": True, "error": problem},
                      parent=call["step_id"], tool_call_id=c.id, tool_name=c.name)
+
+
+#: Answers of a turn that agent config ``response_schema`` may send back (default of
+#: ``response_schema_retries``).
+SCHEMA_RETRIES = 2
+
+
+def conform(db: Db, turn: Turn, content: str) -> str | None:
+    """Agent config ``response_schema``: the answer as compact JSON text when it is valid
+    against the schema (:func:`validation.check_answer`; a code fence is taken off). Otherwise
+    the answer is sent back to the model with what is wrong (a ``guardrail`` step, guard
+    response_schema, action retry, feedback) up to ``response_schema_retries`` (default 2) times
+    a turn, and then the turn fails (error_kind response_schema); both return None."""
+    schema = turn.settings["response_schema"]
+    valid, problem = validation.check_answer(schema, content)
+    if valid is not None:
+        return valid
+    done = sum(1 for st in turn.steps if st["kind"] == "guardrail" and st["payload"].get("guard") == "response_schema")
+    retries = int(turn.settings.get("response_schema_retries", SCHEMA_RETRIES))
+    if done >= retries:
+        fail(db, turn, f"the answer does not match the agent's response_schema after {done + 1} attempt(s): {problem}",
+             {"error_kind": "response_schema", "answer": content[:2000]})
+        return None
+    add_step(db, turn, "guardrail", {
+        "event": "before_response", "guard": "response_schema", "action": "retry", "reason": problem,
+        "feedback": f"Your answer must be one JSON value that matches this JSON Schema: {dumps(schema)}. "
+                    f"Problem: {problem}. Reply again with the corrected JSON only.",
+        "answer": content})
+    return None
+
+
+def response_format_for(turn: Turn, tools_sent: bool) -> dict[str, Any] | None:
+    """The native structured-output ``response_format`` for agent config ``response_schema``
+    (OpenAI json_schema shape; the Gemini and Ollama providers translate it), or None where the
+    provider has none (anthropic) or cannot combine it with tools (gemini, ollama: only a request
+    without tools gets it). The answer is validated either way (:func:`conform`)."""
+    schema = turn.settings.get("response_schema")
+    provider = turn.cfg["model"]["provider"]
+    if schema is None or provider == "anthropic" or (tools_sent and provider != "openai"):
+        return None
+    return {"type": "json_schema", "json_schema": {"name": "response", "schema": schema}}
 
 
 def send_back(db: Db, turn: Turn, content: str) -> bool:
@@ -1025,6 +1099,11 @@ def advance(db: Db, gd: dict, turn: Turn, *, external: bool = False) -> str:
                 return CONTINUE
         if gate(db, turn):
             return STOP
+        tool = turn.tool(call["tool_name"])
+        if tool is not None and tool["kind"] == "agent":
+            return agent_unit(db, gd, turn, call, tool)
+        if tool is not None and tool["kind"] == "handoff":
+            return handoff_unit(db, gd, turn, call, tool)
         tool_call_guarded(db, gd, turn, call)
         return CONTINUE
     if turn.status == "awaiting_approval":
@@ -1135,6 +1214,119 @@ def tool_call_guarded(db: Db, gd: dict, turn: Turn, call: dict[str, Any]) -> dic
         call = {**call, "payload": {**call["payload"], "arguments": checked}}
         return execute_call(db, gd, turn, call, rewritten_by=verdict.hook)
     return execute_call(db, gd, turn, call)
+
+
+def _call_allowed(db: Db, gd: dict, turn: Turn, call: dict[str, Any]) -> dict[str, Any] | None:
+    """The before_tool_call hooks for an agent or handoff call: the arguments to use (rewritten
+    ones validated again), or None when a hook denied the call or rewrote it into invalid
+    arguments (its error result is then recorded)."""
+    verdict = run_hooks(db, gd, turn, "before_tool_call",
+                        {"tool": call["tool_name"], "tool_call_id": call["tool_call_id"],
+                         "arguments": call["payload"].get("arguments")})
+    problem = None
+    args = call["payload"].get("arguments") or {}
+    if verdict.action == "deny":
+        problem = f"the call was denied by policy hook {verdict.hook}: {verdict.reason}"
+    elif verdict.action == "rewrite":
+        args, bad = validation.check_call(turn.cfg["tools"], turn.tool(call["tool_name"]), call["tool_name"],
+                                          dumps(verdict.payload.get("arguments")))
+        if bad is not None:
+            problem = f"policy hook {verdict.hook} rewrote the arguments into invalid ones: {bad}"
+    if problem is None:
+        return args
+    add_step(db, turn, "tool_result", {"is_error": True, "denied": True, "hook": verdict.hook, "error": problem},
+             parent=call["step_id"], tool_call_id=call["tool_call_id"], tool_name=call["tool_name"])
+    return None
+
+
+def agent_unit(db: Db, gd: dict, turn: Turn, call: dict[str, Any], tool: dict[str, Any]) -> str:
+    """One unit of an ``agent`` tool call (pgagent_core.delegation): start the child turn (after
+    the before_tool_call hooks, the depth limit and cycle detection: a refused call is an error
+    result), advance it by one unit of its own (its lock taken; its LLM calls, tool calls,
+    approvals and budget are its own), or, once it is terminal, record the call's tool_result:
+    the child's answer, or its error (is_error), with child_turn_id, child_status and the usage
+    of the child's whole subtree. While the child waits for an approval (or its conversation is
+    paused) the parent waits as awaiting_approval. Returns CONTINUE or STOP."""
+    cfg = tool["config"]
+    child = delegation.find_child(db, turn.tenant_id, turn.turn_id, call["step_id"])
+    if child is None:
+        args = _call_allowed(db, gd, turn, call)
+        if args is None:
+            return CONTINUE
+        try:
+            agent = delegation.check_call(db, turn.tenant_id, turn.turn_id, int(turn.cfg.get("depth") or 0),
+                                          cfg["agent"], int(cfg.get("max_depth", delegation.DEFAULT_MAX_DEPTH)))
+        except delegation.Refused as e:
+            add_step(db, turn, "tool_result", {"is_error": True, "refused": True, "agent": cfg["agent"],
+                                               "error": str(e)},
+                     parent=call["step_id"], tool_call_id=call["tool_call_id"], tool_name=call["tool_name"])
+            return CONTINUE
+        message = delegation.message_of(args)
+        child_id = delegation.start_child(db, turn, call, agent, message)
+        db.all(INSERT_STEP_SQL, INSERT_STEP_TYPES,
+               [turn.tenant_id, child_id, 1, "user_message", {"content": clean_text(message) or "(no message)"},
+                None, None, None, None, None, None, None, turn.actor])
+        return CONTINUE
+    child_id = int(child["turn_id"])
+    if child["status"] in TERMINAL:
+        used = delegation.usage(db, turn.tenant_id, child_id)
+        base = {"agent": cfg["agent"], "child_turn_id": child_id, "child_status": child["status"], "usage": used}
+        if child["status"] == "completed":
+            payload = {**base, "is_error": False, "result": {"agent": cfg["agent"], "answer": child["answer"]}}
+        else:
+            payload = {**base, "is_error": True,
+                       "error": f"agent {cfg['agent']!r} {child['status']}: {child['error'] or 'no answer'}"}
+        add_step(db, turn, "tool_result", payload, parent=call["step_id"], tool_call_id=call["tool_call_id"],
+                 tool_name=call["tool_name"])
+        if turn.status == "awaiting_approval":
+            set_status(db, turn, "running")
+        return CONTINUE
+    lock_turn(db, gd, turn.tenant_id, child_id)
+    sub = load(db, turn.tenant_id, child_id, turn.actor)
+    sub.can_defer = turn.can_defer
+    state = guarded_advance(db, gd, sub)
+    if turn.running_children is None:
+        turn.running_children = {}
+    turn.running_children[call["step_id"]] = {"turn_id": child_id, "agent": cfg["agent"], "status": sub.status}
+    if sub.defer_until is not None:
+        turn.defer_until = sub.defer_until
+    if state == STOP and sub.status in ("awaiting_approval", "paused"):
+        if turn.status != "awaiting_approval":
+            set_status(db, turn, "awaiting_approval")
+        return STOP
+    if turn.status == "awaiting_approval":
+        set_status(db, turn, "running")
+    return CONTINUE
+
+
+def handoff_unit(db: Db, gd: dict, turn: Turn, call: dict[str, Any], tool: dict[str, Any]) -> str:
+    """A ``handoff`` tool call: after the before_tool_call hooks, the conversation moves to the
+    tool's agent (pgagent_core.delegation.switch_agent) and the call's tool_result records
+    ``{"handoff": {"from", "to", "reason"}}``; the turn then goes on as the new agent (its
+    prompt, tools and model), which answers the same user message with the history. A refused
+    handoff (unknown, disabled or the same agent) is an error result. Returns CONTINUE."""
+    args = _call_allowed(db, gd, turn, call)
+    if args is None:
+        return CONTINUE
+    name = tool["config"]["agent"]
+    try:
+        agent = delegation.target(db, turn.tenant_id, name)
+        if int(agent["agent_id"]) == int(turn.cfg["agent_id"]):
+            raise delegation.Refused(f"this conversation is already answered by agent {name!r}")
+    except delegation.Refused as e:
+        add_step(db, turn, "tool_result", {"is_error": True, "refused": True, "error": str(e)},
+                 parent=call["step_id"], tool_call_id=call["tool_call_id"], tool_name=call["tool_name"])
+        return CONTINUE
+    reason = args.get("reason") if isinstance(args.get("reason"), str) else None
+    moved = {"from": turn.cfg["agent_name"], "to": name, "reason": reason}
+    delegation.switch_agent(db, turn.tenant_id, int(turn.cfg["conversation_id"]), int(agent["agent_id"]))
+    add_step(db, turn, "tool_result", {"is_error": False, "handoff": moved,
+                                       "result": {"handoff": moved, "note": f"agent {name} answers from here on"}},
+             parent=call["step_id"], tool_call_id=call["tool_call_id"], tool_name=call["tool_name"])
+    fresh = load(db, turn.tenant_id, turn.turn_id, turn.actor)
+    turn.cfg = fresh.cfg
+    turn.history = turn.tool_notes = turn.memories = turn.passages = None
+    return CONTINUE
 
 
 def guarded_advance(db: Db, gd: dict, turn: Turn, *, external: bool = False) -> str:

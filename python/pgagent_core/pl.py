@@ -26,7 +26,7 @@ import traceback
 
 from typing import Any, Callable
 
-from . import configschema, limits, loop, providers, secrets, tools, validation
+from . import configschema, delegation, limits, loop, presets, providers, secrets, tools, validation
 from .registry import API, NAME_RE, Caller, api
 from .registry import audit as _audit
 from .registry import check as _check
@@ -255,6 +255,9 @@ def _num(name: str, value: Any, **kw: Any) -> Any:
 MODEL_COLS = ("name", "kind", "provider", "base_url", "model_name", "secret_name", "params", "tool_mode",
               "input_usd_per_mtok", "output_usd_per_mtok", "context_window", "timeout_ms", "max_retries",
               "is_default")
+#: register_model's values for what neither the caller nor a preset gave.
+MODEL_DEFAULTS = {"params": {}, "tool_mode": "native", "input_usd_per_mtok": 0, "output_usd_per_mtok": 0,
+                  "timeout_ms": 60000, "max_retries": 2, "is_default": False}
 MODEL_TYPES = ["text", "text", "text", "text", "text", "text", "jsonb", "text", "numeric", "numeric", "int4", "int4",
                "int4", "bool"]
 
@@ -262,9 +265,9 @@ MODEL_TYPES = ["text", "text", "text", "text", "text", "text", "jsonb", "text", 
 def _check_model(m: dict[str, Any]) -> dict[str, Any]:
     _name(m["name"], "model name", MODEL_NAME_RE)
     _check(m["kind"] in ("chat", "embedding"), f"kind {m['kind']!r} is not a model kind; valid: chat, embedding")
-    _check(m["provider"] in ("openai", "anthropic"),
-           f"provider {m['provider']!r} is not supported; valid: anthropic, openai",
-           "openai covers every OpenAI-compatible server (llama.cpp, vLLM, Ollama's /v1).")
+    _check(m["provider"] in providers.PROVIDERS,
+           f"provider {m['provider']!r} is not supported; valid: {', '.join(sorted(providers.PROVIDERS))}",
+           "openai covers every OpenAI-compatible server (llama.cpp, vLLM, OpenRouter, Ollama's /v1).")
     _check(m["kind"] == "chat" or m["provider"] == "openai",
            f"provider {m['provider']} has no embeddings endpoint; embedding models use provider openai")
     _check(isinstance(m["base_url"], str) and bool(re.match(r"^https?://\S+$", m["base_url"])),
@@ -305,8 +308,22 @@ def _save_model(db: Db, c: Caller, m: dict[str, Any], action: str) -> int:
 @api("admin")
 def register_model(db: Db, gd: dict, c: Caller, **a: Any) -> int:
     """Create or replace (by name) a model of the caller's tenant; returns model_id. 22023 for
-    bad values, naming the valid ones."""
-    m = _check_model({k: a.get(k) for k in MODEL_COLS})
+    bad values, naming the valid ones. ``preset`` (:mod:`pgagent_core.presets`) fills the
+    provider, base URL, tool mode, secret name, prices and context window the caller left NULL;
+    without one a NULL base_url is the provider's usual one. ``secret_name => ''`` means no key."""
+    m = {k: a.get(k) for k in MODEL_COLS}
+    m["kind"] = m["kind"] or "chat"
+    if a.get("preset") is not None:
+        m = _valid(lambda: presets.apply(a["preset"], m), "preset")
+    if m["secret_name"] == "":
+        m["secret_name"] = None
+    m["provider"] = m["provider"] or "openai"
+    if m["base_url"] is None and m["provider"] in presets.PRESETS:
+        m["base_url"] = presets.PRESETS[m["provider"]]["base_url"]
+    for k, v in MODEL_DEFAULTS.items():
+        if m[k] is None:
+            m[k] = v
+    m = _check_model(m)
     existing = _find(db, c, "model", m["name"], missing_ok=True)
     return _save_model(db, c, m, "model_updated" if existing else "model_registered")
 
@@ -415,7 +432,7 @@ def _check_persona(p: dict[str, Any]) -> dict[str, Any]:
 def _check_params_any(params: dict[str, Any]) -> None:
     """Persona params apply to whichever model an agent uses: valid for at least one provider."""
     errors = []
-    for provider in ("openai", "anthropic"):
+    for provider in providers.PROVIDERS:
         try:
             providers.check_params(provider, params)
             return
@@ -425,10 +442,10 @@ def _check_params_any(params: dict[str, Any]) -> None:
 
 
 def _parse_reply(model: dict[str, Any], data: dict[str, Any]) -> providers.Reply:
-    """Parse a provider's raw reply for ``model`` (OpenAI chat.completion or Anthropic
-    Messages), as the loop does. Raises ProviderError(kind='malformed')."""
-    from .providers import anthropic, openai
-    return (anthropic if model["provider"] == "anthropic" else openai).parse_response(data)
+    """Parse a provider's raw reply for ``model`` (OpenAI chat.completion, Anthropic Messages,
+    Gemini GenerateContentResponse, Ollama /api/chat), as the loop does. Raises
+    ProviderError(kind='malformed')."""
+    return providers.module(model["provider"]).parse_response(data)
 
 
 def _save_persona(db: Db, c: Caller, p: dict[str, Any], action: str) -> int:
@@ -548,6 +565,9 @@ def _check_agent(db: Db, c: Caller, a: dict[str, Any]) -> dict[str, Any]:
     a["tool_ids"] = [found[n] for n in dict.fromkeys(names)]
     a["config"] = _obj(a["config"], "config")
     _valid(lambda: configschema.validate("agent.config", a["config"]), "agent config")
+    if "response_schema" in a["config"]:
+        _valid(lambda: validation.check_schema(a["config"]["response_schema"], "response_schema"),
+               "agent config: response_schema")
     if "params" in a["config"]:
         _valid(lambda: providers.check_params(m["provider"], a["config"]["params"], what="agent config.params"),
                "agent config.params")
@@ -869,6 +889,8 @@ def _decide(db: Db, c: Caller, turn: loop.Turn, call: dict[str, Any], approved: 
                   SELECT pg_catalog.pg_notify('pgagent_queue_' || n.events_key, w.turn_id::text)
                     FROM w JOIN pgagent.tenant n USING (tenant_id)""",
                ["text", "int8"], [turn.tenant_id, turn.turn_id])
+        if turn.cfg.get("parent_turn_id") is not None:   # a child turn: its root waits for it
+            delegation.wake_ancestors(db, turn.tenant_id, turn.turn_id)
     return d
 
 
@@ -1073,7 +1095,7 @@ __all__ = ["API", "Busy", "Caller", "dispatch", "llm_call", "run_turn_proc"]
 
 
 # The other API modules register their functions with registry.api when imported.
-from . import budget, evals_api, graph_api, hooks, knowledge_api, memory_api, ops  # noqa: E402,F401
+from . import budget, evals_api, graph_api, hooks, knowledge_api, memory_api, ops, teams  # noqa: E402,F401
 
 
 def cron_next(cron: str, tz: str, after: str) -> str:

@@ -82,13 +82,16 @@ def recover_from_text(content: str | None, tool_names: set[str], id_prefix: str)
     return []
 
 
-def action_schema(tools: list[dict[str, Any]], allow_answer: bool = True) -> dict[str, Any]:
+def action_schema(tools: list[dict[str, Any]], allow_answer: bool = True,
+                  answer_schema: dict[str, Any] | None = None) -> dict[str, Any]:
     """``response_format`` for json_schema mode over OpenAI function ``tools`` (``[{"type":
     "function", "function": {"name", "description", "parameters"}}]``): ``{"type":
     "json_schema", "json_schema": {"name": "agent_action", "strict": true, "schema": {"oneOf":
     [...]}}}`` with one ``{"tool": <name>, "arguments": <parameters>}`` option per tool and an
     ``{"answer": string}`` option (left out when not ``allow_answer``: the grounding policy
-    require_tool always before a tool returned a result). Does not raise for well-formed tool specs."""
+    require_tool always before a tool returned a result). With ``answer_schema`` (an agent's
+    response_schema) the answer option is ``{"answer": <answer_schema>}``. Does not raise for
+    well-formed tool specs."""
     options: list[dict[str, Any]] = [
         {"type": "object",
          "properties": {"tool": {"const": t["function"]["name"]},
@@ -97,17 +100,20 @@ def action_schema(tools: list[dict[str, Any]], allow_answer: bool = True) -> dic
         for t in tools
     ]
     if allow_answer:
-        options.append({"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]})
+        options.append({"type": "object", "properties": {"answer": answer_schema or {"type": "string"}},
+                        "required": ["answer"]})
     return {"type": "json_schema",
             "json_schema": {"name": "agent_action", "strict": True, "schema": {"oneOf": options}}}
 
 
-def action_instructions(tools: list[dict[str, Any]]) -> str:
+def action_instructions(tools: list[dict[str, Any]], structured: bool = False) -> str:
     """System-prompt text (several lines) that describes OpenAI function ``tools`` and the
-    expected ``{"tool": ..., "arguments": ...}`` / ``{"answer": ...}`` reply for json_schema mode."""
+    expected ``{"tool": ..., "arguments": ...}`` / ``{"answer": ...}`` reply for json_schema mode
+    (``structured``: the answer is a JSON object, the agent's response_schema)."""
     lines = ["You can call tools. Reply with exactly one JSON object, either",
              '{"tool": "<tool name>", "arguments": {...}} to call a tool when you need data you do not have, or',
-             '{"answer": "<your final answer to the user>"} when you can answer.',
+             ('{"answer": {...}} with your final answer as the JSON object described below when you can answer.'
+              if structured else '{"answer": "<your final answer to the user>"} when you can answer.'),
              "Greetings, small talk and general knowledge need no tool: answer them directly.",
              "Never guess data that a tool can look up: call the tool first. Tools:"]
     for t in tools:
@@ -127,8 +133,9 @@ def parse_action(content: str | None, tool_names: set[str], id_prefix: str) -> t
     except ValueError:
         obj = None
     if isinstance(obj, dict):
-        if isinstance(obj.get("answer"), str) and "tool" not in obj:
-            return [], obj["answer"]
+        if "answer" in obj and "tool" not in obj:   # a string, or a JSON answer (response_schema)
+            answer = obj["answer"]
+            return [], answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False)
         if isinstance(obj.get("tool"), str):
             args = obj.get("arguments", {})
             raw = args if isinstance(args, str) else json.dumps(args)

@@ -84,30 +84,31 @@ def remote_refs(schema: Any) -> list[str]:
     return problems
 
 
-def check_schema(schema: Any) -> None:
+def check_schema(schema: Any, what: str = "parameters") -> None:
     """Raise ValueError with a readable message unless ``schema`` is a valid, self-contained
     JSON Schema for an object of arguments (``{"type": "object", ...}``): nested at most
     limits.MAX_DEPTH levels, only local references (``"$ref": "#/$defs/x"``; a remote one
     would make the backend fetch a URL while validating, around the egress allowlist), no
     absolute ``$id``, and a ``$schema`` (if any) that is a json-schema.org draft the library
-    knows. Returns None."""
+    knows. Messages start with ``what`` (a tool's ``parameters``, an agent's ``response_schema``).
+    Returns None."""
     if not isinstance(schema, dict):
-        raise ValueError("parameters must be a JSON Schema object")
-    check_depth(schema, MAX_DEPTH, "parameters")
+        raise ValueError(f"{what} must be a JSON Schema object")
+    check_depth(schema, MAX_DEPTH, what)
     if schema.get("type") != "object":
-        raise ValueError('parameters must describe an object ("type": "object")')
+        raise ValueError(f'{what} must describe an object ("type": "object")')
     if "$schema" in schema and (not isinstance(schema["$schema"], str) or
                                 jsonschema.validators.validator_for(schema, default=None) is None):
-        raise ValueError(f"parameters: $schema {schema['$schema']!r} is not a known JSON Schema draft; use "
+        raise ValueError(f"{what}: $schema {schema['$schema']!r} is not a known JSON Schema draft; use "
                          f"\"https://json-schema.org/draft/2020-12/schema\" or leave it out")
     problems = remote_refs(schema)
     if problems:
-        raise ValueError(f"parameters must be self-contained: {problems[0]}; remote references are not allowed "
+        raise ValueError(f"{what} must be self-contained: {problems[0]}; remote references are not allowed "
                          f"(put the definitions under \"$defs\" and refer to them as \"#/$defs/name\")")
     try:
         _cls(schema).check_schema(schema)
     except jsonschema.SchemaError as e:
-        raise ValueError(f"parameters is not a valid JSON Schema: {e.message}") from None
+        raise ValueError(f"{what} is not a valid JSON Schema: {e.message}") from None
 
 
 def check_call(tools: list[dict[str, Any]], tool: dict[str, Any] | None, name: str,
@@ -147,3 +148,32 @@ def check_call(tools: list[dict[str, Any]], tool: dict[str, Any] | None, name: s
         where = "/".join(str(p) for p in error.absolute_path) or "(root)"
         return None, f"arguments for {name} do not match its JSON Schema at {where}: {error.message}"
     return args, None
+
+
+_FENCE = re.compile(r"^```[A-Za-z0-9_-]*\s*\n(.*?)\n?```$", re.S)
+
+
+def check_answer(schema: dict[str, Any], content: str | None) -> tuple[str | None, str | None]:
+    """Check a final answer against an agent's ``response_schema``. Returns (the answer as
+    compact JSON text, None) when it is JSON valid against ``schema``, else (None, a message
+    for the model: what is wrong and where). A Markdown code fence around the JSON (```json
+    ... ```) is taken off first (small models add one). Never raises for bad input."""
+    text = (content or "").strip()
+    m = _FENCE.match(text)
+    if m:
+        text = m.group(1).strip()
+    if not text:
+        return None, "the answer is empty; reply with a JSON value that matches the schema"
+    try:
+        value = parse_json(text, MAX_DEPTH, "the answer")
+    except ValueError as e:
+        return None, f"the answer is not valid JSON ({e}); reply with JSON only, no prose"
+    value = clean_json(value)
+    try:
+        error = best_match(_validator(json.dumps(schema, sort_keys=True)).iter_errors(value))
+    except Exception as e:  # a schema that cannot be used (refused when the agent was saved)
+        return None, f"the response_schema cannot be used ({type(e).__name__}: {str(e)[:200]})"
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        return None, f"the answer does not match the response_schema at {where}: {error.message}"
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")), None

@@ -6,6 +6,14 @@ background thread:
 
 * ``POST /v1/chat/completions`` -- OpenAI chat-completions API;
 * ``POST /v1/messages``         -- Anthropic Messages API;
+* ``POST /v1beta/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse`` --
+  Google Gemini API (https://ai.google.dev/api/generate-content; function calls as
+  ``functionCall`` parts, usage as ``usageMetadata``; :attr:`ScriptedLLM.thought_signature`
+  adds a ``thoughtSignature`` to each function-call part, as Gemini 3 models do);
+* ``POST /api/chat``            -- Ollama's native chat API
+  (https://github.com/ollama/ollama/blob/main/docs/api.md#generate-a-chat-completion; tool calls
+  with object arguments and no ids, ``prompt_eval_count``/``eval_count``; ``stream`` defaults to
+  true there, so a request without ``"stream": false`` gets newline-delimited JSON);
 * ``POST /v1/embeddings``       -- OpenAI embeddings API (deterministic
   hash-based vectors unless replies were queued with
   :meth:`ScriptedLLM.script_embeddings`).
@@ -14,7 +22,7 @@ Chat replies come from one FIFO queue shared by both chat endpoints, filled
 with :meth:`ScriptedLLM.script` and the reply helpers :func:`text`,
 :func:`tool_calls`, :func:`http_error`, :func:`hang` and :func:`raw`.  The
 same reply object is rendered in OpenAI or Anthropic shape depending on the
-endpoint that pops it.  When the queue is empty the server answers HTTP 500
+endpoint that pops it (OpenAI, Anthropic, Gemini or Ollama).  When the queue is empty the server answers HTTP 500
 with an error whose type is ``script_exhausted``, so a test that makes more
 calls than it scripted fails visibly.
 
@@ -71,6 +79,9 @@ ToolCallSpec = Union[Tuple[str, Union[Dict[str, Any], str]],
 OPENAI_CHAT = "/v1/chat/completions"
 ANTHROPIC_MESSAGES = "/v1/messages"
 OPENAI_EMBEDDINGS = "/v1/embeddings"
+OLLAMA_CHAT = "/api/chat"
+GEMINI_PREFIX = "/v1beta/models/"
+_GEMINI_FINISH = {"stop": "STOP", "tool_calls": "STOP", "length": "MAX_TOKENS", "content_filter": "SAFETY"}
 
 _FINISH_TO_STOP_REASON = {
     "stop": "end_turn", "tool_calls": "tool_use", "length": "max_tokens",
@@ -307,9 +318,33 @@ class _Response:
         self.headers = headers or {}
 
 
+def _api(route: str) -> str:
+    if route == ANTHROPIC_MESSAGES:
+        return "anthropic"
+    if route == OLLAMA_CHAT:
+        return "ollama"
+    if route.startswith(GEMINI_PREFIX):
+        return "gemini"
+    return "openai"
+
+
+def _gemini_route(route: str) -> Optional[Tuple[str, bool]]:
+    """(model, streaming) of a Gemini method path, else None."""
+    if not route.startswith(GEMINI_PREFIX) or ":" not in route:
+        return None
+    model, method = route[len(GEMINI_PREFIX):].rsplit(":", 1)
+    if method not in ("generateContent", "streamGenerateContent"):
+        return None
+    return model, method == "streamGenerateContent"
+
+
 def _error_body(api: str, message: str, err_type: str, code: Union[int, str, None]) -> Dict[str, Any]:
     if api == "anthropic":
         return {"type": "error", "error": {"type": err_type, "message": message}}
+    if api == "gemini":
+        return {"error": {"code": code if isinstance(code, int) else 500, "message": message, "status": err_type}}
+    if api == "ollama":
+        return {"error": message}
     return {"error": {"message": message, "type": err_type, "param": None, "code": code}}
 
 
@@ -371,7 +406,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.close_connection = True
         try:
             self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Type", resp.content_type if resp.content_type != "application/json"
+                             else "text/event-stream")
             self.send_header("Cache-Control", "no-cache")
             self.end_headers()
             self.wfile.flush()
@@ -421,6 +457,8 @@ class ScriptedLLM:
         self._stopping = threading.Event()
         #: seconds between the events of a streamed reply
         self.stream_delay_s = 0.0
+        #: Gemini: when set, each functionCall part carries thoughtSignature f"{value}-{n}"
+        self.thought_signature: Optional[str] = None
         #: when the chat queue is empty: a callable(request body) -> Reply answering from the
         #: request itself (so that concurrent turns get their replies in any order)
         self.responder: Optional[Callable[[Dict[str, Any]], Reply]] = None
@@ -480,6 +518,16 @@ class ScriptedLLM:
     @property
     def anthropic_base_url(self) -> str:
         """Anthropic-style base URL, ``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def gemini_base_url(self) -> str:
+        """Gemini-style base URL, ``http://127.0.0.1:PORT/v1beta``."""
+        return f"http://127.0.0.1:{self.port}/v1beta"
+
+    @property
+    def ollama_base_url(self) -> str:
+        """Ollama-style base URL, ``http://127.0.0.1:PORT``."""
         return f"http://127.0.0.1:{self.port}"
 
     @property
@@ -551,8 +599,9 @@ class ScriptedLLM:
         with self._lock:
             self._requests.append(record)
 
-        api = "anthropic" if route == ANTHROPIC_MESSAGES else "openai"
-        if method != "POST" or route not in (OPENAI_CHAT, ANTHROPIC_MESSAGES, OPENAI_EMBEDDINGS):
+        api = _api(route)
+        if method != "POST" or (route not in (OPENAI_CHAT, ANTHROPIC_MESSAGES, OPENAI_EMBEDDINGS, OLLAMA_CHAT)
+                                and _gemini_route(route) is None):
             return _Response(404, _error_body(api, f"no route for {method} {route}",
                                               "not_found_error", 404))
         if not isinstance(body, dict):
@@ -587,8 +636,9 @@ class ScriptedLLM:
         return self._render(reply, route, body)
 
     def _render(self, reply: Reply, route: str, body: Dict[str, Any]) -> _Response:
-        api = "anthropic" if route == ANTHROPIC_MESSAGES else "openai"
-        model = str(body.get("model") or "scripted-model")
+        api = _api(route)
+        gemini = _gemini_route(route)
+        model = gemini[0] if gemini else str(body.get("model") or "scripted-model")
         if isinstance(reply, RawReply):
             return _Response(reply.status, reply.body, reply.content_type)
         if isinstance(reply, HttpErrorReply):
@@ -604,6 +654,22 @@ class ScriptedLLM:
                              for i, v in enumerate(reply.vectors)],
                     "usage": {"prompt_tokens": reply.prompt_tokens,
                               "total_tokens": reply.prompt_tokens}})
+        elif isinstance(reply, (TextReply, ToolCallsReply)) and gemini is not None:
+            whole = self._gemini(reply, model)
+            if gemini[1]:
+                resp = _Response(200, "")
+                resp.events = _gemini_events(whole)
+                resp.event_delay = self.stream_delay_s
+                return resp
+            return _Response(200, whole)
+        elif isinstance(reply, (TextReply, ToolCallsReply)) and api == "ollama":
+            whole = self._ollama(reply, model)
+            if body.get("stream", True) is not False:
+                resp = _Response(200, "", content_type="application/x-ndjson")
+                resp.events = _ollama_lines(whole)
+                resp.event_delay = self.stream_delay_s
+                return resp
+            return _Response(200, whole)
         elif isinstance(reply, (TextReply, ToolCallsReply)):
             whole = self._anthropic(reply, model) if api == "anthropic" else self._openai(reply, model)
             if body.get("stream") is True:
@@ -656,6 +722,38 @@ class ScriptedLLM:
             "usage": {"input_tokens": reply.prompt_tokens,
                       "output_tokens": reply.completion_tokens},
         }
+
+    def _gemini(self, reply: Union[TextReply, ToolCallsReply], model: str) -> Dict[str, Any]:
+        parts: List[Dict[str, Any]] = []
+        if reply.content:
+            parts.append({"text": reply.content})
+        if isinstance(reply, ToolCallsReply):
+            for c in reply.calls:
+                call: Dict[str, Any] = {"name": c.name, "args": c.anthropic_input()}
+                if c.id:
+                    call["id"] = c.id
+                part: Dict[str, Any] = {"functionCall": call}
+                if self.thought_signature:
+                    part["thoughtSignature"] = f"{self.thought_signature}-{self._next_tool_id()}"
+                parts.append(part)
+        return {
+            "candidates": [{"content": {"role": "model", "parts": parts}, "index": 0,
+                            "finishReason": _GEMINI_FINISH.get(reply.finish_reason, reply.finish_reason.upper())}],
+            "usageMetadata": {"promptTokenCount": reply.prompt_tokens,
+                              "candidatesTokenCount": reply.completion_tokens,
+                              "totalTokenCount": reply.prompt_tokens + reply.completion_tokens},
+            "modelVersion": model, "responseId": f"scripted-{self._next_msg_id()}",
+        }
+
+    def _ollama(self, reply: Union[TextReply, ToolCallsReply], model: str) -> Dict[str, Any]:
+        message: Dict[str, Any] = {"role": "assistant", "content": reply.content or ""}
+        if isinstance(reply, ToolCallsReply):
+            message["tool_calls"] = [{"function": {"name": c.name, "arguments": c.anthropic_input()}}
+                                     for c in reply.calls]
+        return {"model": model, "created_at": "2026-01-01T00:00:00Z", "message": message, "done": True,
+                "done_reason": "length" if reply.finish_reason == "length" else "stop",
+                "total_duration": 1000000, "prompt_eval_count": reply.prompt_tokens,
+                "eval_count": reply.completion_tokens}
 
     def _default_embeddings(self, body: Dict[str, Any]) -> _Response:
         inputs = body.get("input")
@@ -727,6 +825,38 @@ def _anthropic_events(whole: Dict[str, Any]) -> List[str]:
     out.append(_sse({"type": "message_delta", "delta": {"stop_reason": whole["stop_reason"], "stop_sequence": None},
                      "usage": {"output_tokens": whole["usage"]["output_tokens"]}}, "message_delta"))
     return out + [_sse({"type": "message_stop"}, "message_stop")]
+
+
+def _gemini_events(whole: Dict[str, Any]) -> List[str]:
+    """The chunks ``streamGenerateContent?alt=sse`` sends for *whole*: one text part per word,
+    each function call whole in its own chunk, finishReason and usageMetadata (cumulative) on
+    the last chunk."""
+    cand = whole["candidates"][0]
+    head = {"modelVersion": whole["modelVersion"], "responseId": whole["responseId"]}
+    out = []
+    for part in cand["content"]["parts"]:
+        pieces = [{"text": w} for w in _words(part["text"])] if "text" in part else [part]
+        out += [_sse({**head, "candidates": [{"content": {"role": "model", "parts": [p]}, "index": 0}]})
+                for p in pieces]
+    usage = whole["usageMetadata"]
+    out.append(_sse({**head, "candidates": [{"content": {"role": "model", "parts": [{"text": ""}]},
+                                             "finishReason": cand["finishReason"], "index": 0}],
+                     "usageMetadata": usage}))
+    return out
+
+
+def _ollama_lines(whole: Dict[str, Any]) -> List[str]:
+    """The newline-delimited JSON a streaming Ollama server sends for *whole*: one line per
+    word, the tool calls whole in one line, then the ``done: true`` line with the counts."""
+    head = {"model": whole["model"], "created_at": whole["created_at"]}
+    msg = whole["message"]
+    out = [json.dumps({**head, "message": {"role": "assistant", "content": w}, "done": False}) + "\n"
+           for w in _words(msg.get("content"))]
+    if msg.get("tool_calls"):
+        out.append(json.dumps({**head, "message": {"role": "assistant", "content": "",
+                                                   "tool_calls": msg["tool_calls"]}, "done": False}) + "\n")
+    out.append(json.dumps({**whole, "message": {"role": "assistant", "content": ""}}) + "\n")
+    return out
 
 
 def _hash_vector(item: Any, dim: int) -> List[float]:

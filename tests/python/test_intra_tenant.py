@@ -31,7 +31,7 @@ def state(conn: psycopg.Connection, tenant_id: str) -> str:
               "secret", "tenant_member", "egress_allow", "intervention", "rating", "flag", "budget", "budget_usage",
               "budget_hold", "hook", "agent_daily", "worker", "schedule", "schedule_firing", "insert_trigger",
               "memory", "collection", "document", "chunk", "kg_entity", "kg_relation", "eval_suite", "eval_case",
-              "eval_run", "eval_result"):
+              "eval_run", "eval_result", "team", "discussion", "discussion_turn"):
         parts.append(conn.execute(sql.SQL("SELECT count(*)::text || ':' || coalesce(md5(string_agg(x::text, '|' "
                                           "ORDER BY x::text)), '') FROM pgagent.{} x WHERE tenant_id = %s")
                                   .format(sql.Identifier(t)), [tenant_id]).fetchone()[0])
@@ -306,6 +306,25 @@ def api_abuse_attacks(m: Matrix, c: psycopg.Connection, who: str, ids: dict[str,
                     ("DELETE FROM pgagent.eval_result", None),
                     ("SELECT pgagent._py('score_eval', pg_catalog.jsonb_build_object('run', %s::bigint))", [ids["eval_run"]])]:
         m.attack(c, who, q, args, succeeded=(lambda rows: "error" not in str(rows[0][0])) if q.startswith("SELECT") else None)
+    # many agents (issue 12): teams are an admin's; discussions, child turns and their links are
+    # written by the API only, and only a user may run a discussion
+    for q, args in [("SELECT pgagent.create_team('planted', ARRAY['analyst', 'critic'])", None),
+                    ("SELECT pgagent.drop_team('pair')", None),
+                    ("SELECT pgagent.register_tool('ask_x', 'x', '{\"type\": \"object\"}', 'agent', "
+                     "'{\"agent\": \"analyst\"}')", None)]:
+        m.attack(c, who, q, args, succeeded=lambda rows: not_admin)
+    for q, args in [("UPDATE pgagent.discussion SET outcome = 'forged', status = 'completed'", None),
+                    ("INSERT INTO pgagent.discussion_turn SELECT tenant_id, discussion_id, 99, 1, 'judge', 'eve', "
+                     "turn_id, 'forged' FROM pgagent.discussion_turn LIMIT 1", None),
+                    ("UPDATE pgagent.team SET members = ARRAY['eve']", None),
+                    ("DELETE FROM pgagent.discussion", None),
+                    ("UPDATE pgagent.turn SET parent_turn_id = NULL, depth = 0 WHERE parent_turn_id IS NOT NULL", None),
+                    ("UPDATE pgagent.conversation SET agent_id = (SELECT max(agent_id) FROM pgagent.agent)", None),
+                    ("SELECT pgagent._py('team_discuss', pg_catalog.jsonb_build_object('team', 'pair', 'topic', 'x'))",
+                     None)]:
+        m.attack(c, who, q, args, succeeded=(lambda rows: "error" not in str(rows[0][0])) if q.startswith("SELECT") else None)
+    if group == "viewer":   # (a user's discussion would call the model)
+        m.attack(c, who, "SELECT pgagent.team_discuss('pair', 'x', 1)", None, succeeded=lambda rows: True)
     m.attack(c, who, "SELECT pgagent.embed_pending()", None,
              succeeded=lambda rows: rows[0][0]["embedded"] + rows[0][0]["failed"] > 0)
     # a user rating or flagging a turn someone else started

@@ -18,12 +18,18 @@ BUMP_SCHEMA = {"type": "object", "properties": {"n": {"type": "integer", "minimu
                "additionalProperties": False}
 
 
+def base_url(llm: ScriptedLLM, provider: str) -> str:
+    """The scripted server's base URL for ``provider``'s wire format."""
+    return {"anthropic": llm.anthropic_base_url, "gemini": llm.gemini_base_url,
+            "ollama": llm.ollama_base_url}.get(provider, llm.base_url)
+
+
 def setup_agent(conn: psycopg.Connection, llm: ScriptedLLM, *, provider: str = "openai", tool_mode: str = "native",
                 config: dict[str, Any] | None = None, bump_approval: bool = False, timeout_ms: int = 5000,
                 secret_name: str | None = None, max_retries: int = 0) -> int:
     """A model pointing at the scripted server, two tools (run_sql: sql kind; bump: a function
     tool that writes a row) and an agent; returns a new conversation id."""
-    base = llm.anthropic_base_url if provider == "anthropic" else llm.base_url
+    base = base_url(llm, provider)
     conn.execute("""SELECT pgagent.register_model('scripted', base_url => %s, provider => %s, tool_mode => %s,
                     timeout_ms => %s, max_retries => %s, secret_name => %s,
                     input_usd_per_mtok => 2.5, output_usd_per_mtok => 10)""",

@@ -21,13 +21,14 @@ TABLES = ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent
           "step", "audit_event", "secret", "egress_allow", "egress_exception", "intervention", "rating", "flag",
           "budget", "budget_usage", "budget_hold", "hook", "agent_daily", "worker", "schedule", "schedule_firing",
           "insert_trigger", "memory", "collection", "document", "chunk", "kg_entity", "kg_relation", "eval_suite",
-          "eval_case", "eval_run", "eval_result")
+          "eval_case", "eval_run", "eval_result", "team", "discussion", "discussion_turn")
 #: Tables nobody in the matrix may change for the other tenant (the probes change the attacker's
 #: own conversations, turns, steps and audit events).
 GUARDED = ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent_tool", "secret", "egress_allow",
            "egress_exception", "intervention", "rating", "flag", "budget", "hook", "worker", "schedule",
            "schedule_firing", "insert_trigger", "memory", "collection", "document", "chunk", "kg_entity",
-           "kg_relation", "eval_suite", "eval_case", "eval_run", "eval_result")
+           "kg_relation", "eval_suite", "eval_case", "eval_run", "eval_result", "team", "discussion",
+           "discussion_turn")
 #: budget_usage and budget_hold change with the attacker's own probes (their LLM calls spend the
 #: tenant's budget): checked by :func:`spend` instead.
 SPEND_SQL = """
@@ -38,7 +39,8 @@ SELECT (SELECT coalesce(sum(u.spent_usd), 0) FROM pgagent.budget_usage u WHERE u
          WHERE h.tenant_id = %(t)s AND x.status = 'running')"""
 VIEWS = ("turn_timeline", "pending_approvals", "turn_summary", "agent_stats", "budget_status", "realtime_steps",
          "tool_call_queue", "thinking_trace", "conversation_timeline", "dashboard_overview", "flagged_issues",
-         "queue_status", "workers", "documents", "eval_runs", "eval_results", "eval_changes")
+         "queue_status", "workers", "documents", "eval_runs", "eval_results", "eval_changes", "team_discussions",
+         "discussion_messages")
 RUN_SQL_SCHEMA = {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}
 BUMP_SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
 
@@ -121,6 +123,13 @@ def setup_tenant(w: World, t: str) -> dict[str, Any]:
         assert a.execute("SELECT pgagent.embed_pending()").fetchone()[0]["embedded"] == 1
         a.execute("SELECT pgagent.kg_add(%s, 'works_for', %s, 'person', 'company', source_document => %s)",
                   [f"MARK-{t} Ada", f"MARK-{t} Corp", document])
+        # many agents (issue 12): a critic, a lead that asks it through an agent tool, a team
+        a.execute("SELECT pgagent.create_agent('critic', model => 'scripted', persona => 'p')")
+        a.execute("""SELECT pgagent.register_tool('ask_critic', 'Ask the critic',
+                     '{"type": "object", "properties": {"message": {"type": "string"}}}', kind => 'agent',
+                     config => '{"agent": "critic"}')""")
+        a.execute("SELECT pgagent.create_agent('lead', model => 'scripted', tools => '{ask_critic}')")
+        a.execute("SELECT pgagent.create_team('pair', ARRAY['analyst', 'critic'], 'round_robin')")
     with w.connect(t, "user") as u:
         memory_user = u.execute("SELECT pgagent.remember('analyst', %s)", [f"MARK-{t} user memory"]).fetchone()[0]
         cid = u.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
@@ -131,6 +140,14 @@ def setup_tenant(w: World, t: str) -> dict[str, Any]:
         w.llm.script(tool_calls([("bump", {"n": 1})]))
         r2 = u.execute("SELECT pgagent.send_message(%s, %s)", [cid, f"MARK-{t} bump"]).fetchone()[0]
         assert r2["status"] == "awaiting_approval", r2
+        w.llm.script(text(f"MARK-{t} analyst says"), text(f"MARK-{t} critic says"))
+        discussion = u.execute("SELECT pgagent.team_discuss('pair', %s, 1)", [f"MARK-{t} topic"]).fetchone()[0]
+        assert discussion["status"] == "completed", discussion
+        lead = u.execute("SELECT pgagent.start_conversation('lead')").fetchone()[0]
+        w.llm.script(tool_calls([("ask_critic", {"message": f"MARK-{t} review"})]), text(f"MARK-{t} review done"),
+                     text(f"MARK-{t} lead answer"))
+        r3 = u.execute("SELECT pgagent.send_message(%s, %s)", [lead, f"MARK-{t} delegate"]).fetchone()[0]
+        assert r3["status"] == "completed" and r3["children"][0]["status"] == "completed", r3
         tenant_id = u.execute("SELECT pgagent.current_tenant()::text").fetchone()[0]
         model_id = u.execute("SELECT model_id FROM pgagent.model WHERE name = 'scripted'").fetchone()[0]
         u.execute("SELECT pgagent.rate_turn(%s, 4, %s)", [r1["turn_id"], f"MARK-{t} rating"])
@@ -174,7 +191,8 @@ def setup_tenant(w: World, t: str) -> dict[str, Any]:
             "pending_step": r2["pending_approvals"][0]["step_id"], "key": key_of(t), "marker": f"MARK-{t}",
             "flag": flag, "budget": budget, "hook": hook, "worker": f"worker-{t}", "schedule": f"sched-{t}",
             "table": f"public.tickets_{t}", "claimed_turn": claimed[0], "memory_admin": memory_admin,
-            "memory_agent": memory_agent, "memory_user": memory_user, "document": document, "eval_run": eval_run}
+            "memory_agent": memory_agent, "memory_user": memory_user, "document": document, "eval_run": eval_run,
+            "discussion": discussion["discussion_id"], "delegating_turn": r3["turn_id"]}
 
 
 def snapshot(conn: psycopg.Connection, tenant_id: str) -> dict[str, str]:
@@ -396,7 +414,7 @@ def test_adversarial_matrix(world, conn):
 def test_each_role_can_do_its_job_and_no_more(world):
     acme = world.ids["acme"]
     with world.connect("acme", "viewer") as c:
-        assert c.execute("SELECT count(*) FROM pgagent.turn_summary").fetchone()[0] == 4   # 2 sent, 1 scheduled, 1 eval case
+        assert c.execute("SELECT count(*) FROM pgagent.turn_summary").fetchone()[0] == 8   # 2 sent, 1 scheduled, 1 eval case, 2 discussed, 1 delegating and its child
         assert {r[0] for r in c.execute("SELECT DISTINCT tenant_id::text FROM pgagent.turn_timeline")} == {acme["tenant_id"]}
         with pytest.raises(errors.InsufficientPrivilege):
             c.execute("SELECT pgagent.send_message(%s, 'hi')", [acme["conversation"]])
@@ -441,7 +459,7 @@ def test_tenant_selection(world, cluster, dbname, conn):
             assert "SET pgagent.tenant" in (e.value.diag.message_hint or "")
             c.execute("SET pgagent.tenant = 'globex'")
             assert c.execute("SELECT pgagent.current_tenant()::text").fetchone()[0] == world.ids["globex"]["tenant_id"]
-            assert c.execute("SELECT count(*) FROM pgagent.turn").fetchone()[0] == 4   # 2 sent, 1 scheduled, 1 eval case
+            assert c.execute("SELECT count(*) FROM pgagent.turn").fetchone()[0] == 8   # see test_each_role_can_do_its_job
             c.execute("SET pgagent.tenant = 'no-such-tenant'")
             with pytest.raises(errors.InsufficientPrivilege):
                 c.execute("SELECT pgagent.current_tenant()")
@@ -548,3 +566,24 @@ def test_no_role_can_obtain_even_its_own_tenants_key(world):
     # a member of acme cannot spend globex's key by calling _llm_call with globex's model
     with world.connect("acme", "admin") as c, pytest.raises(errors.InsufficientPrivilege):
         c.execute("SELECT pgagent._llm_call(%s, '{\"messages\": []}')", [world.ids["globex"]["model_id"]])
+
+
+def test_an_agent_tool_cannot_reach_an_agent_of_another_tenant(world):
+    """acme's agent tool names an agent only globex has: the call is refused as an unknown agent,
+    and no turn of either tenant is created for it."""
+    with world.connect("globex", "admin") as g:
+        g.execute("SELECT pgagent.create_agent('globex_only', model => 'scripted')")
+    with world.connect("acme", "admin") as a:
+        a.execute("""SELECT pgagent.register_tool('ask_other', 'Ask another agent',
+                     '{"type": "object", "properties": {"message": {"type": "string"}}}', kind => 'agent',
+                     config => '{"agent": "globex_only"}')""")
+        a.execute("SELECT pgagent.create_agent('reacher', model => 'scripted', tools => '{ask_other}')")
+    with world.connect("acme", "user") as u:
+        cid = u.execute("SELECT pgagent.start_conversation('reacher')").fetchone()[0]
+        world.llm.script(tool_calls([("ask_other", {"message": "MARK-acme leak this"})]), text("could not"))
+        r = u.execute("SELECT pgagent.send_message(%s, 'reach')", [cid]).fetchone()[0]
+        result = u.execute("SELECT payload FROM pgagent.step WHERE turn_id = %s AND kind = 'tool_result'",
+                           [r["turn_id"]]).fetchone()[0]
+    assert result["refused"] and "agent 'globex_only' does not exist (for this tenant)" in result["error"]
+    with psycopg.connect(world.cluster.dsn(world.dbname), autocommit=True) as su:
+        assert su.execute("SELECT count(*) FROM pgagent.turn WHERE user_message LIKE '%leak this%'").fetchone()[0] == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 import threading
 import time
@@ -17,7 +18,7 @@ import pytest
 import requests
 
 from scripted_llm import ScriptedLLM, raw, text, tool_calls
-from test_loop import setup_agent
+from test_loop import base_url, setup_agent
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
 from pgagent_core import providers  # noqa: E402
@@ -26,8 +27,7 @@ ANSWER = "There were two hundred and forty three rainy days in 2013."
 
 
 def model(llm: ScriptedLLM, provider: str) -> dict[str, Any]:
-    return {"provider": provider, "model_name": "m", "timeout_ms": 5000,
-            "base_url": llm.anthropic_base_url if provider == "anthropic" else llm.base_url}
+    return {"provider": provider, "model_name": "m", "timeout_ms": 5000, "base_url": base_url(llm, provider)}
 
 
 def step_payloads(conn: psycopg.Connection, turn_id: int) -> list[tuple[str, Any]]:
@@ -37,12 +37,13 @@ def step_payloads(conn: psycopg.Connection, turn_id: int) -> list[tuple[str, Any
             "SELECT kind, payload, prompt_tokens, completion_tokens, cost_usd FROM pgagent.step "
             "WHERE turn_id = %s ORDER BY seq", [turn_id]):
         payload = {k: v for k, v in payload.items() if k not in ("latency_ms", "request_ms", "duration_ms")}
-        out.append((kind, json.dumps(payload, sort_keys=True), pt, ct, cost))
+        # call ids the loop makes up (providers without ids) name the turn
+        out.append((kind, re.sub(r"call_\d+_", "call_T_", json.dumps(payload, sort_keys=True)), pt, ct, cost))
     return out
 
 
 # ---------------------------------------------------------------------------- the provider layer
-@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini", "ollama"])
 def test_streamed_reply_equals_the_whole_one(provider):
     with ScriptedLLM() as llm:
         calls = tool_calls([("run_sql", {"query": "SELECT count(*) FROM weather"}, "call_a"),
@@ -61,7 +62,14 @@ def test_streamed_reply_equals_the_whole_one(provider):
     assert [tc.name for tc in streamed[0].tool_calls] == ["run_sql", "bump"]
     # the text arrived in pieces (one per word), the tool calls' arguments were not passed on
     assert "".join(deltas) == "Let me look." + ANSWER and len(deltas) > 10
-    assert "stream" not in bodies[0] and bodies[2]["stream"] is True
+    if provider == "gemini":   # a different method, not a body field
+        paths = [r["path"] for r in llm.requests]
+        assert paths[0].endswith("/models/m:generateContent") and paths[2].endswith("/models/m:streamGenerateContent")
+        assert "stream" not in bodies[2]
+    elif provider == "ollama":   # Ollama streams unless told not to
+        assert bodies[0]["stream"] is False and bodies[2]["stream"] is True
+    else:
+        assert "stream" not in bodies[0] and bodies[2]["stream"] is True
     if provider == "openai":
         assert bodies[2]["stream_options"] == {"include_usage": True}
     assert "stream" not in {k for b in bodies for k in b if k not in ("stream", "stream_options")}
@@ -127,7 +135,7 @@ def run_with_notices(dsn: str, sql: str, args: list[Any]) -> tuple[Any, list[tup
         return (row[0] if row else None), notices, time.monotonic()
 
 
-@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini", "ollama"])
 def test_send_message_streams_notices_before_the_call_ends_and_records_the_same_steps(conn, llm, dsn, provider):
     cid = setup_agent(conn, llm, provider=provider)
     cid2 = conn.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
@@ -146,7 +154,12 @@ def test_send_message_streams_notices_before_the_call_ends_and_records_the_same_
     assert len(notices) >= 3 and notices[0][0] < t_end - 0.5, (t0, notices, t_end)
     assert step_payloads(conn, streamed["turn_id"]) == step_payloads(conn, plain["turn_id"])
     bodies = [r["body"] for r in llm.requests]
-    assert [b.get("stream") for b in bodies] == [None, None, True, True]
+    if provider == "gemini":
+        assert [r["path"].rsplit(":", 1)[1] for r in llm.requests] == ["generateContent"] * 2 + \
+            ["streamGenerateContent"] * 2
+    else:
+        assert [b.get("stream") for b in bodies] == ([False, False] if provider == "ollama" else [None, None]) + \
+            [True, True]
 
 
 def test_run_turn_streams_and_a_models_params_turn_it_on(conn, llm, dsn):

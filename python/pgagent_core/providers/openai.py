@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from . import Reply, ToolCall, allowed, arguments_text, describe, malformed, obj, opt_str, req_str, tokens
-from ..limits import clean_text
+from . import (Reply, ToolCall, allowed, arguments_text, describe, malformed, obj, opt_str, req_str, stream_error,
+               tokens)
+from ..limits import clean_json, clean_text
 
 
 def build_request(model: dict[str, Any], messages: list[dict[str, Any]], tools: list[dict[str, Any]],
@@ -68,8 +69,10 @@ def _tool_call(i: int, tc: Any) -> ToolCall:
         raise malformed(f"tool call without a function name: {where}.function.name must be a non-empty string, "
                         f"got {describe(name)}")
     call_id = opt_str(tc.get("id"), f"{where}.id")
+    extra = tc.get("extra_content")   # Gemini's OpenAI-compatible endpoint: thought signatures
     return ToolCall(id=call_id or f"call_{i}", name=clean_text(name) or "",
-                    arguments=arguments_text(fn.get("arguments"), f"{where}.function.arguments"))
+                    arguments=arguments_text(fn.get("arguments"), f"{where}.function.arguments"),
+                    extra=clean_json(extra) if isinstance(extra, dict) and extra else None)
 
 
 def parse_response(data: dict[str, Any]) -> Reply:
@@ -133,14 +136,8 @@ class StreamState:
         """Take one chunk; return the answer text it adds (None if it adds none). Raises
         ProviderError: kind ``http_error`` for an ``error`` event (retryable), ``malformed``
         for a chunk of the wrong shape."""
-        from . import ProviderError
-
         self.n += 1
-        if event.get("error") is not None:
-            err = event["error"]
-            msg = err.get("message") if isinstance(err, dict) else err
-            raise ProviderError(f"the server reported an error in the stream: {clean_text(str(msg))[:2000]}",
-                                retryable=True)
+        stream_error(event)
         try:
             if event.get("model") is not None:
                 self.model = event["model"]
@@ -169,6 +166,8 @@ class StreamState:
                                                   "function": {"name": "", "arguments": ""}})
                     if tc.get("id") and not call["id"]:
                         call["id"] = tc["id"]
+                    if isinstance(tc.get("extra_content"), dict):
+                        call["extra_content"] = tc["extra_content"]
                     fn = tc.get("function") or {}
                     if fn.get("name") and not call["function"]["name"]:
                         call["function"]["name"] = fn["name"]

@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 from ..db import Db
 
-KINDS: dict[str, str] = {"sql": "sql", "function": "function", "http": "http", "memory": "memory", "knowledge": "knowledge", "graph": "graph"}
+KINDS: dict[str, str] = {"sql": "sql", "function": "function", "http": "http", "memory": "memory",
+                         "knowledge": "knowledge", "graph": "graph", "agent": "agent", "handoff": "handoff"}
 
 
 class ToolFailure(Exception):
