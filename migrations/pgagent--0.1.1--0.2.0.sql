@@ -635,3 +635,25 @@ CREATE INDEX discussion_turn_turn ON pgagent.discussion_turn (turn_id, tenant_id
 SELECT pg_catalog.pg_extension_config_dump('pgagent.team', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.discussion', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.discussion_turn', '');
+
+-- The HTTP gateway (issue 13, python/pgagent_gateway/): API keys, stored as bcrypt hashes
+-- (pgcrypto), each mapped to the database role its requests run as (docs/gateway.md).
+CREATE TABLE pgagent.api_key (
+    tenant_id     uuid NOT NULL REFERENCES pgagent.tenant,
+    key_id        bigint GENERATED ALWAYS AS IDENTITY,
+    name          text NOT NULL,
+    prefix        text NOT NULL CHECK (prefix ~ '^pga_[0-9a-f]{8}$'),
+    hash          text NOT NULL,
+    role_name     name NOT NULL,
+    rate_per_min  integer NOT NULL DEFAULT 600 CHECK (rate_per_min BETWEEN 1 AND 1000000),
+    created_by    name NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    last_used_at  timestamptz,
+    revoked_at    timestamptz,
+    revoked_by    name,
+    PRIMARY KEY (tenant_id, key_id),
+    CONSTRAINT api_key_name_unique UNIQUE (tenant_id, name),
+    CONSTRAINT api_key_revoked CHECK ((revoked_at IS NULL) = (revoked_by IS NULL))
+);
+CREATE INDEX api_key_prefix ON pgagent.api_key (prefix) WHERE revoked_at IS NULL;
+SELECT pg_catalog.pg_extension_config_dump('pgagent.api_key', '');

@@ -12,7 +12,8 @@
 DO $$
 DECLARE r text;
 BEGIN
-  FOREACH r IN ARRAY ARRAY['pgagent_viewer', 'pgagent_user', 'pgagent_operator', 'pgagent_admin', 'pgagent_sandbox'] LOOP
+  FOREACH r IN ARRAY ARRAY['pgagent_viewer', 'pgagent_user', 'pgagent_operator', 'pgagent_admin', 'pgagent_sandbox',
+                           'pgagent_gateway'] LOOP
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
       EXECUTE format('CREATE ROLE %I NOLOGIN', r);
     END IF;
@@ -30,7 +31,7 @@ GRANT pgagent_operator TO pgagent_admin;
 DO $$
 DECLARE
     o record;
-    who constant text := 'PUBLIC, pgagent_viewer, pgagent_user, pgagent_operator, pgagent_admin';
+    who constant text := 'PUBLIC, pgagent_viewer, pgagent_user, pgagent_operator, pgagent_admin, pgagent_gateway';
 BEGIN
     FOR o IN
         SELECT CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind, c.oid::regclass::text AS name
@@ -166,12 +167,13 @@ BEGIN
                            'budget','budget_usage','budget_hold','hook','agent_daily','worker','schedule',
                            'schedule_firing','insert_trigger','memory','collection','document','chunk',
                            'kg_entity','kg_relation','eval_suite','eval_case','eval_run','eval_result',
-                           'team','discussion','discussion_turn'] LOOP
+                           'team','discussion','discussion_turn','api_key'] LOOP
     EXECUTE format('ALTER TABLE pgagent.%I ALTER COLUMN tenant_id SET DEFAULT pgagent.current_tenant()', t);
   END LOOP;
   FOREACH t IN ARRAY ARRAY['conversation','turn','step','secret','intervention','flag','budget','hook','schedule',
                            'insert_trigger','memory','collection','document',
-                           'kg_entity','kg_relation','eval_suite','eval_case','eval_run','team','discussion'] LOOP
+                           'kg_entity','kg_relation','eval_suite','eval_case','eval_run','team','discussion',
+                           'api_key'] LOOP
     EXECUTE format('ALTER TABLE pgagent.%I ALTER COLUMN created_by SET DEFAULT pgagent._outer_user()', t);
   END LOOP;
   FOREACH t IN ARRAY ARRAY['tenant_member','egress_allow','egress_exception'] LOOP

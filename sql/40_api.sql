@@ -40,11 +40,18 @@ COMMENT ON FUNCTION pgagent._turn_step(bigint) IS
   'Internal (used by CALL pgagent.run_turn, one call per transaction): do the next unit of the turn (take its session lock first; release it when the turn stops). Returns {"result": {"done": bool, "result": summary}} or {"error": {...}}. Calling it directly does exactly what run_turn would.';
 GRANT EXECUTE ON FUNCTION pgagent._turn_step(bigint) TO pgagent_user;
 
--- Not SECURITY DEFINER and no SET clause: either would forbid COMMIT inside the procedure.
+-- Not SECURITY DEFINER and no SET clause: either would forbid COMMIT inside the procedure. It
+-- runs as the caller, who may not call pgagent._load: it imports the package itself (an import
+-- needs no privilege; every unit runs through pgagent._turn_step, which is SECURITY DEFINER).
 CREATE OR REPLACE PROCEDURE pgagent._run_turn(turn bigint, INOUT result jsonb DEFAULT NULL)
 LANGUAGE plpython3u
 AS $$
-if 'pgagent' not in GD: plpy.execute('SELECT pgagent._load()')
+if 'pgagent' not in GD:
+    import sys
+    if '@PYLIBDIR@' not in sys.path:
+        sys.path.insert(0, '@PYLIBDIR@')
+    import pgagent_core.pl
+    GD['pgagent'] = pgagent_core.pl
 return (GD['pgagent'].run_turn_proc(plpy, GD, turn),)
 $$;
 COMMENT ON PROCEDURE pgagent._run_turn(bigint, jsonb) IS

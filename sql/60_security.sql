@@ -342,7 +342,7 @@ BEGIN
                            'budget_hold','hook','agent_daily','worker','schedule','schedule_firing',
                            'insert_trigger','collection','document','chunk','kg_entity','kg_relation',
                            'eval_suite','eval_case','eval_run','eval_result','team','discussion',
-                           'discussion_turn'] LOOP
+                           'discussion_turn','api_key'] LOOP
     EXECUTE format('ALTER TABLE pgagent.%I ENABLE ROW LEVEL SECURITY', t);
     EXECUTE format('ALTER TABLE pgagent.%I FORCE ROW LEVEL SECURITY', t);
     -- reads only: no tenant role may write (no grants, no policies); the API functions run
@@ -392,6 +392,9 @@ GRANT EXECUTE ON FUNCTION pgagent.current_tenant(), pgagent.default_tenant_id(),
    TO pgagent_viewer;
 -- admins see which secrets exist, never the ciphertext
 GRANT SELECT (tenant_id, name, created_by, created_at, updated_at) ON pgagent.secret TO pgagent_admin;
+-- ... and their API keys, never the hashes
+GRANT SELECT (tenant_id, key_id, name, prefix, role_name, rate_per_min, created_by, created_at, last_used_at,
+              revoked_at, revoked_by) ON pgagent.api_key TO pgagent_admin;
 GRANT EXECUTE ON FUNCTION pgagent.add_tenant(text, name, text) TO pgagent_admin;
 -- Every other grant of an API function stands beside the function (sql/40_api.sql). Internal
 -- functions (_py, _load, _audit, _llm_call, _secret_*, _kek, _runner, _run_as_*, _sandbox_query,

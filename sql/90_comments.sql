@@ -665,3 +665,18 @@ COMMENT ON COLUMN pgagent.discussion_turn.role IS 'member, judge (debate) or sup
 COMMENT ON COLUMN pgagent.discussion_turn.agent IS 'The agent that spoke.';
 COMMENT ON COLUMN pgagent.discussion_turn.turn_id IS 'The turn whose answer the message is.';
 COMMENT ON COLUMN pgagent.discussion_turn.vote IS 'Consensus mode: the vote the message states (its last VOTE: line), as written.';
+
+-- the HTTP gateway (issue 13)
+COMMENT ON TABLE pgagent.api_key IS 'API keys of the HTTP gateway (pgagent.create_api_key): bcrypt hashes, never the keys; each maps to the database role its requests run as (docs/gateway.md). Admins read it without the hash (pgagent.api_keys).';
+COMMENT ON COLUMN pgagent.api_key.tenant_id IS 'The tenant.';
+COMMENT ON COLUMN pgagent.api_key.key_id IS 'The key.';
+COMMENT ON COLUMN pgagent.api_key.name IS 'Its name, unique in the tenant.';
+COMMENT ON COLUMN pgagent.api_key.prefix IS 'The key''s first 12 characters (pga_ and 8 hex digits): how the gateway finds it, and how people recognise it.';
+COMMENT ON COLUMN pgagent.api_key.hash IS 'bcrypt hash of the whole key (pgcrypto crypt, gen_salt(''bf'', 10)). Readable by no tenant role.';
+COMMENT ON COLUMN pgagent.api_key.role_name IS 'The database role requests with the key run as (SET ROLE by the gateway).';
+COMMENT ON COLUMN pgagent.api_key.rate_per_min IS 'Requests per minute the gateway allows the key (HTTP 429 beyond).';
+COMMENT ON COLUMN pgagent.api_key.created_by IS 'The admin who created it.';
+COMMENT ON COLUMN pgagent.api_key.created_at IS 'When it was created.';
+COMMENT ON COLUMN pgagent.api_key.last_used_at IS 'When the gateway last authenticated it (updated at most once a minute).';
+COMMENT ON COLUMN pgagent.api_key.revoked_at IS 'When it was revoked (NULL: live).';
+COMMENT ON COLUMN pgagent.api_key.revoked_by IS 'Who revoked it.';

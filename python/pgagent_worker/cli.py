@@ -1,5 +1,6 @@
 """The ``pgagent`` command: ``pgagent worker --dsn ... [--concurrency N] [--tenant T] [--agent A]
-[--once] [--lease-ms MS] [--poll-s S] [--log-format text|json]``.
+[--once] [--lease-ms MS] [--poll-s S] [--log-format text|json]`` and ``pgagent serve --dsn ...
+[--host 127.0.0.1] [--port 8750]`` (the HTTP gateway, python/pgagent_gateway).
 
 Signals: SIGTERM (and a first SIGINT) finish the step in flight of every turn, release the turns
 and exit 0; a second SIGINT cancels what is in flight and exits 130 at once."""
@@ -34,12 +35,28 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--housekeeping-s", type=float, default=30.0, help="s between housekeeping runs (leader only)")
     w.add_argument("--worker-id", help="this worker's id (default host:pid:random)")
     w.add_argument("--log-format", choices=("text", "json"), default="text", help="one line per event")
+    g = sub.add_parser("serve", help="run the HTTP gateway (REST, server-sent events, OpenAI-compatible chat)",
+                       description="Serve pgagent's SQL API over HTTP; every request runs as its API key's database "
+                                   "role. docs/gateway.md.")
+    g.add_argument("--dsn", default=os.environ.get("PGAGENT_DSN", ""),
+                   help="libpq connection string of the gateway's login role (default: $PGAGENT_DSN)")
+    g.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    g.add_argument("--port", type=int, default=8750, help="port (default 8750)")
+    g.add_argument("--pool-size", type=int, default=10, help="database connections for requests (default 10)")
+    g.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pgagent`` console script; returns the exit status."""
     args = parser().parse_args(argv)
+    if args.command == "serve":
+        import uvicorn
+
+        from pgagent_gateway.app import create_app
+        uvicorn.run(create_app(args.dsn, pool_size=args.pool_size), host=args.host, port=args.port,
+                    log_level=args.log_level)
+        return 0
     worker = Worker(args.dsn, concurrency=args.concurrency, tenant=args.tenant, agent=args.agent, once=args.once,
                     lease_ms=args.lease_ms, poll_s=args.poll_s, housekeeping_s=args.housekeeping_s,
                     worker_id=args.worker_id, log=line_logger(args.log_format, sys.stderr))

@@ -31,7 +31,7 @@ def state(conn: psycopg.Connection, tenant_id: str) -> str:
               "secret", "tenant_member", "egress_allow", "intervention", "rating", "flag", "budget", "budget_usage",
               "budget_hold", "hook", "agent_daily", "worker", "schedule", "schedule_firing", "insert_trigger",
               "memory", "collection", "document", "chunk", "kg_entity", "kg_relation", "eval_suite", "eval_case",
-              "eval_run", "eval_result", "team", "discussion", "discussion_turn"):
+              "eval_run", "eval_result", "team", "discussion", "discussion_turn", "api_key"):
         parts.append(conn.execute(sql.SQL("SELECT count(*)::text || ':' || coalesce(md5(string_agg(x::text, '|' "
                                           "ORDER BY x::text)), '') FROM pgagent.{} x WHERE tenant_id = %s")
                                   .format(sql.Identifier(t)), [tenant_id]).fetchone()[0])
@@ -323,6 +323,17 @@ def api_abuse_attacks(m: Matrix, c: psycopg.Connection, who: str, ids: dict[str,
                     ("SELECT pgagent._py('team_discuss', pg_catalog.jsonb_build_object('team', 'pair', 'topic', 'x'))",
                      None)]:
         m.attack(c, who, q, args, succeeded=(lambda rows: "error" not in str(rows[0][0])) if q.startswith("SELECT") else None)
+    # API keys (issue 13): only admins issue or revoke them, only for roles they may become;
+    # nobody reads a hash or checks a key but the gateway
+    for q, args in [("SELECT pgagent.create_api_key('planted')", None),
+                    ("SELECT pgagent.revoke_api_key('k')", None)]:
+        m.attack(c, who, q, args, succeeded=lambda rows: not_admin)
+    for q, args in [("SELECT pgagent.create_api_key('as-super', 'postgres')", None),
+                    ("SELECT hash FROM pgagent.api_key", None),
+                    ("UPDATE pgagent.api_key SET revoked_at = NULL, revoked_by = NULL", None),
+                    ("UPDATE pgagent.api_key SET role_name = 'postgres'", None),
+                    ("SELECT * FROM pgagent.authenticate_api_key(%s)", [ids["api_key"]])]:
+        m.attack(c, who, q, args, succeeded=(lambda rows: bool(rows)) if q.startswith("SELECT") else None)
     if group == "viewer":   # (a user's discussion would call the model)
         m.attack(c, who, "SELECT pgagent.team_discuss('pair', 'x', 1)", None, succeeded=lambda rows: True)
     m.attack(c, who, "SELECT pgagent.embed_pending()", None,

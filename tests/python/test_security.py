@@ -21,14 +21,14 @@ TABLES = ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent
           "step", "audit_event", "secret", "egress_allow", "egress_exception", "intervention", "rating", "flag",
           "budget", "budget_usage", "budget_hold", "hook", "agent_daily", "worker", "schedule", "schedule_firing",
           "insert_trigger", "memory", "collection", "document", "chunk", "kg_entity", "kg_relation", "eval_suite",
-          "eval_case", "eval_run", "eval_result", "team", "discussion", "discussion_turn")
+          "eval_case", "eval_run", "eval_result", "team", "discussion", "discussion_turn", "api_key")
 #: Tables nobody in the matrix may change for the other tenant (the probes change the attacker's
 #: own conversations, turns, steps and audit events).
 GUARDED = ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent_tool", "secret", "egress_allow",
            "egress_exception", "intervention", "rating", "flag", "budget", "hook", "worker", "schedule",
            "schedule_firing", "insert_trigger", "memory", "collection", "document", "chunk", "kg_entity",
            "kg_relation", "eval_suite", "eval_case", "eval_run", "eval_result", "team", "discussion",
-           "discussion_turn")
+           "discussion_turn", "api_key")
 #: budget_usage and budget_hold change with the attacker's own probes (their LLM calls spend the
 #: tenant's budget): checked by :func:`spend` instead.
 SPEND_SQL = """
@@ -40,7 +40,7 @@ SELECT (SELECT coalesce(sum(u.spent_usd), 0) FROM pgagent.budget_usage u WHERE u
 VIEWS = ("turn_timeline", "pending_approvals", "turn_summary", "agent_stats", "budget_status", "realtime_steps",
          "tool_call_queue", "thinking_trace", "conversation_timeline", "dashboard_overview", "flagged_issues",
          "queue_status", "workers", "documents", "eval_runs", "eval_results", "eval_changes", "team_discussions",
-         "discussion_messages")
+         "discussion_messages", "api_keys")
 RUN_SQL_SCHEMA = {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}
 BUMP_SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
 
@@ -130,6 +130,8 @@ def setup_tenant(w: World, t: str) -> dict[str, Any]:
                      config => '{"agent": "critic"}')""")
         a.execute("SELECT pgagent.create_agent('lead', model => 'scripted', tools => '{ask_critic}')")
         a.execute("SELECT pgagent.create_team('pair', ARRAY['analyst', 'critic'], 'round_robin')")
+        # the gateway (issue 13): an API key acting as the admin
+        api_key = a.execute("SELECT pgagent.create_api_key('k')").fetchone()[0]
     with w.connect(t, "user") as u:
         memory_user = u.execute("SELECT pgagent.remember('analyst', %s)", [f"MARK-{t} user memory"]).fetchone()[0]
         cid = u.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
@@ -192,7 +194,7 @@ def setup_tenant(w: World, t: str) -> dict[str, Any]:
             "flag": flag, "budget": budget, "hook": hook, "worker": f"worker-{t}", "schedule": f"sched-{t}",
             "table": f"public.tickets_{t}", "claimed_turn": claimed[0], "memory_admin": memory_admin,
             "memory_agent": memory_agent, "memory_user": memory_user, "document": document, "eval_run": eval_run,
-            "discussion": discussion["discussion_id"], "delegating_turn": r3["turn_id"]}
+            "discussion": discussion["discussion_id"], "delegating_turn": r3["turn_id"], "api_key": api_key}
 
 
 def snapshot(conn: psycopg.Connection, tenant_id: str) -> dict[str, str]:
@@ -284,6 +286,9 @@ def test_adversarial_matrix(world, conn):
                     ("SELECT pgagent.add_member(%s, current_user)", [vt]),
                     ("SELECT pgagent.add_tenant(%s)", [victim_name]),
                     ("SELECT pgagent._kek()", None),
+                    ("SELECT * FROM pgagent.authenticate_api_key(%s)", [v["api_key"]]),
+                    ("SELECT pgagent._api_key_matches(%s, hash) FROM pgagent.api_key", [v["api_key"]]),
+                    ("SELECT pgagent.create_api_key('stolen', %s)", [world.role(victim_name, "admin")]),
                     ("SHOW pgagent.kek", None),
                     ("SELECT pg_catalog.pg_read_file('pgagent.kek')", None),
                     ("SELECT pgagent.current_tenant()::text FROM pg_catalog.set_config('pgagent.tenant', %s, true)", [victim_name]),
