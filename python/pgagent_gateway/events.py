@@ -11,7 +11,7 @@ Events (WHATWG event-stream format):
 * ``event: end``, ``data``: ``{turn_id, status, answer, error}`` once the turn is completed,
   failed or cancelled (or waits for an approval, or is paused: ``status`` says which), after which
   the stream closes;
-* a ``: keep-alive`` comment every 15 s.
+* a ``: keep-alive`` comment every 5 s.
 
 Resuming: a client that reconnects with ``Last-Event-ID: <step_id>`` (or ``?after=<step_id>``) gets
 the steps after that one, so nothing is missed and nothing is sent twice. Token deltas of a
@@ -33,7 +33,9 @@ from psycopg.rows import dict_row
 from .app import Gateway, _json
 from .errors import HttpError
 
-KEEPALIVE_S = 15.0
+#: seconds between keep-alive comments; also the longest a step waits to be sent if its notification
+#: came while the stream was reading (it is then found by the next read)
+KEEPALIVE_S = 5.0
 #: statuses after which the stream ends (the turn needs someone else to go on)
 STOPPED = ("completed", "failed", "cancelled", "awaiting_approval", "paused")
 
@@ -44,30 +46,102 @@ def event(kind: str, data: Any, event_id: int | None = None) -> str:
     return f"{head}event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
+def resume_point(request: Request, after: int | None) -> int | None:
+    """The step id a stream resumes after: ``?after=`` or the ``Last-Event-ID`` header."""
+    header = request.headers.get("last-event-id")
+    if after is None and header:
+        if not header.strip().isdigit():
+            raise HttpError(400, "invalid_argument", "Last-Event-ID must be a step id")
+        return int(header.strip())
+    return after
+
+
+async def listening(gw: Gateway, who: Any) -> psycopg.AsyncConnection:
+    """A connection of its own acting as ``who`` for the whole session, LISTENing on the tenant's
+    channel. Raises HttpError 403 when the gateway may not act as the key's role."""
+    conn = await psycopg.AsyncConnection.connect(gw.dsn, autocommit=True, row_factory=dict_row)
+    try:
+        try:
+            await conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(who.role)))
+        except psycopg.errors.InsufficientPrivilege:
+            raise HttpError(403, "forbidden", f"the gateway may not act as role {who.role!r}") from None
+        await conn.execute("SELECT pg_catalog.set_config('pgagent.tenant', %s, false)", [who.tenant])
+        channel = (await (await conn.execute("SELECT pgagent.event_channel() AS ch")).fetchone())["ch"]
+        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+async def woken(conn: psycopg.AsyncConnection, turn_id: int | None) -> bool:
+    """Wait up to :data:`KEEPALIVE_S` for a step or turn notification (about ``turn_id``, or any);
+    True when one came."""
+    async for n in conn.notifies(timeout=KEEPALIVE_S):
+        try:
+            note = json.loads(n.payload)
+        except ValueError:
+            continue
+        if turn_id is None or note.get("turn_id") == turn_id:
+            return True
+    return False
+
+
 def add_routes(app: FastAPI, gw: Gateway) -> None:
-    """Register the events route on ``app``."""
+    """Register the events routes on ``app``."""
+
+    @app.get("/v1/events", tags=["read"])
+    async def tenant_events(request: Request, after: int | None = None, recent: int = 0) -> StreamingResponse:
+        """Every step the key's role may see, as server-sent events as they commit (the console's
+        live feed): after ``Last-Event-ID``/``?after=`` if given, else the ``recent`` (0..500)
+        latest steps first, then new ones."""
+        who = await gw.principal(request)
+        last = resume_point(request, after)
+        if not 0 <= recent <= 500:
+            raise HttpError(400, "invalid_argument", "recent must be from 0 to 500")
+        conn = await listening(gw, who)
+
+        async def stream() -> AsyncIterator[str]:
+            try:
+                if last is None:
+                    rows = await (await conn.execute(
+                        "SELECT * FROM (SELECT * FROM pgagent.turn_timeline ORDER BY step_id DESC LIMIT %s) x "
+                        "ORDER BY step_id", [recent])).fetchall()
+                    top = await (await conn.execute("SELECT coalesce(max(step_id), 0) AS m FROM pgagent.step")).fetchone()
+                    seen = int(top["m"])
+                    for r in rows:
+                        yield event("step", _json(r), int(r["step_id"]))
+                else:
+                    seen = last
+                while True:
+                    rows = await (await conn.execute(
+                        "SELECT * FROM pgagent.turn_timeline WHERE step_id > %s ORDER BY step_id LIMIT 500",
+                        [seen])).fetchall()
+                    for r in rows:
+                        seen = int(r["step_id"])
+                        yield event("step", _json(r), seen)
+                    if len(rows) == 500:
+                        continue
+                    came = await woken(conn, None)
+                    if await request.is_disconnected():
+                        return
+                    if not came:
+                        yield ": keep-alive\n\n"
+            finally:
+                await conn.close()
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.get("/v1/turns/{turn_id}/events", tags=["read"])
     async def turn_events(request: Request, turn_id: int, after: int | None = None) -> StreamingResponse:
         """The turn's steps as server-sent events (see the module doc)."""
         who = await gw.principal(request)
-        last = after
-        header = request.headers.get("last-event-id")
-        if last is None and header:
-            if not header.strip().isdigit():
-                raise HttpError(400, "invalid_argument", "Last-Event-ID must be a step id")
-            last = int(header.strip())
-        conn = await psycopg.AsyncConnection.connect(gw.dsn, autocommit=True, row_factory=dict_row)
+        last = resume_point(request, after)
+        conn = await listening(gw, who)
         try:
-            try:
-                await conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(who.role)))
-            except psycopg.errors.InsufficientPrivilege:
-                raise HttpError(403, "forbidden", f"the gateway may not act as role {who.role!r}") from None
-            await conn.execute("SELECT pg_catalog.set_config('pgagent.tenant', %s, false)", [who.tenant])
             if await (await conn.execute("SELECT 1 FROM pgagent.turn WHERE turn_id = %s", [turn_id])).fetchone() is None:
                 raise HttpError(404, "not_found", f"turn {turn_id} does not exist (for this key)")
-            channel = (await (await conn.execute("SELECT pgagent.event_channel() AS ch")).fetchone())["ch"]
-            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         except BaseException:
             await conn.close()
             raise
@@ -87,15 +161,7 @@ def add_routes(app: FastAPI, gw: Gateway) -> None:
                     if t is None or t["status"] in STOPPED:
                         yield event("end", {"turn_id": turn_id, **(_json(t) if t else {"status": "gone"})})
                         return
-                    woke = False
-                    async for n in conn.notifies(timeout=KEEPALIVE_S):
-                        try:
-                            note = json.loads(n.payload)
-                        except ValueError:
-                            continue
-                        if note.get("turn_id") == turn_id:
-                            woke = True
-                            break
+                    woke = await woken(conn, turn_id)
                     if await request.is_disconnected():
                         return
                     if not woke:

@@ -109,6 +109,7 @@ def add_routes(app: FastAPI, gw: Gateway) -> None:
             t0 = time.perf_counter()
             summary = await gw.value(who, "SELECT pgagent.send_message(%s, %s)", [conversation, content])
             gw.metrics.turn(summary, time.perf_counter() - t0)
+            await gw.trace(who, summary)
             headers["X-Pgagent-Turn"] = str(summary["turn_id"])
             check_outcome(summary)
             return JSONResponse(completion(summary, agent), headers=headers)
@@ -144,6 +145,7 @@ async def stream(gw: Gateway, who: Principal, conversation: int, content: str, a
                     yield chunk({"content": text})
             summary = _json((await (await task).fetchone())["r"])
         gw.metrics.turn(summary, time.perf_counter() - t0)
+        await gw.trace(who, summary)
         check_outcome(summary)
         yield chunk({}, "stop")
         if include_usage:

@@ -35,6 +35,8 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--housekeeping-s", type=float, default=30.0, help="s between housekeeping runs (leader only)")
     w.add_argument("--worker-id", help="this worker's id (default host:pid:random)")
     w.add_argument("--log-format", choices=("text", "json"), default="text", help="one line per event")
+    w.add_argument("--otlp-endpoint", help="export each turn's trace (OpenTelemetry, OTLP/HTTP) to this endpoint "
+                                           "(default: $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or $OTEL_EXPORTER_OTLP_ENDPOINT)")
     g = sub.add_parser("serve", help="run the HTTP gateway (REST, server-sent events, OpenAI-compatible chat)",
                        description="Serve pgagent's SQL API over HTTP; every request runs as its API key's database "
                                    "role. docs/gateway.md.")
@@ -44,6 +46,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--port", type=int, default=8750, help="port (default 8750)")
     g.add_argument("--pool-size", type=int, default=10, help="database connections for requests (default 10)")
     g.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    g.add_argument("--otlp-endpoint", help="export each turn's trace (OpenTelemetry, OTLP/HTTP) to this endpoint "
+                                           "(default: $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or $OTEL_EXPORTER_OTLP_ENDPOINT)")
     return p
 
 
@@ -54,12 +58,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         import uvicorn
 
         from pgagent_gateway.app import create_app
-        uvicorn.run(create_app(args.dsn, pool_size=args.pool_size), host=args.host, port=args.port,
-                    log_level=args.log_level)
+        from pgagent_gateway.tracing import Tracing
+        uvicorn.run(create_app(args.dsn, pool_size=args.pool_size,
+                               tracing=Tracing.create(args.otlp_endpoint, "pgagent-gateway")),
+                    host=args.host, port=args.port, log_level=args.log_level)
         return 0
+    tracing = None
+    if args.otlp_endpoint or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or \
+            os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        from pgagent_gateway.tracing import Tracing
+        tracing = Tracing.create(args.otlp_endpoint, "pgagent-worker")
     worker = Worker(args.dsn, concurrency=args.concurrency, tenant=args.tenant, agent=args.agent, once=args.once,
                     lease_ms=args.lease_ms, poll_s=args.poll_s, housekeeping_s=args.housekeeping_s,
-                    worker_id=args.worker_id, log=line_logger(args.log_format, sys.stderr))
+                    worker_id=args.worker_id, log=line_logger(args.log_format, sys.stderr), tracing=tracing)
     interrupts = {"n": 0}
 
     def on_term(signum: int, frame: object) -> None:
@@ -74,7 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_int)
-    return worker.run()
+    rc = worker.run()
+    if tracing is not None:
+        tracing.flush()
+    return rc
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, TextIO
 
 import psycopg
+import psycopg.rows
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 HOUSEKEEPING_LOCK = "SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtextextended('pgagent/housekeeper', 0)) AS ok"
@@ -56,13 +57,15 @@ class Worker:
     def __init__(self, dsn: str, *, concurrency: int = 2, tenant: str | None = None, agent: str | None = None,
                  once: bool = False, lease_ms: int = 60000, poll_s: float = 2.0, heartbeat_s: float = 5.0,
                  housekeeping_s: float = 30.0, worker_id: str | None = None,
-                 log: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 log: Callable[[dict[str, Any]], None] | None = None, tracing: Any = None) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.dsn, self.concurrency, self.tenant, self.agent, self.once = dsn, concurrency, tenant, agent, once
         self.lease_ms, self.poll_s, self.heartbeat_s, self.housekeeping_s = lease_ms, poll_s, heartbeat_s, housekeeping_s
         self.worker_id = worker_id or default_worker_id()
         self.log = log if log is not None else (lambda event: None)
+        #: a pgagent_gateway.tracing.Tracing exporting each finished turn's trace, or None
+        self.tracing = tracing
         self.stopping = threading.Event()
         self.killed = threading.Event()
         self.embed_wake = threading.Event()
@@ -130,6 +133,19 @@ class Worker:
         if result.get("error"):
             event["error"] = result["error"]
         self.log(event)
+        if self.tracing is not None and outcome in ("completed", "failed", "cancelled", "awaiting_approval"):
+            self._trace(conn, turn_id)
+
+    def _trace(self, conn: psycopg.Connection, turn_id: int) -> None:
+        """Export the turn's trace (pgagent_gateway.tracing); a failure is logged, never raised."""
+        from pgagent_gateway.tracing import STEPS_SQL, TREE_SQL
+        try:
+            with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+                turns = cur.execute(TREE_SQL, [turn_id]).fetchall()
+                steps = cur.execute(STEPS_SQL, [[t["turn_id"] for t in turns]]).fetchall()
+            self.tracing.export(turns, steps)
+        except Exception as e:   # tracing must never stop a worker
+            self.log({"event": "trace_failed", "worker": self.worker_id, "turn_id": turn_id, "error": repr(e)})
 
     def _slot(self, n: int) -> None:
         backoff = 0.1
