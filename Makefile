@@ -67,7 +67,7 @@ install-python:
 	@chmod -R a+rX "$(DESTDIR)$(PYLIBROOT)"
 	@echo "installed pgagent_core into $(DESTDIR)$(PYLIBDIR)"
 
-.PHONY: deps demo test bench eval check-not-pgadmin install-python print-sharedir print-replay
+.PHONY: deps demo console test bench eval check-not-pgadmin install-python print-sharedir print-replay
 deps:
 	bash scripts/install-system-deps.sh
 	bash scripts/install-python-env.sh
@@ -75,6 +75,10 @@ deps:
 
 demo: deps
 	.venv/bin/python examples/demo.py
+
+# the demo, then its cluster kept with the gateway and web console on 127.0.0.1:8750 (docs/console.md)
+console: deps
+	.venv/bin/python examples/demo.py --serve
 
 eval: deps
 	.venv/bin/python bench/eval.py $(EVAL_ARGS)
@@ -88,6 +92,7 @@ bench: deps
 	.venv/bin/python bench/bench_workers.py
 	.venv/bin/python bench/bench_memory.py
 	.venv/bin/python bench/bench_peers.py
+	.venv/bin/python bench/bench_gateway.py
 
 print-sharedir:
 	@echo $(datadir)

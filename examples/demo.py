@@ -323,9 +323,40 @@ def operate(conn: psycopg.Connection, operator: psycopg.Connection, admin_dsn: s
                 print(f"   {k:<28} {v}")
 
 
+def serve(cluster: Cluster, admin_dsn: str, port: int) -> None:
+    """``make console``: API keys for the demo's operator and analyst, and ``pgagent serve`` (the
+    gateway and its web console) on 127.0.0.1 until Ctrl-C."""
+    with psycopg.connect(cluster.dsn("demo"), autocommit=True) as su:
+        su.execute("CREATE ROLE wt_gateway LOGIN IN ROLE pgagent_gateway")
+        su.execute("GRANT wt_operator, wt_analyst TO wt_gateway")
+        su.execute("GRANT wt_operator, wt_analyst TO wt_admin")
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        keys = {role: admin.execute("SELECT pgagent.create_api_key(%s, %s)", [f"console-{role}", role]).fetchone()[0]
+                for role in ("wt_operator", "wt_analyst")}
+    gw = subprocess.Popen([str(ROOT / ".venv" / "bin" / "pgagent"), "serve", "--dsn",
+                           cluster.dsn("demo", user="wt_gateway"), "--port", str(port), "--log-level", "warning"])
+    print(f"\n== the gateway and web console: http://127.0.0.1:{port}/console (OpenAPI: /docs)")
+    for role, key in keys.items():
+        print(f"   API key of {role}: {key}")
+    print("   Ctrl-C stops the gateway, the cluster and the local model.")
+    try:
+        gw.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        gw.send_signal(signal.SIGINT)
+        try:
+            gw.wait(10)
+        except subprocess.TimeoutExpired:
+            gw.kill()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keep-servers", action="store_true", help="leave the local model running afterwards")
+    ap.add_argument("--serve", action="store_true",
+                    help="afterwards, serve the gateway and web console on 127.0.0.1:8750 until Ctrl-C (make console)")
+    ap.add_argument("--port", type=int, default=8750, help="the gateway's port with --serve")
     args = ap.parse_args()
     print("== starting the local model (llama.cpp, Qwen2.5-Coder-1.5B-Instruct Q4_K_M) on 127.0.0.1")
     urls = local_models.start()
@@ -397,6 +428,8 @@ def main() -> int:
                 ok, events, broken = operator.execute("SELECT * FROM pgagent.verify_audit_chain()").fetchone()
                 actions = [r[0] for r in operator.execute("SELECT action FROM pgagent.audit_event ORDER BY chain_seq")]
                 print(f"== audit chain of weather_team: ok={ok}, {events} events: {', '.join(actions)}")
+            if args.serve:
+                serve(cluster, admin_dsn, args.port)
     finally:
         if not args.keep_servers:
             local_models.stop()

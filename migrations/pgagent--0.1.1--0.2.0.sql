@@ -637,7 +637,7 @@ SELECT pg_catalog.pg_extension_config_dump('pgagent.discussion', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.discussion_turn', '');
 
 -- The HTTP gateway (issue 13, python/pgagent_gateway/): API keys, stored as bcrypt hashes
--- (pgcrypto), each mapped to the database role its requests run as (docs/gateway.md).
+-- (pgcrypto), each mapped to the database role its requests run as (docs/http.md).
 CREATE TABLE pgagent.api_key (
     tenant_id     uuid NOT NULL REFERENCES pgagent.tenant,
     key_id        bigint GENERATED ALWAYS AS IDENTITY,

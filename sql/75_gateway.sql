@@ -1,10 +1,14 @@
--- The HTTP gateway (issue 13, python/pgagent_gateway/, docs/gateway.md): API keys. A key is
+-- The HTTP gateway (issue 13, python/pgagent_gateway/, docs/http.md): API keys. A key is
 -- 'pga_' and 48 hex digits (24 random bytes); it is shown once, when it is created, and stored as
 -- a bcrypt hash (pgcrypto's crypt with gen_salt('bf', 10)). Each key names the database role
 -- its requests run as: the gateway authenticates the key (pgagent.authenticate_api_key, for
 -- members of pgagent_gateway only), then SET ROLE to that role and SET pgagent.tenant to the
 -- key's tenant, so row level security, budgets, hooks and the audit log apply to every request
 -- exactly as they do in psql. Replayable.
+
+-- the gateway's login role checks keys and warms its connections up; everything else it does as
+-- the keys' roles
+GRANT USAGE ON SCHEMA pgagent TO pgagent_gateway;
 
 CREATE OR REPLACE FUNCTION pgagent.create_api_key(name text, role name DEFAULT NULL, rate_per_min integer DEFAULT 600)
 RETURNS text
@@ -63,7 +67,7 @@ EXCEPTION WHEN unique_violation THEN
       USING ERRCODE = '23505', HINT = 'Revoke it (pgagent.revoke_api_key) or choose another name.';
 END $$;
 COMMENT ON FUNCTION pgagent.create_api_key(text, name, integer) IS
-  'Admin: create an API key for the HTTP gateway (pgagent serve) and return it; it is shown only now (stored as a bcrypt hash). Requests with it run as role (default: the caller), which must belong to the current tenant, must not be a superuser, and must be a role the caller is a member of. rate_per_min: requests per minute the gateway allows the key. Audited (api_key_created). Raises 22023, 42704, 42501, 23505. See docs/gateway.md.';
+  'Admin: create an API key for the HTTP gateway (pgagent serve) and return it; it is shown only now (stored as a bcrypt hash). Requests with it run as role (default: the caller), which must belong to the current tenant, must not be a superuser, and must be a role the caller is a member of. rate_per_min: requests per minute the gateway allows the key. Audited (api_key_created). Raises 22023, 42704, 42501, 23505. See docs/http.md.';
 REVOKE ALL ON FUNCTION pgagent.create_api_key(text, name, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgagent.create_api_key(text, name, integer) TO pgagent_admin;
 
@@ -149,3 +153,15 @@ COMMENT ON COLUMN pgagent.api_keys.revoked_at IS 'When it was revoked (NULL: liv
 COMMENT ON COLUMN pgagent.api_keys.revoked_by IS 'Who revoked it.';
 COMMENT ON COLUMN pgagent.api_keys.live IS 'Whether it is still accepted.';
 GRANT SELECT ON pgagent.api_keys TO pgagent_admin;
+
+CREATE OR REPLACE FUNCTION pgagent._warm_up() RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN pgagent._load();
+END $$;
+COMMENT ON FUNCTION pgagent._warm_up() IS
+  'Gateway (members of pgagent_gateway): import the pgagent_core package into this session now (about 200 ms), so that the first request a pooled connection serves does not wait for it. Reads and changes nothing; returns the package version.';
+REVOKE ALL ON FUNCTION pgagent._warm_up() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgagent._warm_up() TO pgagent_gateway;

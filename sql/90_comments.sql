@@ -667,7 +667,7 @@ COMMENT ON COLUMN pgagent.discussion_turn.turn_id IS 'The turn whose answer the 
 COMMENT ON COLUMN pgagent.discussion_turn.vote IS 'Consensus mode: the vote the message states (its last VOTE: line), as written.';
 
 -- the HTTP gateway (issue 13)
-COMMENT ON TABLE pgagent.api_key IS 'API keys of the HTTP gateway (pgagent.create_api_key): bcrypt hashes, never the keys; each maps to the database role its requests run as (docs/gateway.md). Admins read it without the hash (pgagent.api_keys).';
+COMMENT ON TABLE pgagent.api_key IS 'API keys of the HTTP gateway (pgagent.create_api_key): bcrypt hashes, never the keys; each maps to the database role its requests run as (docs/http.md). Admins read it without the hash (pgagent.api_keys).';
 COMMENT ON COLUMN pgagent.api_key.tenant_id IS 'The tenant.';
 COMMENT ON COLUMN pgagent.api_key.key_id IS 'The key.';
 COMMENT ON COLUMN pgagent.api_key.name IS 'Its name, unique in the tenant.';

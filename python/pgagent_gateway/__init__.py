@@ -1,4 +1,4 @@
-"""``pgagent serve``: a thin HTTP gateway over pgagent's SQL API (docs/gateway.md).
+"""``pgagent serve``: a thin HTTP gateway over pgagent's SQL API (docs/http.md).
 
 Every request is authenticated by an API key (``pgagent.create_api_key``), rate limited per key,
 and then runs as the key's database role (``SET LOCAL ROLE`` on a pooled connection, in a

@@ -82,12 +82,22 @@ class Gateway:
     def __init__(self, dsn: str, *, pool_size: int = 10, tracing: Any = None) -> None:
         self.dsn = dsn
         self.tracing = tracing
-        self.pool = AsyncConnectionPool(dsn, min_size=1, max_size=pool_size, open=False,
-                                        kwargs={"autocommit": True, "row_factory": dict_row})
+        # every connection opened at start and warmed up (pgagent._warm_up imports pgagent_core
+        # into the backend, ~200 ms), so no request waits for a new backend to get ready
+        self.pool = AsyncConnectionPool(dsn, min_size=pool_size, max_size=pool_size, open=False,
+                                        configure=self._warm, kwargs={"autocommit": True, "row_factory": dict_row})
         self.keys = KeyCache()
         self.limits = RateLimiter()
         self.metrics = Metrics()
         self.functions: dict[str, list[tuple[str, str]]] | None = None
+        self.hub: Any = None   # events.Hub: the shared LISTEN connections of the event streams
+
+    @staticmethod
+    async def _warm(conn: psycopg.AsyncConnection) -> None:
+        try:
+            await conn.execute("SELECT pgagent._warm_up()")
+        except psycopg.errors.InsufficientPrivilege:   # not a pgagent_gateway member: requests will say so
+            pass
 
     async def principal(self, request: Request) -> Principal:
         """The request's principal; raises HttpError 401 (no or unknown key) or 429 (rate)."""
@@ -180,10 +190,12 @@ def create_app(dsn: str, *, pool_size: int = 10, tracing: Any = None) -> FastAPI
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await gw.pool.open(wait=False)
+        await gw.pool.open(wait=True, timeout=120)   # ready (warmed up) before the first request
         try:
             yield
         finally:
+            if gw.hub is not None:
+                await gw.hub.close()
             await gw.pool.close()
             if gw.tracing is not None:
                 gw.tracing.flush()

@@ -39,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
                                            "(default: $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or $OTEL_EXPORTER_OTLP_ENDPOINT)")
     g = sub.add_parser("serve", help="run the HTTP gateway (REST, server-sent events, OpenAI-compatible chat)",
                        description="Serve pgagent's SQL API over HTTP; every request runs as its API key's database "
-                                   "role. docs/gateway.md.")
+                                   "role. docs/http.md.")
     g.add_argument("--dsn", default=os.environ.get("PGAGENT_DSN", ""),
                    help="libpq connection string of the gateway's login role (default: $PGAGENT_DSN)")
     g.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

@@ -7,6 +7,7 @@ shows only the key's tenant."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -76,6 +77,15 @@ def wait_for(fn: Callable[[], Any], timeout: float = 20.0, what: str = "conditio
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def shot(browser: Any, name: str) -> None:
+    """With PGAGENT_SCREENSHOTS=<dir>, save a screenshot of the page (docs/img/console-*.png are
+    made this way: PGAGENT_SCREENSHOTS=docs/img pytest tests/python/test_console.py)."""
+    where = os.environ.get("PGAGENT_SCREENSHOTS")
+    if where:
+        time.sleep(0.5)
+        browser.save_screenshot(os.path.join(where, f"console-{name}.png"))
+
+
 def texts(browser: Any, css: str) -> list[str]:
     return [e.text for e in browser.find_elements(By.CSS_SELECTOR, css)]
 
@@ -103,6 +113,7 @@ def test_an_operator_works_the_console(site, server, browser):
     # the approval queue: approve the waiting call
     browser.find_element(By.ID, "tab-approvals").click()
     row = wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "#approvals-table button.approve"), what="approvals")
+    shot(browser, "approvals")
     assert "bump" in browser.find_element(By.ID, "approvals-table").text
     site.llm.script(text("Bumped five."))
     row.click()
@@ -116,6 +127,7 @@ def test_an_operator_works_the_console(site, server, browser):
     # the feed follows live: the steps the approval made arrive without a reload
     browser.find_element(By.ID, "tab-feed").click()
     wait_for(lambda: "Bumped five." in browser.find_element(By.ID, "feed-table").text, what="live steps")
+    shot(browser, "feed")
 
     # a conversation's timeline; inject a message and pause it
     browser.find_element(By.ID, "tab-conversation").click()
@@ -128,6 +140,7 @@ def test_an_operator_works_the_console(site, server, browser):
     browser.find_element(By.ID, "inject").click()
     browser.find_element(By.ID, "pause").click()
     wait_for(lambda: "(paused)" in browser.find_element(By.ID, "conv-state").text, what="paused")
+    shot(browser, "conversation")
     actions = [a for (a,) in site.conn.execute("SELECT action FROM pgagent.intervention ORDER BY intervention_id")]
     assert actions == ["inject_message", "pause"]
 
@@ -137,6 +150,7 @@ def test_an_operator_works_the_console(site, server, browser):
     wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#chart-turns rect.bar")) >= 24,
              what="charts (" + browser.find_element(By.ID, "msg").text + ")")
     assert any(float(e.get_attribute("height")) > 0 for e in browser.find_elements(By.CSS_SELECTOR, "#chart-turns rect"))
+    shot(browser, "agents")
     assert "RIVAL-SECRET" not in browser.page_source
 
     # a user's key cannot approve: the console shows the database's refusal

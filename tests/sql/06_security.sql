@@ -29,7 +29,8 @@ SELECT ok(NOT pg_catalog.has_schema_privilege('pgagent_sandbox', 'pgagent', 'USA
           'pgagent_sandbox has no USAGE on schema pgagent');
 
 SELECT set_eq($$SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname LIKE 'pgagent\_%' AND NOT rolcanlogin$$,
-              ARRAY['pgagent_viewer', 'pgagent_user', 'pgagent_operator', 'pgagent_admin', 'pgagent_sandbox'],
+              ARRAY['pgagent_viewer', 'pgagent_user', 'pgagent_operator', 'pgagent_admin', 'pgagent_sandbox',
+                    'pgagent_gateway'],
               'the NOLOGIN group roles exist');
 
 SELECT is_empty($$
