@@ -54,34 +54,34 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
-async def sse_client(base: str, key: str, stop: asyncio.Event, got: list[float], counts: list[int], i: int,
-                     errors: list[str]) -> None:
+async def sse_client(c: httpx.AsyncClient, base: str, key: str, stop: asyncio.Event, got: list[float],
+                     counts: list[int], i: int, errors: list[str], connected: list[int]) -> None:
     headers = {"Authorization": f"Bearer {key}"}
     try:
-        async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as c:
-            async with c.stream("GET", base + "/v1/events", headers=headers) as r:
-                if r.status_code != 200:
-                    errors.append(f"sse {r.status_code}")
+        async with c.stream("GET", base + "/v1/events", headers=headers) as r:
+            if r.status_code != 200:
+                errors.append(f"sse {r.status_code}")
+                return
+            connected[0] += 1
+            buf = ""
+            sampled = i % 20 == 0   # delays from a sample of the clients (parsing is the cost)
+            tail = ""
+            async for chunk in r.aiter_text():
+                if not sampled:   # count the events without parsing them (a marker may span two chunks)
+                    joined = tail + chunk
+                    counts[i] += joined.count("\nevent: step\n")
+                    tail = joined[-12:] if not joined.endswith("\nevent: step\n") else ""
+                else:
+                    buf += chunk
+                    while "\n\n" in buf:
+                        block, buf = buf.split("\n\n", 1)
+                        if block.startswith("id:"):
+                            data = json.loads(block.split("data: ", 1)[1])
+                            counts[i] += 1
+                            got.append(time.time() - datetime.fromisoformat(data["created_at"]).timestamp())
+                if stop.is_set():
                     return
-                buf = ""
-                sampled = i % 20 == 0   # delays from a sample of the clients (parsing is the cost)
-                tail = ""
-                async for chunk in r.aiter_text():
-                    if not sampled:   # count the events without parsing them (a marker may span two chunks)
-                        joined = tail + chunk
-                        counts[i] += joined.count("\nevent: step\n")
-                        tail = joined[-12:] if not joined.endswith("\nevent: step\n") else ""
-                    else:
-                        buf += chunk
-                        while "\n\n" in buf:
-                            block, buf = buf.split("\n\n", 1)
-                            if block.startswith("id:"):
-                                data = json.loads(block.split("data: ", 1)[1])
-                                counts[i] += 1
-                                got.append(time.time() - datetime.fromisoformat(data["created_at"]).timestamp())
-                    if stop.is_set():
-                        return
-                errors.append("sse stream closed by the server")
+            errors.append("sse stream closed by the server")
     except (httpx.HTTPError, asyncio.CancelledError) as e:
         if not stop.is_set():
             errors.append(f"sse {type(e).__name__}")
@@ -114,18 +114,28 @@ async def sender(base: str, key: str, conversations: list[int], rate: float, sec
     return sent
 
 
-async def sse_clients(base: str, key: str, n: int, seconds: float) -> dict[str, Any]:
-    """``n`` SSE clients for ``seconds`` (run in a process of their own: see :func:`main`)."""
+async def sse_clients(base: str, key: str, n: int, seconds: float, ready: Path) -> dict[str, Any]:
+    """``n`` SSE clients (one HTTP client, ``n`` connections) for ``seconds`` after all are
+    connected, which ``ready`` (a file) tells the sending process (run in a process of their own:
+    see :func:`main`)."""
     stop = asyncio.Event()
     delays: list[float] = []
     counts = [0] * n
     errors: list[str] = []
-    clients = [asyncio.ensure_future(sse_client(base, key, stop, delays, counts, i, errors)) for i in range(n)]
+    connected = [0]
+    http = httpx.AsyncClient(timeout=httpx.Timeout(30, read=None), limits=httpx.Limits(max_connections=n + 10))
+    clients = [asyncio.ensure_future(sse_client(http, base, key, stop, delays, counts, i, errors, connected))
+               for i in range(n)]
+    t0 = time.monotonic()
+    while connected[0] + len(errors) < n and time.monotonic() - t0 < 60:
+        await asyncio.sleep(0.05)
+    ready.write_text(str(connected[0]))
     await asyncio.sleep(seconds)
     stop.set()
     for c in clients:
         c.cancel()
     await asyncio.gather(*clients, return_exceptions=True)
+    await http.aclose()
     return {"counts": counts, "delays_ms": [d * 1000 for d in delays], "errors": errors}
 
 
@@ -133,9 +143,14 @@ async def load(base: str, key: str, conversations: list[int], args: argparse.Nam
     """The SSE clients in a child process (this one's event loop would otherwise be shared with
     their parsing), then the sends from here."""
     out = Path(f"/tmp/pgagent-bench-sse-{os.getpid()}.json")
+    ready = Path(f"/tmp/pgagent-bench-sse-{os.getpid()}.ready")
+    ready.unlink(missing_ok=True)
     child = subprocess.Popen([sys.executable, __file__, "--sse-only", base, key, str(args.sse),
-                              str(args.seconds + args.drain), str(out)])
-    await asyncio.sleep(4.0)   # let the streams connect
+                              str(args.seconds + args.drain), str(out), str(ready)])
+    t0 = time.monotonic()
+    while not ready.exists() and time.monotonic() - t0 < 90:   # every stream connected first
+        await asyncio.sleep(0.1)
+    ready.unlink(missing_ok=True)
     latencies: list[float] = []
     errors: list[str] = []
     t0 = time.perf_counter()
@@ -150,8 +165,8 @@ async def load(base: str, key: str, conversations: list[int], args: argparse.Nam
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--sse-only":   # the child process of load()
-        base, key, n, seconds, out = sys.argv[2:7]
-        Path(out).write_text(json.dumps(asyncio.run(sse_clients(base, key, int(n), float(seconds)))))
+        base, key, n, seconds, out, ready = sys.argv[2:8]
+        Path(out).write_text(json.dumps(asyncio.run(sse_clients(base, key, int(n), float(seconds), Path(ready)))))
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0)
