@@ -166,18 +166,23 @@ class _Discussion:
     def ask(self, agent: str, role: str, rnd: int, content: str, vote: bool = False) -> dict[str, Any] | None:
         """One message: a turn of ``agent`` with ``content``, run to its end and recorded as the
         next discussion_turn. Returns the message, or None when the turn did not complete (the
-        discussion then fails)."""
+        discussion then fails). The team's config.instructions are added to ``content``."""
+        instructions = self.team["config"].get("instructions")
+        if instructions:
+            content = f"{content}\n\n{instructions}"
+        turn_id, result = self.turn(agent, content)
+        return self.record(agent, role, rnd, turn_id, result, vote)
+
+    def turn(self, agent: str, content: str) -> tuple[int, dict[str, Any]]:
+        """A turn of ``agent`` with ``content`` in its conversation of this discussion (started
+        on first use), run to its end in the caller's transaction: (turn_id, loop summary)."""
         conv = self.conversations.get(agent)
         if conv is None:
             conv = self.conversations[agent] = pl.start_conversation(
                 self.db, self.gd, self.c, agent, title=f"team {self.team['name']}: discussion {self.id}",
                 metadata={"discussion_id": self.id, "team": self.team["name"]})
-        instructions = self.team["config"].get("instructions")
-        if instructions:
-            content = f"{content}\n\n{instructions}"
         turn_id = pl._new_turn(self.db, self.gd, self.c, conv, content, None, "running")
-        result = loop.drive(self.db, self.gd, pl._locked(self.db, self.gd, self.c, turn_id))
-        return self.record(agent, role, rnd, turn_id, result, vote)
+        return turn_id, loop.drive(self.db, self.gd, pl._locked(self.db, self.gd, self.c, turn_id))
 
     def record(self, agent: str, role: str, rnd: int, turn_id: int, result: dict[str, Any],
                vote: bool = False) -> dict[str, Any] | None:
@@ -236,11 +241,7 @@ def team_discuss(db: Db, gd: dict, c: Caller, team: str, topic: str, max_rounds:
 def _supervise(d: _Discussion) -> dict[str, Any]:
     lead = d.team["config"]["supervisor"]
     d.rounds = 1
-    conv = d.conversations[lead] = pl.start_conversation(
-        d.db, d.gd, d.c, lead, title=f"team {d.team['name']}: discussion {d.id}",
-        metadata={"discussion_id": d.id, "team": d.team["name"]})
-    turn_id = pl._new_turn(d.db, d.gd, d.c, conv, d.topic, None, "running")
-    result = loop.drive(d.db, d.gd, pl._locked(d.db, d.gd, d.c, turn_id))
+    turn_id, result = d.turn(lead, d.topic)
     # the members' turns are the supervisor's child turns (its agent tool calls), in call order
     kids = d.db.all("""SELECT t.turn_id, t.status, t.answer, t.error, a.name AS agent
                          FROM pgagent.turn t

@@ -226,6 +226,15 @@ class Sent:
         return min(self.order) - 1 if self.order else 0
 
 
+async def next_batch(q: asyncio.Queue[Any], request: Request) -> list[Any] | None:
+    """What a stream writes next: the items waiting in its queue; [] after :data:`KEEPALIVE_S`
+    without any (write a keep-alive); None when the client has gone."""
+    items = await take(q)
+    if not items and await request.is_disconnected():
+        return None
+    return items
+
+
 async def take(q: asyncio.Queue[Any]) -> list[Any]:
     """The items waiting in a subscriber queue (at least one), or [] after :data:`KEEPALIVE_S`
     without any: a stream writes what accumulated as one chunk."""
@@ -270,10 +279,10 @@ def add_routes(app: FastAPI, gw: Gateway) -> None:
                 if out:
                     yield "".join(out)
                 while True:
-                    items = await take(q)
+                    items = await next_batch(q, request)
+                    if items is None:
+                        return
                     if not items:
-                        if await request.is_disconnected():
-                            return
                         yield ": keep-alive\n\n"
                         continue
                     out = []
@@ -319,10 +328,10 @@ def add_routes(app: FastAPI, gw: Gateway) -> None:
                             yield event("end", {"turn_id": turn_id, **(t or {"status": "gone"})})
                             return
                         caught_up = False
-                    items = await take(q)
+                    items = await next_batch(q, request)
+                    if items is None:
+                        return
                     if not items:
-                        if await request.is_disconnected():
-                            return
                         yield ": keep-alive\n\n"
                         continue
                     out = []
