@@ -108,7 +108,7 @@ AGENT_CONFIG = _object("agent.config", "An agent's config: loop settings, auto-a
                      "description": "grounding policy: always = an answer before any tool result is sent back once; "
                                     "auto = an answer stating numbers no tool result or message shows is sent back "
                                     "once (docs/evals.md)"},
-    "grounding_retries": _int(0, 5, 1, "answers of a turn the grounding policy may send back"),
+    "grounding_retries": _int(0, 5, 2, "answers of a turn the grounding policy may send back"),
     "self_check": _bool(False, "send the first answer given after a tool result back once to be checked against "
                                "the results (docs/evals.md)"),
     "response_schema": {"type": "object", "x-expected": 'a JSON Schema of an object ({"type": "object", ...})',

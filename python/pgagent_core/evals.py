@@ -161,12 +161,15 @@ def grounded(rule: str, answer: str | None, correct: bool, detail: dict[str, Any
 
 
 JUDGE_SYSTEM = ("You grade answers to questions. Compare the answer with the reference answer and the rubric; "
-                "ignore wording, judge only whether the answer is right. Reply with one JSON object: "
-                '{"correct": true or false, "reason": "<one sentence>"}.')
+                "ignore wording, judge only whether the answer is right; when there is no reference answer the "
+                "rubric decides. Reply with one JSON object, the reason first, then the verdict: "
+                '{"reason": "<one sentence>", "correct": true or false}.')
 
+# "reason" before "correct": a model that writes its reason first decides after it, not before
+# (the grader prompts of G-Eval, Liu et al. 2023, and of OpenAI's evals ask for the reasoning first)
 JUDGE_SCHEMA = {"type": "json_schema", "json_schema": {"name": "grade", "strict": True, "schema": {
-    "type": "object", "properties": {"correct": {"type": "boolean"}, "reason": {"type": "string"}},
-    "required": ["correct", "reason"], "additionalProperties": False}}}
+    "type": "object", "properties": {"reason": {"type": "string"}, "correct": {"type": "boolean"}},
+    "required": ["reason", "correct"], "additionalProperties": False}}}
 
 
 def judge_request(question: str, answer: str | None, expected: Any, rubric: str | None) -> dict[str, Any]:

@@ -6,7 +6,11 @@ a final answer is sent back to the model once before it is accepted. Pure functi
   ("look it up first"); in json_schema tool mode the reply schema also offers no answer until a
   tool has returned a result (:func:`answer_allowed`).
 * ``auto`` and ``always``: an answer given right after a tool call failed (an SQL error, a
-  timeout) is sent back once with the error, to fix the call rather than report the failure.
+  timeout) is sent back with the error, to fix the call rather than report the failure; one
+  given right after a result with no rows (``{"rows": []}``), or with one row of NULLs and zeros
+  that the tool added notes to, is sent back with its notes.
+* ``auto`` and ``always``: an unreadable answer (:func:`unreadable`: no words and no value, or a
+  code expression) is sent back once.
 * ``auto``: an answer that states numbers which appear nowhere in what the model was given (the
   user message, the system prompt and the tools' own descriptions, earlier turns; not the
   introspected schema notes) nor in a tool result of the turn is sent back once to be checked
@@ -17,12 +21,13 @@ sent back once with :data:`SELF_CHECK` (a bounded self-check before the final an
 
 The loop records each send-back as a ``guardrail`` step (guard ``grounding``: the reason, the
 numbers in question and the feedback the model was shown) and allows ``grounding_retries`` of
-them per turn (default 1); the answer after that is accepted as it is. In json_schema tool mode
+them per turn (default 2); the answer after that is accepted as it is. In json_schema tool mode
 the reply after a send-back must be a tool call (the reply schema offers no answer).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .evals import numbers
@@ -33,10 +38,26 @@ POLICIES = ("never", "auto", "always")
 SELF_CHECK = ("Check your answer before it is final: does it answer exactly the question asked, with the value the "
               "tool returned (rounded as asked, in the unit asked)? If it is right, give the same answer again; if not, "
               "correct it (you may run another query).")
-DEFAULT_RETRIES = 1
+DEFAULT_RETRIES = 2
 
 NO_TOOL = ("You answered without looking anything up. Use a tool to get the facts first, then answer from its "
            "result. If the question needs no data at all, give the same answer again.")
+
+
+UNREADABLE = ("Your answer is not an answer a person can read (no words and no value, or a code expression). If "
+              "the question needs data, call a tool and answer from its result, in words or with the value.")
+_WORD = re.compile(r"[^\W\d_]{2,}")
+_CODE = re.compile(r"[\[\]{}()=;<>]")
+
+
+def unreadable(answer: str) -> bool:
+    """An answer that is neither words nor a value: empty, punctuation only (``]``, ``.0``), or
+    one token of code (``orders[2009]['total']``: no space and brackets, braces, parentheses,
+    ``=`` or ``;``). Such answers are sent back under auto and always (reason ``unreadable``)."""
+    text = (answer or "").strip()
+    if not _WORD.search(text) and not numbers(text):
+        return True
+    return not any(c.isspace() for c in text) and bool(_CODE.search(text))
 
 
 def unsupported(answer: str, known: list[str]) -> list[str]:
@@ -52,21 +73,29 @@ def unsupported(answer: str, known: list[str]) -> list[str]:
 
 
 def check(policy: str, answer: str, *, has_tools: bool, tool_results: list[str], context: list[str],
-          last_error: str | None = None) -> dict[str, Any] | None:
+          last_error: str | None = None, last_empty: list[str] | None = None) -> dict[str, Any] | None:
     """None to accept ``answer``, else ``{"reason", "numbers", "feedback"}`` to send it back.
     ``tool_results``: the texts of this turn's successful tool results; ``context``: the other
     texts the model was given (user message, system prompt with the tool descriptions, earlier
     turns' messages); ``last_error``: the error of the turn's last tool result when it failed
-    (an answer right after a failed call is sent back under auto and always). Raises ValueError
-    for an unknown policy."""
+    (an answer right after a failed call is sent back under auto and always); ``last_empty``:
+    the notes of the turn's last tool result when it returned no rows, or one row of NULLs and
+    zeros with notes (such an answer is sent back too, reason empty_result). Raises ValueError for an unknown policy."""
     if policy not in POLICIES:
         raise ValueError(f"require_tool must be one of {', '.join(POLICIES)}, not {policy!r}")
     if policy == "never" or not has_tools:
         return None
     if last_error is not None:
         return {"reason": "tool_error", "numbers": [],
-                "feedback": (f"Your last tool call failed: {last_error[:300]} Fix the call (check the table and "
+                "feedback": (f"Your last tool call failed: {last_error[:800]} Fix the call (check the table and "
                              "column names and types) and run it again, then answer from its result.")}
+    if last_empty is not None:
+        return {"reason": "empty_result", "numbers": [],
+                "feedback": ("Your last query returned no rows. " + " ".join(n[:300] for n in last_empty[:4])
+                             + " Check its conditions against the data and run it again; if there is really no "
+                             "such data, say so.")}
+    if unreadable(answer):
+        return {"reason": "unreadable", "numbers": [], "feedback": UNREADABLE}
     if policy == "always" and not tool_results:
         return {"reason": "no_tool", "numbers": [], "feedback": NO_TOOL}
     nums = unsupported(answer, tool_results + context)

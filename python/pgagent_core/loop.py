@@ -501,8 +501,14 @@ def system_prompt(turn: Turn, specs: list[dict[str, Any]]) -> str:
 
 
 def result_text(payload: dict[str, Any], limit: int) -> str:
-    """What the model is told a tool returned (JSON text, cut to ``limit`` characters)."""
+    """What the model is told a tool returned (JSON text, cut to ``limit`` characters). A result
+    object's keys come in jsonb's order (shorter keys first), so the text is the same whether the
+    step was just written or loaded again by a resumed turn, except that ``notes`` come first (a
+    small model reads a result from its start)."""
     body = {"error": payload["error"]} if payload.get("is_error") else payload.get("result")
+    if isinstance(body, dict):
+        keys = sorted(body, key=lambda k: (k != "notes", len(k.encode()), k.encode()))
+        body = {k: body[k] for k in keys}
     text = dumps(body)
     return text if len(text) <= limit else text[:limit] + f"... [truncated, {len(text)} chars]"
 
@@ -976,7 +982,7 @@ def send_back(db: Db, turn: Turn, content: str) -> bool:
     """The grounding policy (agent config ``require_tool``, pgagent_core.grounding): when the
     answer is sent back to the model, record a ``guardrail`` step (event before_response, guard
     grounding, action retry, reason, numbers, feedback: the model sees the feedback as a user
-    message) and return True; the turn goes on. At most ``grounding_retries`` (default 1) per turn.
+    message) and return True; the turn goes on. At most ``grounding_retries`` (default 2) per turn.
     Then, with agent config ``self_check``, an answer given after a successful tool result is sent
     back once more to be checked against the results (guard self_check)."""
     s = turn.settings
@@ -998,8 +1004,15 @@ def send_back(db: Db, turn: Turn, content: str) -> bool:
     results = [st for st in turn.steps if st["kind"] == "tool_result"]
     last_error = str(results[-1]["payload"].get("error")) if results and results[-1]["payload"].get("is_error") \
         and not results[-1]["payload"].get("rejected") else None
+    last = results[-1]["payload"] if results and not results[-1]["payload"].get("is_error") else None
+    body = last.get("result") if last else None
+    rows = body.get("rows") if isinstance(body, dict) else None
+    # no rows, or one row of NULLs and zeros (aggregates over nothing) that the tool has notes about
+    empty = rows == [] or (isinstance(rows, list) and len(rows) == 1 and isinstance(rows[0], dict)
+                           and all(v is None or v == 0 for v in rows[0].values()) and bool(body.get("notes")))
+    last_empty = [str(n) for n in body.get("notes") or []] if empty else None
     verdict = grounding.check(policy, content, has_tools=bool(specs), tool_results=successful_results(turn),
-                              context=context, last_error=last_error)
+                              context=context, last_error=last_error, last_empty=last_empty)
     if verdict is None:
         return self_check(db, turn, content)
     add_step(db, turn, "guardrail", {"event": "before_response", "guard": "grounding", "action": "retry",

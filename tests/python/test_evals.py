@@ -68,7 +68,9 @@ def test_judge_reply_parsing():
     assert evals.parse_judge('Sure! {"correct": false, "reason": "off by one"}')[0] is False
     assert evals.parse_judge("yes")[0] is None
     req = evals.judge_request("Q?", "A", "ref", "be strict")
-    assert req["response_format"]["json_schema"]["schema"]["required"] == ["correct", "reason"]
+    # the reason before the verdict: the judge decides after it has written why
+    assert list(req["response_format"]["json_schema"]["schema"]["properties"]) == ["reason", "correct"]
+    assert req["response_format"]["json_schema"]["schema"]["required"] == ["reason", "correct"]
     assert "Rubric: be strict" in req["messages"][1]["content"]
 
 
@@ -86,6 +88,13 @@ def test_grounding_policy_unit():
                         last_error='column "x" does not exist')
     assert v["reason"] == "tool_error" and 'column "x" does not exist' in v["feedback"]
     assert grounding.check("never", "failed", has_tools=True, tool_results=[], context=known, last_error="e") is None
+    # an unreadable answer (punctuation, a code expression) is sent back under auto and always, not never
+    for bad in ["]", ".0", "orders[2009]['total']", ""]:
+        assert grounding.check("auto", bad, has_tools=True, tool_results=[], context=known)["reason"] == "unreadable"
+    assert grounding.check("always", "]", has_tools=True, tool_results=['[1]'], context=known)["reason"] == "unreadable"
+    assert grounding.check("never", "]", has_tools=True, tool_results=[], context=known) is None
+    for fine in ["DISTINCT", "Paris", "2009-03", "There are 3 (three) kinds."]:
+        assert not grounding.unreadable(fine)
     with pytest.raises(ValueError):
         grounding.check("sometimes", "x", has_tools=True, tool_results=[], context=[])
 
@@ -223,11 +232,69 @@ def test_sql_results_say_how_many_rows_and_warn_about_nulls(conn, llm):
     conn.execute("SELECT pgagent.send_message(%s, 'q')", [cid])
     res = [r[0] for r in conn.execute("SELECT payload -> 'result' FROM pgagent.step WHERE kind = 'tool_result' ORDER BY seq")]
     assert res[0]["row_count"] == 3 and res[0]["total_rows"] == 5 and res[0]["truncated"] is True
-    assert "first 3 of 5 rows" in res[0]["notes"][0]
+    assert "returned 5 rows; only the first 3 are shown" in res[0]["notes"][0]
+    # the model is shown the notes before the rows (a small model reads a result from its start)
+    shown = [m["content"] for m in llm.requests[-1]["body"]["messages"] if m["role"] == "tool"]
+    assert len(shown) == 3 and shown[0].startswith('{"notes":["The query returned 5 rows')
+    assert all(list(json.loads(t)) == ["notes", "rows", "row_count", "truncated", "total_rows"] for t in shown)
     assert res[1]["rows"][0] == {"id": 3, "amount": None} and any("NULLs first" in n for n in res[1]["notes"])
     assert res[2]["rows"][0] == {"id": 2, "amount": 20} and not any("NULLs" in n for n in res[2].get("notes", []))
     # the model sees the notes
-    assert "first 3 of 5 rows" in json.dumps(llm.requests[-1]["body"]["messages"])
+    assert "the answer to how many is 5, not 3" in json.dumps(llm.requests[-1]["body"]["messages"])
+
+
+def test_sql_errors_and_empty_results_carry_hints(conn, llm):
+    setup(conn, llm)
+    conn.execute("CREATE TABLE public.customers (name text, city text)")
+    cid = conn.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
+    llm.script(tool_calls([("run_sql", {"query": "SELECT amount FROM orders WHERE shipped = 2024"}),
+                           ("run_sql", {"query": "SELECT city FROM orders o WHERE o.id = 1"}),
+                           ("run_sql", {"query": "SELECT * FROM order_lines"}),
+                           ("run_sql", {"query": "SELECT customer, max(amount) FROM orders"}),
+                           ("run_sql", {"query": "SELECT id FROM orders WHERE customer = 'Ann'"})]),
+               text("done"))
+    conn.execute("SELECT pgagent.send_message(%s, 'q')", [cid])
+    out = [r[0] for r in conn.execute("SELECT payload FROM pgagent.step WHERE kind = 'tool_result' ORDER BY seq")]
+    errs = [o.get("error") or "" for o in out]
+    assert "operator does not exist: date = integer HINT: A date or timestamp column cannot be compared with a " \
+           "number. To filter on a year write extract(year FROM <column>) = 2017" in errs[0]
+    # where the fix is mechanical the hint ends with the query fixed
+    assert errs[0].endswith("Try: SELECT amount FROM orders WHERE extract(year FROM shipped) = 2024")
+    assert errs[1].endswith("Try: SELECT city FROM customers o WHERE o.id = 1")
+    # an unknown column: which readable tables have it, and the columns of the table the query names
+    assert 'column "city" does not exist HINT: Column city is in table customers, not in orders: write FROM ' \
+           "customers. The columns of orders are id (integer), customer (text), amount (numeric), shipped (date)." in errs[1]
+    assert "HINT: The tables you can read are customers, orders." in errs[2]
+    assert "ORDER BY <column> DESC NULLS LAST LIMIT 1" in errs[3]
+    assert out[4]["result"]["total_rows"] == 0 and out[4]["result"]["notes"][0].startswith("No rows matched.")
+    # the value a text comparison that matched nothing may have meant, looked up as the sandbox
+    assert out[4]["result"]["notes"][1] == ("customer = 'Ann' matches no row of orders, but customer has 'ann'. "
+                                            "Try: SELECT id FROM orders WHERE customer = 'ann'")
+    # the model sees them
+    assert "Column city is in table customers, not in orders" in json.dumps(llm.requests[-1]["body"]["messages"])
+
+
+def test_sql_hints_for_a_year_a_group_and_an_aggregate_over_nothing(conn, llm):
+    setup(conn, llm)
+    cid = conn.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
+    llm.script(tool_calls([("run_sql", {"query": "SELECT sum(amount) FROM orders WHERE year = 2024"}),
+                           ("run_sql", {"query": "SELECT customer, sum(amount) FROM orders GROUP BY customer"}),
+                           ("run_sql", {"query": "SELECT customer, sum(amount) FROM orders GROUP BY customer "
+                                                 "ORDER BY 2 DESC NULLS LAST"}),
+                           ("run_sql", {"query": "SELECT sum(amount) FROM orders WHERE customer = 'CY'"})]),
+               text("done"))
+    conn.execute("SELECT pgagent.send_message(%s, 'q')", [cid])
+    out = [r[0] for r in conn.execute("SELECT payload FROM pgagent.step WHERE kind = 'tool_result' ORDER BY seq")]
+    # a year asked of a table with one date column
+    assert out[0]["error"].endswith("HINT: Orders has no column year. The columns of orders are id (integer), "
+                                    "customer (text), amount (numeric), shipped (date). "
+                                    "Try: SELECT sum(amount) FROM orders WHERE extract(year FROM shipped) = 2024")
+    assert any("no particular order" in n for n in out[1]["result"]["notes"])
+    assert not any("no particular order" in n for n in out[2]["result"].get("notes", []))
+    # one row of NULLs (an aggregate over nothing) is checked as an empty result is
+    assert out[3]["result"]["rows"] == [{"sum": None}]
+    assert out[3]["result"]["notes"] == ["customer = 'CY' matches no row of orders, but customer has 'cy'. "
+                                         "Try: SELECT sum(amount) FROM orders WHERE customer = 'cy'"]
 
 
 def test_sql_hints_can_be_turned_off(conn, llm):
@@ -237,6 +304,10 @@ def test_sql_hints_can_be_turned_off(conn, llm):
     conn.execute("SELECT pgagent.send_message(%s, 'q')", [cid])
     res = conn.execute("SELECT payload -> 'result' FROM pgagent.step WHERE kind = 'tool_result'").fetchone()[0]
     assert set(res) == {"rows", "row_count", "truncated"}
+    llm.script(tool_calls([("run_sql", {"query": "SELECT amount FROM orders WHERE shipped = 2024"})]), text("done"))
+    conn.execute("SELECT pgagent.send_message(%s, 'q')", [cid])
+    err = conn.execute("SELECT payload ->> 'error' FROM pgagent.step WHERE kind = 'tool_result' ORDER BY step_id DESC LIMIT 1").fetchone()[0]
+    assert "date = integer" in err and "HINT" not in err
 
 
 def tool_description(llm) -> str:
@@ -299,10 +370,11 @@ def test_require_tool_always_sends_an_unlooked_answer_back_once(conn, llm):
     msgs = llm.requests[1]["body"]["messages"]
     assert msgs[-2] == {"role": "assistant", "content": "There are 4 orders."}
     assert msgs[-1]["role"] == "user" and msgs[-1]["content"] == grounding.NO_TOOL
-    # only once: a second answer without a tool is accepted
+    # at most grounding_retries times: the answer after the last send-back is accepted
+    conn.execute("""SELECT pgagent.update_agent('analyst', config => '{"require_tool": "always", "grounding_retries": 1}')""")
     llm.script(text("Hello."), text("Hello again."))
     r = conn.execute("SELECT pgagent.send_message(%s, 'Hi')", [cid]).fetchone()[0]
-    assert r["answer"] == "Hello again."
+    assert r["answer"] == "Hello again." and r["llm_calls"] == 2
 
 
 def test_require_tool_auto_checks_numbers(conn, llm):
@@ -313,11 +385,12 @@ def test_require_tool_auto_checks_numbers(conn, llm):
     llm.script(tool_calls([("run_sql", {"query": "SELECT sum(amount) FROM orders"})]), text("The total is 38.75."))
     r = conn.execute("SELECT pgagent.send_message(%s, 'Total amount in 2024?')", [cid]).fetchone()[0]
     assert r["answer"] == "The total is 38.75." and r["llm_calls"] == 2           # 38.75 is in the tool result
-    llm.script(text("About 40 per order."), text("About 40 per order."))
+    # sent back at most grounding_retries (default 2) times; the answer after that is accepted
+    llm.script(text("About 40 per order."), text("About 40 per order."), text("About 40 per order."))
     r = conn.execute("SELECT pgagent.send_message(%s, 'Average?')", [cid]).fetchone()[0]
-    assert r["answer"] == "About 40 per order." and r["llm_calls"] == 2
-    g = conn.execute("SELECT payload FROM pgagent.step WHERE kind = 'guardrail' AND turn_id = %s", [r["turn_id"]]).fetchone()[0]
-    assert g["reason"] == "unsupported_numbers" and g["numbers"] == ["40"]
+    assert r["answer"] == "About 40 per order." and r["llm_calls"] == 3
+    g = conn.execute("SELECT payload FROM pgagent.step WHERE kind = 'guardrail' AND turn_id = %s", [r["turn_id"]]).fetchall()
+    assert [(p["reason"], p["numbers"]) for p, in g] == [("unsupported_numbers", ["40"])] * 2
 
 
 def test_an_answer_right_after_a_failed_call_is_sent_back(conn, llm):
@@ -330,6 +403,35 @@ def test_an_answer_right_after_a_failed_call_is_sent_back(conn, llm):
     assert r["answer"] == "There are 5 orders."
     g = conn.execute("SELECT payload FROM pgagent.step WHERE kind = 'guardrail'").fetchone()[0]
     assert g["reason"] == "tool_error" and "totl" in g["feedback"] and g["answer"] == "The query failed because of an error."
+
+
+def test_an_answer_right_after_an_empty_result_is_sent_back_with_its_notes(conn, llm):
+    setup(conn, llm, agent_config='{"require_tool": "auto"}')
+    cid = conn.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
+    llm.script(tool_calls([("run_sql", {"query": "SELECT amount FROM orders WHERE customer = 'BOB'"})]),
+               text("Bob has no orders."),
+               tool_calls([("run_sql", {"query": "SELECT amount FROM orders WHERE customer = 'bob'"})]),
+               text("Bob's orders were 20 and 1."))
+    r = conn.execute("SELECT pgagent.send_message(%s, 'What did bob spend?')", [cid]).fetchone()[0]
+    assert r["answer"] == "Bob's orders were 20 and 1."
+    g = conn.execute("SELECT payload FROM pgagent.step WHERE kind = 'guardrail'").fetchone()[0]
+    assert g["reason"] == "empty_result" and g["answer"] == "Bob has no orders."
+    assert g["feedback"].startswith("Your last query returned no rows. No rows matched.")
+    assert "customer = 'BOB' matches no row of orders, but customer has 'bob'. Try: SELECT" in g["feedback"]
+    # an aggregate over no rows (one row of NULLs or zeros) with nothing the tool could suggest: accepted
+    llm.script(tool_calls([("run_sql", {"query": "SELECT count(*) FROM orders WHERE customer = 'zed'"})]),
+               text("Zed has 0 orders."))
+    r = conn.execute("SELECT pgagent.send_message(%s, 'How many orders has zed?')", [cid]).fetchone()[0]
+    assert r["answer"] == "Zed has 0 orders." and r["llm_calls"] == 2
+    # ... but sent back when the tool found the value the query may have meant
+    llm.script(tool_calls([("run_sql", {"query": "SELECT count(*) FROM orders WHERE customer = 'Cy'"})]),
+               text("Cy has 0 orders."),
+               tool_calls([("run_sql", {"query": "SELECT count(*) FROM orders WHERE customer = 'cy'"})]),
+               text("Cy has 1 order."))
+    r = conn.execute("SELECT pgagent.send_message(%s, 'How many orders has Cy?')", [cid]).fetchone()[0]
+    assert r["answer"] == "Cy has 1 order." and r["llm_calls"] == 4
+    g = conn.execute("SELECT payload FROM pgagent.step WHERE kind = 'guardrail' AND turn_id = %s", [r["turn_id"]]).fetchone()[0]
+    assert g["reason"] == "empty_result" and "Try: SELECT count(*) FROM orders WHERE customer = 'cy'" in g["feedback"]
 
 
 def test_self_check_asks_once_after_a_tool_result(conn, llm):

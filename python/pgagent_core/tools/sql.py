@@ -6,7 +6,9 @@ config:
               ``query`` (an analyst tool).
   ``max_rows`` cap on returned rows (default 100); ``truncated: true`` tells the model more exist.
   ``search_path`` the schemas the query sees (default ``public``).
-  ``hints``   (default true) add ``total_rows`` and ``notes`` (:func:`result_notes`) to results.
+  ``hints``   (default true) add ``total_rows`` and ``notes`` (:func:`result_notes`; the model
+              sees them before the rows) to results, and a hint (:func:`error_hint`) to the
+              errors of common mistakes.
   ``schema``  (default false) show the model the tables the sandbox may read, with column
               types, sample values and which have NULLs, when the model writes the query
               (:func:`describe`, cached per backend and refreshed on DDL). Off by default: on
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from typing import Any, Callable
 
 from ..db import Db
 from ..errors import Forbidden, NotFound
@@ -103,33 +105,194 @@ def run(ctx: ToolContext, tool: dict[str, Any], args: dict[str, Any]) -> dict[st
     texts = [None if p is None else (p if isinstance(p, str) else str(p)) for p in params]
     search_path = str(config.get("search_path", "public"))
 
-    res = sandbox(ctx.db, query, texts, search_path, max_rows, int(tool["timeout_ms"]))
+    hints = config.get("hints", True)
+    try:
+        res = sandbox(ctx.db, query, texts, search_path, max_rows, int(tool["timeout_ms"]))
+    except ToolFailure as e:
+        hint = error_hint(str(e), query, lambda: _tables(ctx.db, search_path)) if hints else None
+        if hint:
+            raise ToolFailure(f"{e} HINT: {hint[:1].upper()}{hint[1:]}") from None
+        raise
     rows, total = res["rows"], int(res["total"])
     truncated = len(rows) > max_rows
     rows = rows[:max_rows]
     out: dict[str, Any] = {"rows": rows, "row_count": len(rows), "truncated": truncated}
-    if config.get("hints", True):
+    if hints:
         out["total_rows"] = total if total <= COUNT_CAP else f"more than {COUNT_CAP}"
         notes = result_notes(query, rows, truncated, total)
+        if config.get("query") is None and (total == 0 or nothing_matched(rows, total)):
+            notes += value_notes(ctx.db, query, search_path, int(tool["timeout_ms"]))
         if notes:
-            out["notes"] = notes
+            out["notes"] = notes   # the model is shown them first (loop.result_text)
     return out
 
 
 COUNT_CAP = 100000
+_TEMPORAL = r"(date|timestamp(?: with(?:out)? time zone)?|time(?: with(?:out)? time zone)?|interval)"
+_NUMBER = r"(integer|bigint|smallint|numeric|double precision|real)"
+_CMP_TEMPORAL_NUMBER = re.compile(rf"operator does not exist: (?:{_TEMPORAL} \S+ {_NUMBER}|{_NUMBER} \S+ {_TEMPORAL})")
+_CMP_TEXT_NUMBER = re.compile(rf"operator does not exist: (?:(text|character varying) \S+ {_NUMBER}|{_NUMBER} \S+ (text|character varying))")
+_GROUP_BY = re.compile(r'column "([^"]+)" must appear in the GROUP BY clause')
+_NO_COLUMN = re.compile(r'column (?:"([^"]+)"|[\w$]+\.([\w$]+)|([\w$]+)) does not exist')
+_NO_TABLE = re.compile(r'relation "([^"]+)" does not exist')
+_FROM = re.compile(r'\b(?:from|join)\s+((?:"[^"]+"|[\w$]+)(?:\.(?:"[^"]+"|[\w$]+))?)', re.I)
+
+
+Tables = list[tuple[str, list[str], list[str]]]
+
+
+def _tables(db: Db, search_path: str) -> Tables:
+    """(table name, column names, column types) of the tables of ``search_path`` that
+    pgagent_sandbox may read (at most 30), for :func:`error_hint` and :func:`value_notes`."""
+    path = [n.strip().strip('"') for n in search_path.split(",") if n.strip()]
+    return [(t["name"], [c[0] for c in t["columns"]], [c[1] for c in t["columns"]])
+            for t in db.all(CATALOG_SQL, ["text[]"], [path])[:MAX_TABLES]]
+
+
+def _named(query: str) -> dict[str, str]:
+    """The tables a query names after FROM or JOIN: lower-case name -> the name as written."""
+    return {n.split(".")[-1].strip('"').lower(): n for n in _FROM.findall(query)}
+
+
+def _year_fix(query: str, columns: list[str]) -> str:
+    """``query`` with each comparison of one of the date/timestamp ``columns`` with a four-digit
+    number (``year = 2017``, ``d BETWEEN 2001 AND 2003``) made a comparison of its year."""
+    for col in columns:
+        ref = rf'((?:[\w$]+\.)?(?:"{re.escape(col)}"|\b{re.escape(col)}\b))'
+        query = re.sub(ref + r"\s*(=|<>|!=|<=|>=|<|>)\s*(\d{4})\b", r"extract(year FROM \1) \2 \3", query)
+        query = re.sub(ref + r"\s+(between\s+\d{4}\s+and\s+\d{4})\b", r"extract(year FROM \1) \2", query,
+                       flags=re.I)
+    return query
+
+
+def nothing_matched(rows: list[dict[str, Any]], total: int) -> bool:
+    """A result that looks like aggregates over no rows: one row whose values are all NULL or 0
+    (``sum`` of nothing is NULL, ``count`` 0)."""
+    return total == 1 and bool(rows) and all(v is None or v == 0 for v in rows[0].values())
+
+
+_TEXT_EQ = re.compile(r"""((?:"[^"]+"|[\w$]+)(?:\.(?:"[^"]+"|[\w$]+))?)\s*(?:=|i?like)\s*'((?:[^']|'')*)'""", re.I)
+
+
+def value_notes(db: Db, query: str, search_path: str, timeout_ms: int) -> list[str]:
+    """For a query that matched no rows (or whose one row is all NULL or 0,
+    :func:`nothing_matched`): the values a text comparison of it (``col = 'x'``,
+    ``col LIKE 'x'``; at most 3) may have meant, from the tables the query names, matched
+    case-insensitively or as a substring (``source = 'renewables'`` -> the table has
+    'Renewables'). Each lookup runs as pgagent_sandbox, as the query did. Returns notes (may be
+    empty); a failed lookup is left out."""
+    pairs = _TEXT_EQ.findall(query)[:3]
+    if not pairs:
+        return []
+    named = _named(query)
+    try:
+        known = [(t, cols) for t, cols, _ in _tables(db, search_path) if t.lower() in named]
+    except Exception:   # noqa: BLE001 - a hint is optional
+        return []
+    notes = []
+    for ref, literal in pairs:
+        col, lit = ref.split(".")[-1].strip('"'), literal.replace("''", "'")
+        for table, cols in known:
+            if col not in cols:
+                continue
+            q = (f"SELECT DISTINCT {_ident(col)}::text AS v FROM {_ident(table)} WHERE pg_catalog.lower("
+                 f"{_ident(col)}::text) = pg_catalog.lower($1) OR pg_catalog.strpos(pg_catalog.lower({_ident(col)}::text), "
+                 "pg_catalog.lower($1)) > 0 ORDER BY 1 LIMIT 5")
+            try:
+                vals = [r["v"] for r in sandbox(db, q, [lit], search_path, 5, timeout_ms)["rows"]]
+            except ToolFailure:
+                continue
+            vals = [v for v in vals if v != lit]
+            if vals:
+                shown = ", ".join("'" + str(v).replace("'", "''") + "'" for v in vals)
+                same = [v for v in vals if str(v).lower() == lit.lower()]
+                fix = (" Try: " + query.replace(f"'{literal}'", "'" + str(same[0]).replace("'", "''") + "'")
+                       if len(same) == 1 else "")
+                notes.append(f"{col} = '{literal}' matches no row of {table}, but {col} has {shown}.{fix}")
+    return notes
+
+
+def error_hint(message: str, query: str = "", tables: Callable[[], Tables] | None = None) -> str | None:
+    """A hint for the SQL mistakes small models make most, added to the error a failed query
+    returns (config ``hints``): a date or timestamp compared with a number (a year), text
+    compared with a number, a column selected beside an aggregate without GROUP BY, and, with
+    ``tables`` (called only then: the readable tables and their columns), an unknown column (the
+    tables that have it, the columns of the tables the query names) or an unknown table (the
+    tables there are). Where the fix is mechanical (a column of another table when the query names
+    one; a date column compared with a year) the hint ends with the query fixed ("Try: ...").
+    None when the message is none of these. Shapes: PostgreSQL's message text in, a sentence or
+    two out."""
+    if tables is not None and (m := _NO_COLUMN.search(message)):
+        col = next(g for g in m.groups() if g)
+        known = tables()
+        named = _named(query)
+        having = [t for t, cols, _ in known if col in cols]
+        elsewhere = having and named and not any(t.lower() in named for t in having)
+        mine = [(t, cols, types) for t, cols, types in known if t.lower() in named]
+        move = elsewhere and len(having) == 1
+        parts = [f"column {col} is in table {having[0]}, not in {' or '.join(sorted(named))}: write FROM {having[0]}."
+                 if move else f"{' and '.join(t for t, _, _ in mine)} {'has' if len(mine) == 1 else 'have'} no column {col}."
+                 if mine else f"tables with a column {col}: {', '.join(having)}." if having else f"no table has a column {col}."]
+        parts += [f"The columns of {t} are " + ", ".join(f"{c} ({typ})" for c, typ in list(zip(cols, types))[:MAX_COLUMNS])
+                  + "." for t, cols, types in mine]
+        fixed = query
+        if move and len(named) == 1:
+            written = next(iter(named.values()))
+            fixed = re.sub(rf"\b(from|join)\s+{re.escape(written)}(?![\w$])", lambda m: f"{m.group(1)} {having[0]}",
+                           query, flags=re.I)
+        elif col.lower() == "year" and len(mine) == 1:
+            # a year asked of a table that has a date: the year of its one date or timestamp column
+            dates = [c for c, typ in zip(mine[0][1], mine[0][2]) if typ.startswith(("date", "timestamp"))]
+            if len(dates) == 1:
+                fixed = re.sub(r"(?<![\w$.(])year\b(?!\s*\()", f"extract(year FROM {dates[0]})", query, flags=re.I)
+        if fixed != query:
+            parts.append(f"Try: {fixed}")
+        return " ".join(parts)
+    if tables is not None and (m := _NO_TABLE.search(message)):
+        names = [t for t, _, _ in tables()]
+        return (f"the tables you can read are {', '.join(names)}." if names else "you can read no tables.")
+    if _CMP_TEMPORAL_NUMBER.search(message):
+        hint = ("a date or timestamp column cannot be compared with a number. To filter on a year write "
+                "extract(year FROM <column>) = 2017; to compare with a day write <column> = DATE '2017-01-01'.")
+        if tables is not None:
+            named = _named(query)
+            temporal = [c for t, cols, types in tables() if t.lower() in named
+                        for c, typ in zip(cols, types) if typ.startswith(("date", "timestamp"))]
+            fixed = _year_fix(query, temporal)
+            if fixed != query:
+                hint += f" Try: {fixed}"
+        return hint
+    if _CMP_TEXT_NUMBER.search(message):
+        return "a text column cannot be compared with a number: quote the value ('42') or cast the column."
+    m = _GROUP_BY.search(message)
+    if m:
+        return (f"to get the row with the largest or smallest value, do not mix {m.group(1)} with an aggregate: "
+                "write SELECT ... ORDER BY <column> DESC NULLS LAST LIMIT 1; else add the column to GROUP BY.")
+    return None
 _DESC = re.compile(r"\bdesc\b", re.I)
+_GROUPED = re.compile(r"\bgroup\s+by\b", re.I)
+_ORDERED = re.compile(r"\border\s+by\b", re.I)
 _NULLS = re.compile(r"\bnulls\s+(first|last)\b", re.I)
 
 
 def result_notes(query: str, rows: list[dict[str, Any]], truncated: bool, total: int) -> list[str]:
     """Notes that keep a model from misreading a result (config ``hints``, default on): the rows
-    shown are not all of them (answer counts with COUNT(*), not by counting rows); a DESC sort
-    put NULLs first (PostgreSQL sorts NULL as larger than any value)."""
+    shown are not all of them (answer counts with COUNT(*), not by counting rows); no rows
+    matched; grouped rows without ORDER BY are in no particular order; a DESC sort put NULLs first
+    (PostgreSQL sorts NULL as larger than any value)."""
     notes = []
+    if total == 0:
+        notes.append("No rows matched. Before you answer that there is no such data, check the query's conditions "
+                     "(text values are case-sensitive; compare a date column with a date or extract(year FROM ...)) "
+                     "and run it again.")
     if truncated:
         shown = len(rows)
-        notes.append(f"Only the first {shown} of {total if total <= COUNT_CAP else 'more than %d' % COUNT_CAP} rows "
-                     "are shown: do not count or rank from these rows; use COUNT(*), aggregates or LIMIT in SQL.")
+        n = total if total <= COUNT_CAP else f"more than {COUNT_CAP}"
+        notes.append(f"The query returned {n} rows; only the first {shown} are shown: the answer to how many is "
+                     f"{n}, not {shown}. To count, rank or sum use COUNT(*), aggregates or LIMIT in SQL.")
+    if len(rows) > 1 and _GROUPED.search(query) and not _ORDERED.search(query):
+        notes.append("These rows are in no particular order (the query has no ORDER BY): to find the largest or "
+                     "smallest, ORDER BY the value (DESC NULLS LAST for the largest) and LIMIT 1.")
     if rows and _DESC.search(query) and not _NULLS.search(query) and any(v is None for v in rows[0].values()):
         notes.append("The first row has NULL values: with ORDER BY ... DESC PostgreSQL sorts NULLs first. "
                      "Add NULLS LAST or WHERE <column> IS NOT NULL if you want the largest values.")
