@@ -60,6 +60,19 @@ def unreadable(answer: str) -> bool:
     return not any(c.isspace() for c in text) and bool(_CODE.search(text))
 
 
+def empty_notes(result: Any) -> list[str] | None:
+    """The notes of a tool result (``{"rows": [...], "notes": [...]}``, as the sql tool returns)
+    that matched nothing: no rows, or one row of NULLs and zeros (aggregates over nothing) that
+    the tool has notes about. None for any other result. For :func:`check`'s ``last_empty``."""
+    rows = result.get("rows") if isinstance(result, dict) else None
+    notes = [str(n) for n in result.get("notes") or []] if isinstance(result, dict) else []
+    if rows == []:
+        return notes
+    one_empty_row = isinstance(rows, list) and len(rows) == 1 and isinstance(rows[0], dict) \
+        and all(v is None or v == 0 for v in rows[0].values())
+    return notes if one_empty_row and notes else None
+
+
 def unsupported(answer: str, known: list[str]) -> list[str]:
     """The numbers written in ``answer`` (as written, e.g. "5.84") that no text of ``known``
     contains up to the answer's rounding (5.84 is supported by 5.8433; 25% by 0.25)."""

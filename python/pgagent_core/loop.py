@@ -1004,13 +1004,8 @@ def send_back(db: Db, turn: Turn, content: str) -> bool:
     results = [st for st in turn.steps if st["kind"] == "tool_result"]
     last_error = str(results[-1]["payload"].get("error")) if results and results[-1]["payload"].get("is_error") \
         and not results[-1]["payload"].get("rejected") else None
-    last = results[-1]["payload"] if results and not results[-1]["payload"].get("is_error") else None
-    body = last.get("result") if last else None
-    rows = body.get("rows") if isinstance(body, dict) else None
-    # no rows, or one row of NULLs and zeros (aggregates over nothing) that the tool has notes about
-    empty = rows == [] or (isinstance(rows, list) and len(rows) == 1 and isinstance(rows[0], dict)
-                           and all(v is None or v == 0 for v in rows[0].values()) and bool(body.get("notes")))
-    last_empty = [str(n) for n in body.get("notes") or []] if empty else None
+    last_empty = grounding.empty_notes(results[-1]["payload"].get("result")) \
+        if results and not results[-1]["payload"].get("is_error") else None
     verdict = grounding.check(policy, content, has_tools=bool(specs), tool_results=successful_results(turn),
                               context=context, last_error=last_error, last_empty=last_empty)
     if verdict is None:

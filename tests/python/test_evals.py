@@ -95,6 +95,11 @@ def test_grounding_policy_unit():
     assert grounding.check("never", "]", has_tools=True, tool_results=[], context=known) is None
     for fine in ["DISTINCT", "Paris", "2009-03", "There are 3 (three) kinds."]:
         assert not grounding.unreadable(fine)
+    # what counts as a result that matched nothing
+    assert grounding.empty_notes({"rows": [], "notes": ["n"]}) == ["n"] and grounding.empty_notes({"rows": []}) == []
+    assert grounding.empty_notes({"rows": [{"sum": None}], "notes": ["n"]}) == ["n"]
+    assert grounding.empty_notes({"rows": [{"sum": None}]}) is None          # nothing the tool could suggest
+    assert grounding.empty_notes({"rows": [{"n": 3}], "notes": ["n"]}) is None and grounding.empty_notes("x") is None
     with pytest.raises(ValueError):
         grounding.check("sometimes", "x", has_tools=True, tool_results=[], context=[])
 
