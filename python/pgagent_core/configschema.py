@@ -105,9 +105,10 @@ AGENT_CONFIG = _object("agent.config", "An agent's config: loop settings, auto-a
                                     "embedding model)"},
     "require_tool": {"type": "string", "enum": ["never", "auto", "always"], "default": "never",
                      "x-expected": "one of never, auto, always",
-                     "description": "grounding policy: always = an answer before any tool result is sent back once; "
-                                    "auto = an answer stating numbers no tool result or message shows is sent back "
-                                    "once (docs/evals.md)"},
+                     "description": "grounding policy: auto = an answer stating numbers no tool result or message "
+                                    "shows is sent back; always = also one before any tool result; both = also an "
+                                    "unreadable answer and one right after a failed call or an empty result "
+                                    "(at most grounding_retries per turn; docs/evals.md)"},
     "grounding_retries": _int(0, 5, 2, "answers of a turn the grounding policy may send back"),
     "self_check": _bool(False, "send the first answer given after a tool result back once to be checked against "
                                "the results (docs/evals.md)"),
