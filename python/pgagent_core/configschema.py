@@ -134,6 +134,11 @@ TOOL_SQL = _object("tool.sql", "Config of an sql tool: a read-only query run as 
                "default": False,
                "description": "when the model writes the query: show it the tables it may read with column types, "
                               "sample values and which have NULLs (docs/evals.md)"},
+    "autofix": _bool(True, "when the model writes the query: run the mechanical fix of a failed query (a year or month of a "
+                            "date column, a misplaced FROM, an aggregate beside a column) and of a text value that differs "
+                            "only in case, and say so in the result's notes (docs/evals.md)"),
+    "examples": _bool(False, "when the model writes the query: add few-shot query examples (SQL idioms on a made-up "
+                             "table) to the tool's description (docs/evals.md)"),
 })
 
 TOOL_FUNCTION = _object("tool.function", "Config of a function tool: one SQL function called as a chosen role.", {

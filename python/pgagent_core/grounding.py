@@ -14,7 +14,7 @@ a final answer is sent back to the model once before it is accepted. Pure functi
 * ``auto``: an answer that states numbers which appear nowhere in what the model was given (the
   user message, the system prompt and the tools' own descriptions, earlier turns; not the
   introspected schema notes) nor in a tool result of the turn is sent back once to be checked
-  with a tool.
+  with a tool; the feedback names the numbers the last tool result shows (:func:`result_values`).
 
 With agent config ``self_check`` the first answer given after a successful tool result is also
 sent back once with :data:`SELF_CHECK` (a bounded self-check before the final answer).
@@ -27,6 +27,7 @@ the reply after a send-back must be a tool call (the reply schema offers no answ
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -114,11 +115,29 @@ def check(policy: str, answer: str, *, has_tools: bool, tool_results: list[str],
     nums = unsupported(answer, tool_results + context)
     if nums:
         shown = ", ".join(nums[:8])
+        last = result_values(tool_results[-1]) if tool_results else []
+        seen = (f" The last tool result shows {', '.join(last)}: write a value as it is written there."
+                if last else "")
         return {"reason": "unsupported_numbers", "numbers": nums[:20],
-                "feedback": (f"Your answer states {shown}, which no tool result shows. If these are facts from the "
-                             "data, get them with a tool (compute them in SQL rather than by hand) and answer from "
-                             "the result. If they need no data, give the same answer again.")}
+                "feedback": (f"Your answer states {shown}, which no tool result shows.{seen} If these are facts "
+                             "from the data, get them with a tool (compute them in SQL rather than by hand) and "
+                             "answer from the result. If they need no data, give the same answer again.")}
     return None
+
+
+def result_values(result_text: str, limit: int = 8) -> list[str]:
+    """The first ``limit`` numbers of a tool result's rows, as written in its JSON (for a result
+    ``{"rows": [...]}``; else of the whole text), so that the feedback on an answer whose numbers
+    no result shows names the ones the result does (a small model copied 57509 as "575,090")."""
+    try:
+        obj = json.loads(result_text)
+    except ValueError:
+        obj = None
+    text = json.dumps(obj["rows"]) if isinstance(obj, dict) and isinstance(obj.get("rows"), list) else result_text
+    return [m.group(0) for m in _JSON_NUMBER.finditer(text)][:limit]
+
+
+_JSON_NUMBER = re.compile(r"(?<![\w.\-])-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w.\-])")
 
 
 def answer_allowed(policy: str, tool_results: list[str], sent_back: bool = False) -> bool:

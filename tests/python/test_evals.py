@@ -100,6 +100,11 @@ def test_grounding_policy_unit():
     assert grounding.empty_notes({"rows": [{"sum": None}], "notes": ["n"]}) == ["n"]
     assert grounding.empty_notes({"rows": [{"sum": None}]}) is None          # nothing the tool could suggest
     assert grounding.empty_notes({"rows": [{"n": 3}], "notes": ["n"]}) is None and grounding.empty_notes("x") is None
+    # the feedback on numbers no result shows names the numbers the last result's rows do show
+    v = grounding.check("auto", "It was 575,090.", has_tools=True, context=known,
+                        tool_results=['{"rows": [{"sum": 57509, "month": "2006-01-01", "d": -3.5}], "total_rows": 1}'])
+    assert v["numbers"] == ["575090"] and "The last tool result shows 57509, -3.5: write a value as it is" in v["feedback"]
+    assert grounding.result_values("[7, 8.25]") == ["7", "8.25"]
     with pytest.raises(ValueError):
         grounding.check("sometimes", "x", has_tools=True, tool_results=[], context=[])
 
@@ -249,7 +254,7 @@ def test_sql_results_say_how_many_rows_and_warn_about_nulls(conn, llm):
 
 
 def test_sql_errors_and_empty_results_carry_hints(conn, llm):
-    setup(conn, llm)
+    setup(conn, llm, tool_config='{"max_rows": 3, "autofix": false}')   # hints only: autofix would run the fixes
     conn.execute("CREATE TABLE public.customers (name text, city text)")
     cid = conn.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
     llm.script(tool_calls([("run_sql", {"query": "SELECT amount FROM orders WHERE shipped = 2024"}),
@@ -262,7 +267,7 @@ def test_sql_errors_and_empty_results_carry_hints(conn, llm):
     out = [r[0] for r in conn.execute("SELECT payload FROM pgagent.step WHERE kind = 'tool_result' ORDER BY seq")]
     errs = [o.get("error") or "" for o in out]
     assert "operator does not exist: date = integer HINT: A date or timestamp column cannot be compared with a " \
-           "number. To filter on a year write extract(year FROM <column>) = 2017" in errs[0]
+           "number or a month. To filter on a year write extract(year FROM <column>) = 2017" in errs[0]
     # where the fix is mechanical the hint ends with the query fixed
     assert errs[0].endswith("Try: SELECT amount FROM orders WHERE extract(year FROM shipped) = 2024")
     assert errs[1].endswith("Try: SELECT city FROM customers o WHERE o.id = 1")
@@ -280,7 +285,7 @@ def test_sql_errors_and_empty_results_carry_hints(conn, llm):
 
 
 def test_sql_hints_for_a_year_a_group_and_an_aggregate_over_nothing(conn, llm):
-    setup(conn, llm)
+    setup(conn, llm, tool_config='{"max_rows": 3, "autofix": false}')
     cid = conn.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
     llm.script(tool_calls([("run_sql", {"query": "SELECT sum(amount) FROM orders WHERE year = 2024"}),
                            ("run_sql", {"query": "SELECT customer, sum(amount) FROM orders GROUP BY customer"}),
@@ -300,6 +305,96 @@ def test_sql_hints_for_a_year_a_group_and_an_aggregate_over_nothing(conn, llm):
     assert out[3]["result"]["rows"] == [{"sum": None}]
     assert out[3]["result"]["notes"] == ["customer = 'CY' matches no row of orders, but customer has 'cy'. "
                                          "Try: SELECT sum(amount) FROM orders WHERE customer = 'cy'"]
+
+
+def test_sql_hints_fix_a_from_inside_a_call_two_froms_and_an_aggregate_beside_a_column(conn, llm):
+    setup(conn, llm, tool_config='{"max_rows": 3, "autofix": false}')
+    cid = conn.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
+    bad = ["SELECT round(100.0 * sum(amount) / count(*) FROM orders WHERE customer = 'ann', 1)",
+           "SELECT sum(amount) FROM orders WHERE id = 2 - sum(amount) FROM orders WHERE id = 1",
+           "SELECT customer, max(amount) FROM orders WHERE id < 5",
+           "SELECT count(*) * 100 / (SELECT count(*) FROM orders) AS pct FROM orders WHERE amount > 10",
+           "SELECT 100.0 * count(*) / 3 AS pct FROM orders WHERE amount > 10",
+           "SELECT count(*) AS n FROM orders WHERE amount / 2 > 5"]
+    llm.script(tool_calls([("run_sql", {"query": q}) for q in bad]), text("done"))
+    conn.execute("SELECT pgagent.send_message(%s, 'q')", [cid])
+    out = [r[0] for r in conn.execute("SELECT payload FROM pgagent.step WHERE kind = 'tool_result' ORDER BY seq")]
+    tries = [o["error"].split(" Try: ")[1] for o in out[:3]]
+    assert "HINT: A FROM is inside the parentheses of a function call" in out[0]["error"]
+    assert tries[0] == "SELECT round(100.0 * sum(amount) / count(*), 1) FROM orders WHERE customer = 'ann'"
+    assert "HINT: A SELECT has one FROM" in out[1]["error"]
+    assert tries[1] == ("SELECT (SELECT sum(amount) FROM orders WHERE id = 2) - "
+                        "(SELECT sum(amount) FROM orders WHERE id = 1)")
+    assert tries[2] == "SELECT customer, amount FROM orders WHERE id < 5 ORDER BY amount DESC NULLS LAST LIMIT 1"
+    # integer division: a whole-number result of a division gets a note; a numeric one does not
+    assert out[3]["result"]["rows"] == [{"pct": 40}]
+    assert any("drops the fraction (7 / 2 = 3)" in n for n in out[3]["result"]["notes"])
+    assert "notes" not in out[4]["result"]
+    assert out[5]["result"]["rows"] == [{"n": 2}] and "notes" not in out[5]["result"]   # the / is not in the select list
+    # the fixed queries run and give what was meant
+    llm.script(tool_calls([("run_sql", {"query": q}) for q in tries]), text("done"))
+    conn.execute("SELECT pgagent.send_message(%s, 'q2')", [cid])
+    fixed = [r[0] for r in conn.execute("""SELECT payload -> 'result' -> 'rows' FROM pgagent.step
+                                            WHERE kind = 'tool_result' ORDER BY step_id DESC LIMIT 3""")][::-1]
+    assert fixed == [[{"round": 525.0}], [{"?column?": 9.5}], [{"customer": "bob", "amount": 20}]]
+
+
+def test_autofix_runs_the_mechanical_fix_and_says_so(conn, llm):
+    setup(conn, llm, tool_config='{}')   # autofix is on by default
+    conn.execute("CREATE TABLE public.customers (name text, city text)")
+    cid = conn.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
+    llm.script(tool_calls([("run_sql", {"query": "SELECT customer, max(amount) FROM orders WHERE shipped = 2024"}),
+                           ("run_sql", {"query": "SELECT id FROM orders WHERE customer = 'Ann' ORDER BY id"}),
+                           ("run_sql", {"query": "SELECT city FROM orders"}),
+                           ("run_sql", {"query": "SELECT id FROM orders WHERE customer = 'dan'"}),
+                           ("run_sql", {"query": "SELECT count(*) FILTER (WHERE customer = 'bob') * 100 / count(*) "
+                                                 "AS pct FROM orders WHERE amount / 2 > 0"})]),
+               text("done"))
+    conn.execute("SELECT pgagent.send_message(%s, 'q')", [cid])
+    out = [r[0] for r in conn.execute("SELECT payload FROM pgagent.step WHERE kind = 'tool_result' ORDER BY seq")]
+    # two fixes in a row: the year of a date column, then the row with the largest value
+    r = out[0]["result"]
+    assert r["rows"] == [{"customer": "ann", "amount": 10.5}]
+    assert [c["query"] for c in r["corrected"]] == [
+        "SELECT customer, max(amount) FROM orders WHERE extract(year FROM shipped) = 2024",
+        "SELECT customer, amount FROM orders WHERE extract(year FROM shipped) = 2024 ORDER BY amount DESC NULLS LAST LIMIT 1"]
+    assert "operator does not exist: date = integer" in r["corrected"][0]["error"]
+    assert r["notes"][0].startswith("Your query failed: GroupingError (42803)") and \
+        r["notes"][0].endswith("corrected, it ran as: SELECT customer, amount FROM orders WHERE extract(year FROM shipped) "
+                               "= 2024 ORDER BY amount DESC NULLS LAST LIMIT 1. These rows are the corrected query's.")
+    # a text value that differs only in case
+    assert out[1]["result"]["rows"] == [{"id": 1}, {"id": 3}]
+    assert out[1]["result"]["corrected"] == [{"error": "matched no row: a text value differs only in case",
+                                              "query": "SELECT id FROM orders WHERE customer = 'ann' ORDER BY id"}]
+    # a fix that picks another table is only suggested; a value with no near match is left alone
+    assert out[2]["is_error"] and out[2]["error"].endswith("Try: SELECT city FROM customers")
+    assert out[3]["result"]["rows"] == [] and "corrected" not in out[3]["result"]
+    # a percentage of integers (2 * 100 / 4 would be 50 either way: here 2 of 4 is exact, so check the query)
+    assert out[4]["result"]["corrected"] == [{"error": "divided integers, which drops the fraction",
+                                              "query": "SELECT count(*) FILTER (WHERE customer = 'bob') * 100.0 / "
+                                                       "count(*) AS pct FROM orders WHERE amount / 2 > 0"}]
+    assert out[4]["result"]["rows"] == [{"pct": 50.0}] and isinstance(out[4]["result"]["rows"][0]["pct"], float)
+    assert out[4]["result"]["notes"][0].startswith("Your query divided integers, which drops the fraction; corrected")
+    # turned off: only suggested
+    conn.execute("""SELECT pgagent.update_tool('run_sql', config => '{"autofix": false}')""")
+    llm.script(tool_calls([("run_sql", {"query": "SELECT amount FROM orders WHERE shipped = 2024"})]), text("done"))
+    conn.execute("SELECT pgagent.send_message(%s, 'q2')", [cid])
+    last = conn.execute("SELECT payload FROM pgagent.step WHERE kind = 'tool_result' ORDER BY step_id DESC LIMIT 1").fetchone()[0]
+    assert last["is_error"] and "Try: SELECT amount FROM orders WHERE extract(year FROM shipped) = 2024" in last["error"]
+
+
+def test_few_shot_examples_are_an_option_of_the_sql_tool(conn, llm):
+    setup(conn, llm, tool_config='{"examples": true}')
+    cid = conn.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
+    llm.script(text("a"))
+    conn.execute("SELECT pgagent.send_message(%s, 'q')", [cid])
+    d = tool_description(llm)
+    assert d.startswith("Run one SELECT.\nExamples of questions and the one query that answers each, on a table sales(")
+    assert "SELECT (SELECT sum(amount) FROM sales WHERE extract(year FROM sold) = 2021) - (SELECT" in d
+    conn.execute("""SELECT pgagent.update_tool('run_sql', config => '{"examples": false}')""")
+    llm.script(text("b"))
+    conn.execute("SELECT pgagent.send_message(%s, 'q2')", [cid])
+    assert tool_description(llm) == "Run one SELECT."
 
 
 def test_sql_hints_can_be_turned_off(conn, llm):
@@ -411,7 +506,7 @@ def test_an_answer_right_after_a_failed_call_is_sent_back(conn, llm):
 
 
 def test_an_answer_right_after_an_empty_result_is_sent_back_with_its_notes(conn, llm):
-    setup(conn, llm, agent_config='{"require_tool": "auto"}')
+    setup(conn, llm, tool_config='{"max_rows": 3, "autofix": false}', agent_config='{"require_tool": "auto"}')
     cid = conn.execute("SELECT pgagent.start_conversation('analyst')").fetchone()[0]
     llm.script(tool_calls([("run_sql", {"query": "SELECT amount FROM orders WHERE customer = 'BOB'"})]),
                text("Bob has no orders."),

@@ -889,7 +889,7 @@ class TestConfigSchema:
         {"tool.sql": sql_tool, "tool.function": function_tool, "tool.http": http_tool}[name].check_config(config)
 
     @pytest.mark.parametrize("name,config,message", [
-        ("tool.sql", {"querry": "x"}, 'config: unknown key "querry"; valid keys: args, hints, max_rows, query, schema, search_path'),
+        ("tool.sql", {"querry": "x"}, 'config: unknown key "querry"; valid keys: args, autofix, examples, hints, max_rows, query, schema, search_path'),
         ("tool.sql", {"query": ""}, "config.query must be a non-empty SQL query"),
         ("tool.sql", {"query": "  "}, "config.query must be a non-empty SQL query"),
         ("tool.sql", {"args": "id"}, 'config.args must be an array of argument names, got "id"'),
