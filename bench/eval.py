@@ -153,19 +153,23 @@ def main() -> int:
     ap.add_argument("--configs", default="baseline,autofix")
     ap.add_argument("--temperatures", default="0", help="comma list of 0 and default (the server's default)")
     ap.add_argument("--runs", type=int, default=1)
-    ap.add_argument("--runs-of", default="", help="more runs for some configurations, e.g. autofix=3 (overrides --runs)")
+    ap.add_argument("--runs-of", default="", help="runs of some configurations (at a temperature), overriding --runs: "
+                                                  "e.g. autofix=3,baseline@default=0")
     ap.add_argument("--out", default=str(ROOT / "bench" / "eval.md"))
     ap.add_argument("--timeout-s", type=float, default=3600)
     ap.add_argument("--append-text", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.configs = [c for c in args.configs.split(",") if c]
     args.temperatures = [t for t in args.temperatures.split(",") if t]
-    runs_of = {c: args.runs for c in args.configs}
+    runs_of = {f"{c}@{t}": args.runs for c in args.configs for t in args.temperatures}
     for item in (x for x in args.runs_of.split(",") if x):
         name, _, n = item.partition("=")
-        if name not in runs_of or not n.isdigit():
-            ap.error(f"--runs-of: expected CONFIG=N for a configuration of --configs, not {item!r}")
-        runs_of[name] = int(n)
+        keys = [k for k in runs_of if name in (k, k.split("@")[0])]
+        if not keys or not n.isdigit():
+            ap.error(f"--runs-of: expected CONFIG=N or CONFIG@TEMPERATURE=N for --configs and --temperatures, "
+                     f"not {item!r}")
+        for k in keys:
+            runs_of[k] = int(n)
     for c in args.configs:
         if c not in CONFIGS:
             ap.error(f"unknown configuration {c!r} (one of {', '.join(CONFIGS)})")
@@ -196,7 +200,7 @@ def main() -> int:
                                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 for rep in range(1, max(runs_of.values()) + 1):
                     for temp in args.temperatures:
-                        for cfg in [c for c in args.configs if runs_of[c] >= rep]:
+                        for cfg in [c for c in args.configs if runs_of[f"{c}@{temp}"] >= rep]:
                             t0 = time.monotonic()
                             configure(conn, cfg, temp)
                             r = run_one(conn, "analyst", f"{cfg} t={temp} #{rep}", args.timeout_s)
