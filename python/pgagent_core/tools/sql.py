@@ -123,7 +123,12 @@ def run(ctx: ToolContext, tool: dict[str, Any], args: dict[str, Any]) -> dict[st
             res = sandbox(ctx.db, ran, texts, search_path, max_rows, int(tool["timeout_ms"]))
             break
         except ToolFailure as e:
-            hint = error_hint(str(e), ran, tables) if hints else None
+            try:
+                hint = error_hint(str(e), ran, tables) if hints else None
+            except Exception as he:   # noqa: BLE001 - a hint is optional; a statement timeout is not
+                if getattr(he, "sqlstate", None) == "57014":
+                    raise
+                hint = None
             if autofix and hint is not None and hint.fix and hint.certain and len(corrections) < MAX_FIXES:
                 corrections.append((str(e), hint.fix))
                 ran = hint.fix
