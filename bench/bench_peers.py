@@ -105,28 +105,33 @@ def main() -> None:
 # Where a turn's time goes, from ../shared/peers/pgagent_profile.py (pg_stat_statements with
 # track = all, track_functions = all, py-spy on the backend); measured once by hand, kept here
 # so that the section says what limits the ratio.
-PROFILE = """What limits it (pgagent_profile.py on 2026-12-04: pg_stat_statements with track = all, py-spy on the
-backend, 200 + 1,000 turns; figures per turn, inflated ~20% by the tracking):
+PROFILE = """What limits it (../shared/peers/pgagent_profile.py, 2026-12-04: pg_stat_statements with track = all
+and py-spy on the backend; 200 timed turns of send_message, figures per turn; the CPU speed of this VM
+moves by a third between runs, so compare shares, not runs):
 
-- **The two LLM calls inside the backend.** The backend's main thread waits 3.8 ms for them (1.6 ms per
-  call as the HTTP worker thread measures it, ~0.3 ms per call to hand the request to the cancellable
-  worker thread and back), against ~2-3 ms for the whole plain-http row. Calling urllib3's pools
-  directly instead of going through requests' Session (this version) cut the HTTP thread's CPU from
-  3.9 to 2.5 ms per turn and the recorded llm_call latency from 2.3 to 1.6 ms.
-- **The SQL of the loop.** send_message makes ~27 SPI calls per turn; their statements take ~3.9 ms in
-  the executor (the 6 step INSERTs 2.0 ms with their triggers: hash chain, NOTIFY, append-only guard,
-  foreign key; the turn UPDATE 0.55 ms with its rollup), and PL/Python adds ~75 us per call (a
-  subtransaction per plpy.execute, argument and result conversion), ~2 ms in all.
+- **Changed this stop**, each measured with the same profile: the step's three triggers (parent
+  check, hash chain, and an AFTER trigger for its NOTIFY) are one BEFORE INSERT trigger with one
+  lookup; the step -> turn foreign key is checked at commit (DEFERRABLE INITIALLY DEFERRED). The
+  immediate check locked the turn row FOR KEY SHARE in the subtransaction PL/Python opens for every
+  statement, so each turn created 2 MultiXacts (100 for 50 turns; 0 now) and every step paid the
+  lock: in alternating rounds on one cluster, send_message went from 7.9 to 6.5 ms per turn. The 6
+  step INSERTs now take 1.1 ms (2.0 before), the turn UPDATE 0.34 ms (0.55). CALL run_turn makes one
+  SPI call fewer per unit (synchronous_commit is set in the unit's own statement).
+- **The two LLM calls inside the backend.** The backend's main thread waits 2.4 ms for them (0.85 ms
+  per call as the HTTP worker thread measures it, the rest the hand-off to the cancellable worker
+  thread and back), about the whole plain-http row (2.3-2.9 ms).
+- **The SQL of the loop.** send_message makes ~25 SPI calls per turn; their statements take ~2.4 ms
+  in the executor, and PL/Python adds a subtransaction, argument and result conversion to each
+  (~60 per cent of the main thread's samples are inside plpy.execute).
 - **Durable commits.** run_turn commits each unit with synchronous_commit on: 6 commits and 19
   transaction ids (subtransactions included) per turn against the plain loop's 4 and 4; with fsync
   on, each commit is a WAL flush.
 
-So for send_message the two in-backend HTTP calls and its one commit leave about 1 ms of the 1.1x
-budget for the SQL of a whole turn, which takes ~4-6 ms today; for run_turn the 6 durable commits
-and the HTTP calls exceed the budget by themselves. The target is not reachable while every step is
-written through PL/Python's SPI with its integrity triggers (hash chain, append-only guard, events).
-The levers left (batching a reply's steps into one INSERT, one trigger instead of three per step,
-llm_call and tool_call committed together) are worth about 1 ms per turn."""
+So for send_message the two in-backend HTTP calls and its one commit leave well under 1 ms of the
+1.1x budget for the SQL of a whole turn (6 steps, each hashed, chained and announced), which takes
+~3-4 ms; for run_turn the durable commits and the HTTP calls use the budget by themselves. Left:
+one INSERT for an LLM reply and its tool_call steps, and the queued -> running unit of a plain
+CALL run_turn (a worker's claim already does it: `pgagent worker` turns have one unit fewer)."""
 
 
 if __name__ == "__main__":

@@ -186,7 +186,7 @@ def main() -> int:
              f"CALL pgagent.run_turn (the cluster itself runs fsync = off). Throughput: {args.turns:,} turns enqueued at "
              "once, timed from the first step to the last. Pick-up delay: idle workers, "
              f"{args.paced} turns enqueued one at a time at 40/s, turn.started_at - turn.created_at (LISTEN/NOTIFY "
-             "wake-up, claim, first unit). CPU: cores' worth of user + system time during the throughput run.", "",
+             "wake-up and the claim, which sets a queued turn running). CPU: cores' worth of user + system time during the throughput run.", "",
              "| workers | turns/s | steps/s | p50 pick-up ms | p95 pick-up ms | CPU PostgreSQL | CPU workers | "
              "CPU LLM server + bench |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['workers']} | {r['turns_s']:.0f} | {r['steps_s']:.0f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
@@ -197,8 +197,8 @@ def main() -> int:
               + ("met." if ok else "NOT met."),
               "", f"What limits it: the CPU of the PostgreSQL backends. With 4 workers they use {four['cpu_pg']:.2f} of "
               f"the {os.cpu_count()} cores, {per_turn_ms:.1f} ms of CPU per 4-step turn (the loop's PL/Python, one "
-              "SPI call and subtransaction per statement, the step triggers: hash chain, NOTIFY, rollup; a durable "
-              "commit per step); the worker processes and the LLM server use little. More workers than cores add "
+              "SPI call and subtransaction per statement, the step's trigger: parent check, hash chain, NOTIFY; the "
+              "turn's rollup; a durable commit per step); the worker processes and the LLM server use little. More workers than cores add "
               "contention, not throughput. The figures move by up to a third between runs on this VM, whose CPU "
               "speed drifts."]
     section = "\n".join(lines) + "\n"

@@ -9,6 +9,12 @@ DROP VIEW IF EXISTS pgagent.turn_timeline, pgagent.pending_approvals, pgagent.tu
 -- register_model gained preset (issue 12): the replay creates the new signature.
 DROP FUNCTION IF EXISTS pgagent.register_model(text, text, text, text, text, jsonb, text, numeric, numeric, integer,
                                                integer, integer, boolean, text);
+-- One BEFORE INSERT trigger per step (issue 9): step_chain (replayed) now also does what
+-- step_insert_guard did.
+DROP TRIGGER IF EXISTS step_insert_guard ON pgagent.step;
+DROP FUNCTION IF EXISTS pgagent.step_insert_guard();
+-- The step -> turn foreign key is checked at commit (sql/10_tables.sql says why).
+ALTER TABLE pgagent.step ALTER CONSTRAINT step_tenant_id_turn_id_fkey DEFERRABLE INITIALLY DEFERRED;
 
 -- ---------------------------------------------------------------------------- changed tables
 ALTER TABLE pgagent.conversation

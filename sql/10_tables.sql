@@ -214,7 +214,12 @@ CREATE TABLE pgagent.step (
     -- $1 AND step_id = $2), made before the table has statistics, cannot pick this index and
     -- filter every step of the tenant (as with turn_conversation_seq)
     CONSTRAINT step_turn_seq UNIQUE (turn_id, seq, tenant_id),
-    FOREIGN KEY (tenant_id, turn_id) REFERENCES pgagent.turn (tenant_id, turn_id),
+    -- Checked at commit (0.2.0; 0.1.x: at once): an immediate check locks the turn row FOR KEY
+    -- SHARE in the subtransaction of every step INSERT (PL/Python runs each statement in one), so
+    -- the turn's row collected a new MultiXact per step and its status UPDATE another; at commit,
+    -- one lock by the top transaction. A step of a turn that does not exist is still refused at
+    -- once, by the step_chain trigger (23503).
+    FOREIGN KEY (tenant_id, turn_id) REFERENCES pgagent.turn (tenant_id, turn_id) DEFERRABLE INITIALLY DEFERRED,
     FOREIGN KEY (tenant_id, parent_step_id) REFERENCES pgagent.step (tenant_id, step_id),
     CONSTRAINT step_parent_iff_answering_a_call
       CHECK ((kind IN ('tool_result', 'approval')) = (parent_step_id IS NOT NULL)),

@@ -95,34 +95,6 @@ CREATE OR REPLACE TRIGGER intervention_no_update_delete BEFORE UPDATE OR DELETE 
 CREATE OR REPLACE TRIGGER intervention_no_truncate BEFORE TRUNCATE ON pgagent.intervention
   FOR EACH STATEMENT EXECUTE FUNCTION pgagent.step_append_only();
 
-CREATE OR REPLACE FUNCTION pgagent.step_insert_guard() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    parent pgagent.step;
-BEGIN
-    IF NEW.parent_step_id IS NOT NULL THEN
-        SELECT * INTO parent FROM pgagent.step s
-         WHERE s.tenant_id = NEW.tenant_id AND s.step_id = NEW.parent_step_id;
-        IF parent.kind IS DISTINCT FROM 'tool_call' OR parent.turn_id <> NEW.turn_id THEN
-            RAISE EXCEPTION 'pgagent: a % step must answer a tool_call step of the same turn', NEW.kind
-              USING ERRCODE = 'foreign_key_violation', DETAIL = 'parent_step_id must name a tool_call step of this turn.',
-                    HINT = 'Steps are written by the loop only.';
-        END IF;
-        IF NEW.kind = 'tool_result' AND (NEW.tool_call_id <> parent.tool_call_id OR NEW.tool_name <> parent.tool_name) THEN
-            RAISE EXCEPTION 'pgagent: tool_result does not match its tool_call (id/name)'
-              USING ERRCODE = 'foreign_key_violation', DETAIL = 'A tool_result repeats its tool_call''s tool_call_id and tool_name.',
-                    HINT = 'Steps are written by the loop only.';
-        END IF;
-    END IF;
-    RETURN NEW;
-END $$;
-COMMENT ON FUNCTION pgagent.step_insert_guard() IS
-  'Trigger: a tool_result or approval must answer a tool_call step of the same turn, with the same tool_call_id and tool name. Raises 23503.';
-CREATE OR REPLACE TRIGGER step_insert_guard BEFORE INSERT ON pgagent.step
-  FOR EACH ROW EXECUTE FUNCTION pgagent.step_insert_guard();
-
 -- ---------------------------------------------------------------------------- the step hash chain
 -- Inlinable on purpose (STABLE, no SET clause, every operator and type schema-qualified, so it
 -- means the same under any search_path): the step_chain trigger calls it for every step.
@@ -138,22 +110,65 @@ $$;
 COMMENT ON FUNCTION pgagent._step_hash(pgagent.step) IS
   'Internal: a step''s hash: sha256(prev_hash || every column but the hashes as a canonical JSON array). See pgagent.verify_turn.';
 
+-- One BEFORE INSERT trigger does everything a new step needs (0.2.0; 0.1.x had step_insert_guard
+-- and step_chain, and 0.2.0 first added an AFTER trigger step_event: three trigger calls and three
+-- lookups per step, ~0.1 ms of every step, bench/results.md "Against the peers"):
+--   1. a tool_result or approval answers a tool_call step of the same turn (same id and name);
+--   2. the hash chain: prev_hash = the hash of the turn's step with the highest seq, created_at,
+--      hash;
+--   3. the event: a NOTIFY on the tenant's channel (sql/35_events.sql, docs/events.md). Sent from a
+--      BEFORE trigger: if the INSERT then fails (a constraint, a foreign key), the statement's
+--      (sub)transaction rolls back and its pending notifications with it, so only committed steps
+--      are ever announced.
+-- SECURITY DEFINER: it reads the turn's last step and the tenant's channel key whoever the writer is.
 CREATE OR REPLACE FUNCTION pgagent.step_chain() RETURNS trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    last record;
+    parent record;
+    cur record;
 BEGIN
-    SELECT s.seq, s.hash INTO last FROM pgagent.step s
-     WHERE s.tenant_id = NEW.tenant_id AND s.turn_id = NEW.turn_id ORDER BY s.seq DESC LIMIT 1;
+    IF NEW.parent_step_id IS NOT NULL THEN
+        SELECT s.kind, s.turn_id, s.tool_call_id, s.tool_name INTO parent FROM pgagent.step s
+         WHERE s.tenant_id = NEW.tenant_id AND s.step_id = NEW.parent_step_id;
+        IF parent.kind IS DISTINCT FROM 'tool_call' OR parent.turn_id <> NEW.turn_id THEN
+            RAISE EXCEPTION 'pgagent: a % step must answer a tool_call step of the same turn', NEW.kind
+              USING ERRCODE = 'foreign_key_violation', DETAIL = 'parent_step_id must name a tool_call step of this turn.',
+                    HINT = 'Steps are written by the loop only.';
+        END IF;
+        IF NEW.kind = 'tool_result' AND (NEW.tool_call_id <> parent.tool_call_id OR NEW.tool_name <> parent.tool_name) THEN
+            RAISE EXCEPTION 'pgagent: tool_result does not match its tool_call (id/name)'
+              USING ERRCODE = 'foreign_key_violation', DETAIL = 'A tool_result repeats its tool_call''s tool_call_id and tool_name.',
+                    HINT = 'Steps are written by the loop only.';
+        END IF;
+    END IF;
+    -- the turn's last step and the tenant's channel in one lookup
+    SELECT l.hash, n.events_key, t.conversation_id INTO cur
+      FROM pgagent.turn t JOIN pgagent.tenant n ON n.tenant_id = t.tenant_id
+      LEFT JOIN LATERAL (SELECT s.hash FROM pgagent.step s
+                          WHERE s.tenant_id = NEW.tenant_id AND s.turn_id = NEW.turn_id
+                          ORDER BY s.seq DESC LIMIT 1) l ON true
+     WHERE t.tenant_id = NEW.tenant_id AND t.turn_id = NEW.turn_id;
+    IF NOT FOUND THEN   -- the foreign key to turn is checked at commit (sql/10_tables.sql); refuse at once
+        RAISE EXCEPTION 'pgagent: turn % does not exist (for this tenant)', NEW.turn_id
+          USING ERRCODE = 'foreign_key_violation', DETAIL = 'A step belongs to a turn of its tenant.',
+                HINT = 'Steps are written by the loop only.';
+    END IF;
     NEW.created_at := pg_catalog.clock_timestamp();
-    NEW.prev_hash := last.hash;
+    NEW.prev_hash := cur.hash;
     NEW.hash := pgagent._step_hash(NEW);
+    IF cur.events_key IS NOT NULL THEN
+        PERFORM pg_catalog.pg_notify('pgagent_events_' || cur.events_key,
+                    pg_catalog.json_build_object('type', 'step', 'tenant_id', NEW.tenant_id,
+                        'conversation_id', cur.conversation_id, 'turn_id', NEW.turn_id, 'step_id', NEW.step_id,
+                        'seq', NEW.seq, 'kind', NEW.kind, 'parent_step_id', NEW.parent_step_id)::text);
+    END IF;
     RETURN NEW;
 END $$;
+REVOKE ALL ON FUNCTION pgagent.step_chain() FROM PUBLIC;
 COMMENT ON FUNCTION pgagent.step_chain() IS
-  'Trigger: links a new step into its turn''s hash chain (prev_hash = the hash of the step with the highest seq so far, hash) and stamps created_at. A gap in seq is reported by pgagent.verify_turn.';
+  'Trigger (BEFORE INSERT on step, the only one): checks that the step''s turn exists (raises 23503; the foreign key itself is checked at commit) and that a tool_result or approval answers a tool_call step of the same turn with the same tool_call_id and tool name (raises 23503); links the step into its turn''s hash chain (prev_hash = the hash of the step with the highest seq so far, hash) and stamps created_at; NOTIFYs the tenant''s channel: {"type": "step", tenant_id, conversation_id, turn_id, step_id, seq, kind, parent_step_id} (docs/events.md). A gap in seq is reported by pgagent.verify_turn.';
 CREATE OR REPLACE TRIGGER step_chain BEFORE INSERT ON pgagent.step
   FOR EACH ROW EXECUTE FUNCTION pgagent.step_chain();
 
@@ -264,8 +279,14 @@ COMMENT ON FUNCTION pgagent.turn_rollup() IS
 DROP TRIGGER IF EXISTS turn_rollup_insert_delete ON pgagent.turn;
 CREATE TRIGGER turn_rollup_insert_delete AFTER INSERT OR DELETE ON pgagent.turn
   FOR EACH ROW EXECUTE FUNCTION pgagent.turn_rollup();
+-- A turn's final UPDATE is rolled up at commit (a deferred constraint trigger, 0.2.0): the
+-- agent's row of the day is one row that every finishing turn of the agent updates, so its row
+-- lock is held from the rollup to the end of the transaction; taken at commit, after the
+-- transaction's other work, concurrent workers of one agent wait for one another the least
+-- (bench/results.md "Workers"). Inside the finishing transaction agent_daily does not show the
+-- turn yet (SET CONSTRAINTS ALL IMMEDIATE rolls it up at once).
 DROP TRIGGER IF EXISTS turn_rollup_update ON pgagent.turn;
-CREATE TRIGGER turn_rollup_update AFTER UPDATE ON pgagent.turn FOR EACH ROW
+CREATE CONSTRAINT TRIGGER turn_rollup_update AFTER UPDATE ON pgagent.turn DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
   WHEN ((OLD.status IN ('completed', 'failed', 'cancelled') OR NEW.status IN ('completed', 'failed', 'cancelled'))
         AND (OLD.status, OLD.llm_calls, OLD.prompt_tokens, OLD.completion_tokens, OLD.cost_usd, OLD.finished_at,
              OLD.conversation_id, OLD.created_at)

@@ -31,25 +31,7 @@ GRANT EXECUTE ON FUNCTION pgagent.event_channel(text) TO pgagent_viewer;
 -- pinned search_path would not be inlined and would be planned again in every transaction). They
 -- are SECURITY DEFINER: they read the tenant and turn rows whoever the writer is.
 
-CREATE OR REPLACE FUNCTION pgagent.step_event() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    ch text;
-    conv bigint;
-BEGIN
-    SELECT 'pgagent_events_' || n.events_key, t.conversation_id INTO ch, conv
-      FROM pgagent.tenant n JOIN pgagent.turn t ON t.tenant_id = n.tenant_id
-     WHERE n.tenant_id = NEW.tenant_id AND t.turn_id = NEW.turn_id;
-    PERFORM pg_notify(ch, json_build_object('type', 'step', 'tenant_id', NEW.tenant_id, 'conversation_id', conv,
-                                            'turn_id', NEW.turn_id, 'step_id', NEW.step_id, 'seq', NEW.seq,
-                                            'kind', NEW.kind, 'parent_step_id', NEW.parent_step_id)::text);
-    RETURN NULL;
-END $$;
-REVOKE ALL ON FUNCTION pgagent.step_event() FROM PUBLIC;
-COMMENT ON FUNCTION pgagent.step_event() IS
-  'Trigger: NOTIFY the tenant''s channel of a new step: {"type": "step", tenant_id, conversation_id, turn_id, step_id, seq, kind, parent_step_id}.';
-DROP TRIGGER IF EXISTS step_event ON pgagent.step;
-CREATE TRIGGER step_event AFTER INSERT ON pgagent.step FOR EACH ROW EXECUTE FUNCTION pgagent.step_event();
+-- A step's event is sent by the step's BEFORE INSERT trigger, pgagent.step_chain (sql/30_triggers.sql).
 
 CREATE OR REPLACE FUNCTION pgagent.turn_event() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

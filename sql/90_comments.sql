@@ -373,7 +373,7 @@ COMMENT ON COLUMN pgagent.hook.priority IS 'Order: lower first (then hook_id).';
 COMMENT ON COLUMN pgagent.hook.enabled IS 'false: the hook is skipped.';
 COMMENT ON COLUMN pgagent.hook.created_by IS 'The admin that added it.';
 COMMENT ON COLUMN pgagent.hook.created_at IS 'When it was added.';
-COMMENT ON TABLE pgagent.agent_daily IS 'Totals of the final (completed, failed, cancelled) turns per agent and UTC day of their created_at, kept by the trigger turn_rollup; agent_stats adds the turns not final yet. Written by the trigger only.';
+COMMENT ON TABLE pgagent.agent_daily IS 'Totals of the final (completed, failed, cancelled) turns per agent and UTC day of their created_at, kept by the trigger turn_rollup (a turn that becomes final is added at the commit of that transaction); agent_stats adds the turns not final yet. Written by the trigger only.';
 COMMENT ON COLUMN pgagent.agent_daily.tenant_id IS 'The tenant.';
 COMMENT ON COLUMN pgagent.agent_daily.agent_id IS 'The agent of the turns'' conversations.';
 COMMENT ON COLUMN pgagent.agent_daily.day IS 'UTC day the turns were created.';

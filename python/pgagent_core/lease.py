@@ -39,6 +39,9 @@ from .db import Db, one
 from .errors import Busy
 
 DEFAULT_LEASE_MS = 60000
+#: ms of L (length_ms: the longest call + 1 s) a unit may start without: a turn claimed with a
+#: lease of L moments ago runs its first unit at once, with at least the longest call + 0.5 s left
+CLAIM_SLACK_MS = 500
 TERMINAL = ("completed", "failed", "cancelled")
 
 # Who this session is for leases, the lease length it asked for (ms), and the turn's lease now
@@ -155,12 +158,13 @@ def _renew(db: Db, lease: Lease, tenant_id: str, turn_id: int, mode: str, length
 
 def due_at_start(lease: Lease, status: str, cfg: dict[str, Any]) -> bool:
     """Whether the lease must be renewed, in a unit of its own, before the next unit starts:
-    less than L left (after a claim with a short lease, or a takeover), so that the next unit,
-    which may make an LLM or tool call of up to L, cannot outlive it. Not for a queued turn (its
+    less than L - :data:`CLAIM_SLACK_MS` left (after a claim with a short lease, or a takeover),
+    so that the next unit, which may make an LLM or tool call of up to L - 1 s, cannot outlive it
+    (a lease claimed for L a moment ago is enough: no extra unit). Not for a queued turn (its
     next unit only sets it running, and renews at its end) or one that cannot go on."""
     if status in TERMINAL or status in ("queued", "paused"):
         return False
-    return _left_ms(lease) < length_ms(lease, cfg)
+    return _left_ms(lease) < length_ms(lease, cfg) - CLAIM_SLACK_MS
 
 
 def renew(db: Db, lease: Lease, tenant_id: str, turn_id: int, cfg: dict[str, Any]) -> None:

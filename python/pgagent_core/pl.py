@@ -133,22 +133,20 @@ def run_turn_proc(plpy: Any, gd: dict, turn_id: int) -> str:
             hint="CALL it in autocommit mode (psql's default; psycopg: autocommit=True), or use "
                  "pgagent.send_message / pgagent.process_tool_call inside a transaction.").as_dict()
             | {"sqlstate": "25001"}})
+    # Each unit's commit is durable whatever the server's or the session's synchronous_commit:
+    # SET LOCAL (it lasts one transaction) in every unit's statement; the setting is read at
+    # COMMIT, after the statement. With synchronous_commit = off, a crash loses the last commits
+    # that run_turn already reported (docs/durability.md).
     plan = gd.get("pgagent_step_plan")
     if plan is None:
-        plan = gd["pgagent_step_plan"] = plpy.prepare("SELECT pgagent._turn_step($1) AS r", ["int8"])
-    # Each unit's commit is durable whatever the server's or the session's synchronous_commit:
-    # SET LOCAL (it lasts one transaction) before every unit. With synchronous_commit = off, a
-    # crash loses the last commits that run_turn already reported (docs/durability.md).
-    durable = gd.get("pgagent_durable_plan")
-    if durable is None:
-        durable = gd["pgagent_durable_plan"] = plpy.prepare(
-            "SELECT pg_catalog.set_config('synchronous_commit', 'on', true)")
+        plan = gd["pgagent_step_plan"] = plpy.prepare(
+            "SELECT pg_catalog.set_config('synchronous_commit', 'on', true) AS durable, pgagent._turn_step($1) AS r",
+            ["int8"])
     # The caller cannot change between two units of one CALL (the procedure's body is ours and
     # runs no SET ROLE), so the first unit's caller check serves the whole CALL.
     gd["pgagent_run_caller"] = None
     try:
         while True:
-            durable.execute()
             r = json.loads(plan.execute([turn_id])[0]["r"])
             if "error" in r or r["result"]["done"]:
                 return _jsonb(r if "error" in r else {"result": r["result"]["result"]})
@@ -837,8 +835,10 @@ def enqueue_message(db: Db, gd: dict, c: Caller, conversation: int, content: str
 @api("user")
 def turn_step(db: Db, gd: dict, c: Caller, turn: int) -> dict[str, Any]:
     """One committed unit of CALL pgagent.run_turn (see :func:`pgagent_core.loop.step`)."""
-    if one(db, "SELECT 1 AS x FROM pgagent.turn WHERE tenant_id = $1::uuid AND turn_id = $2", ["text", "int8"],
-           [c.tenant_id, turn]) is None:
+    # a turn this session is running (cached between units) is checked by loop.step itself
+    if (c.tenant_id, turn) not in gd.get("pgagent_turns", {}) and one(
+            db, "SELECT 1 AS x FROM pgagent.turn WHERE tenant_id = $1::uuid AND turn_id = $2", ["text", "int8"],
+            [c.tenant_id, turn]) is None:
         raise NotFound(f"turn {turn} does not exist (for this tenant)", hint="Create it with pgagent.enqueue_message.")
     return loop.step(db, gd, c.tenant_id, turn, c.role)
 

@@ -101,14 +101,17 @@ class Worker:
             self.cond.notify(n)
 
     def _claim(self, conn: psycopg.Connection) -> tuple[Any, str, int] | None:
-        row = conn.execute("SELECT tenant_id, tenant_name, turn_id FROM pgagent.claim_turn(%s, %s, %s, %s, %s)",
+        # the claimed turn's tenant becomes the session's (pgagent.tenant) in the same statement:
+        # CALL run_turn follows with no round trip between
+        row = conn.execute("SELECT c.tenant_id, c.tenant_name, c.turn_id, "
+                           "pg_catalog.set_config('pgagent.tenant', c.tenant_id::text, false) "
+                           "FROM pgagent.claim_turn(%s, %s, %s, %s, %s) c",
                            [self.worker_id, self.lease_ms, self.tenant, self.agent,
                             json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
                                         "concurrency": self.concurrency})]).fetchone()
         return None if row is None else (row[0], row[1], int(row[2]))
 
     def _run(self, conn: psycopg.Connection, tenant_id: Any, tenant_name: str, turn_id: int) -> None:
-        conn.execute("SELECT pg_catalog.set_config('pgagent.tenant', %s, false)", [str(tenant_id)])
         t0 = time.perf_counter()
         try:
             row = conn.execute("CALL pgagent.run_turn(%s)", [turn_id]).fetchone()

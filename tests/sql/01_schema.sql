@@ -2,7 +2,7 @@
 -- table, foreign key, view and function in schema pgagent (written generically, so a new
 -- object that breaks a rule fails here without editing this file).
 BEGIN;
-SELECT plan(75);
+SELECT plan(77);
 
 -- ---------------------------------------------------------------- extension
 SELECT has_extension('pgagent', 'extension pgagent is installed');
@@ -83,7 +83,8 @@ SELECT has_function('pgagent', 'cancel_turn', ARRAY['bigint', 'text'], 'pgagent.
 SELECT has_function('pgagent', 'turn_guard', ARRAY[]::name[], 'pgagent.turn_guard()');
 SELECT has_function('pgagent', 'turn_insert_guard', ARRAY[]::name[], 'pgagent.turn_insert_guard()');
 SELECT has_function('pgagent', 'step_append_only', ARRAY[]::name[], 'pgagent.step_append_only()');
-SELECT has_function('pgagent', 'step_insert_guard', ARRAY[]::name[], 'pgagent.step_insert_guard()');
+SELECT has_function('pgagent', 'step_chain', ARRAY[]::name[], 'pgagent.step_chain()');
+SELECT hasnt_function('pgagent', 'step_insert_guard', ARRAY[]::name[], 'step_insert_guard is merged into step_chain (0.2.0)');
 
 SELECT function_returns('pgagent', 'register_model',
     ARRAY['text', 'text', 'text', 'text', 'text', 'jsonb', 'text', 'numeric', 'numeric',
@@ -102,7 +103,9 @@ SELECT has_trigger('pgagent', 'turn', 'turn_guard', 'trigger turn_guard on pgage
 SELECT has_trigger('pgagent', 'turn', 'turn_insert_guard', 'trigger turn_insert_guard on pgagent.turn');
 SELECT has_trigger('pgagent', 'step', 'step_no_update_delete', 'trigger step_no_update_delete on pgagent.step');
 SELECT has_trigger('pgagent', 'step', 'step_no_truncate', 'trigger step_no_truncate on pgagent.step');
-SELECT has_trigger('pgagent', 'step', 'step_insert_guard', 'trigger step_insert_guard on pgagent.step');
+SELECT has_trigger('pgagent', 'step', 'step_chain', 'trigger step_chain on pgagent.step');
+SELECT is((SELECT count(*)::int FROM pg_catalog.pg_trigger WHERE tgrelid = 'pgagent.step'::regclass AND NOT tgisinternal
+             AND (tgtype & 2) = 2 AND (tgtype & 4) = 4), 1, 'one BEFORE INSERT trigger on pgagent.step');
 SELECT is_empty($$
     SELECT c.relname || '.' || t.tgname FROM pg_catalog.pg_trigger t
       JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid

@@ -74,7 +74,7 @@ SELECT ok(NOT p.prosecdef AND 'search_path=pg_catalog, pg_temp' = ANY (p.proconf
           'event_channel runs as the caller (row level security on tenant decides), for viewers')
   FROM pg_catalog.pg_proc p WHERE p.oid = 'pgagent.event_channel(text)'::regprocedure;
 SELECT ok(NOT pg_catalog.has_function_privilege('pgagent_admin', f, 'EXECUTE'), f || ' is internal')
-  FROM unnest(ARRAY['pgagent.turn_event()', 'pgagent.step_event()', 'pgagent.turn_rollup()']) AS f;
+  FROM unnest(ARRAY['pgagent.turn_event()', 'pgagent.step_chain()', 'pgagent.turn_rollup()']) AS f;
 SELECT matches(pgagent.event_channel(), '^pgagent_events_[0-9a-f]{32}$', 'the channel names the unguessable key');
 SELECT throws_ok($$SELECT pgagent.event_channel('no_such_tenant')$$, '42704', NULL,
                  'event_channel of an unknown tenant raises 42704');
