@@ -45,13 +45,13 @@ from sections import write_section  # noqa: E402
 from scripted_llm import ScriptedLLM, embedding  # noqa: E402
 
 DIM = 384
-EF_SEARCH = (40, 100, 200, 400)
+EF_SEARCH = (40, 80, 100, 120, 200)
 #: shared_buffers of the benchmark cluster: the 1 M-row index (about 2 GB) and the table's hot pages fit
 SHARED_BUFFERS = "4GB"
 CENTRES = 1000
 SIGMA = 0.05
-INDEX_SQL = ("CREATE INDEX memory_hnsw_384 ON pgagent.memory USING hnsw ((embedding::vector(384)) vector_cosine_ops) "
-             "WHERE dims = 384")
+INDEX_SQL = ("CREATE INDEX memory_hnsw_384 ON pgagent.memory USING hnsw ((embedding::halfvec(384)) halfvec_cosine_ops) "
+             "WITH (m = 24, ef_construction = 128) WHERE dims = 384")
 # the query memory.search runs (python/pgagent_core/memory.py), with the index's cast
 SEARCH_SQL = """
 WITH near AS (
@@ -60,7 +60,7 @@ WITH near AS (
     FROM pgagent.memory m
    WHERE m.tenant_id = %(t)s AND m.agent_id = %(a)s AND m.embedding_model_id = %(m)s AND m.dims = 384
      AND m.scope = ANY('{conversation,user,agent}') AND (m.owner IS NULL OR (m.owner = 'bench' AND m.conversation_id IS NULL))
-   ORDER BY m.embedding::vector(384) <=> %(q)s::vector(384)
+   ORDER BY m.embedding::halfvec(384) <=> %(q)s::halfvec(384)
    LIMIT %(n)s)
 SELECT memory_id FROM near ORDER BY similarity DESC, memory_id LIMIT %(k)s"""
 
@@ -100,6 +100,15 @@ def literal(v: np.ndarray) -> str:
     return "[" + ",".join(f"{x:.6f}" for x in v) + "]"
 
 
+def huge_pages_taken() -> int:
+    """Huge pages in use or reserved on this machine (/proc/meminfo: Total - Free + Rsvd)."""
+    info = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        name, _, value = line.partition(":")
+        info[name] = int(value.split()[0])
+    return info.get("HugePages_Total", 0) - info.get("HugePages_Free", 0) + info.get("HugePages_Rsvd", 0)
+
+
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, max(0, int(round(p / 100 * len(xs) + 0.5)) - 1))]
@@ -126,14 +135,16 @@ def bench_memory(conn: psycopg.Connection, args: argparse.Namespace, rng: np.ran
     conn.execute("SET maintenance_work_mem = '4GB'")
     conn.execute("SET max_parallel_maintenance_workers = 1")
     t0 = time.monotonic()
-    index_sql = INDEX_SQL.replace(" WHERE", f" WITH ({args.index_with}) WHERE") if args.index_with else INDEX_SQL
+    index_sql = re.sub(r"WITH \(.*?\)", f"WITH ({args.index_with})", INDEX_SQL) if args.index_with else INDEX_SQL
     search_sql = SEARCH_SQL
-    if args.index_type == "halfvec":
-        index_sql = index_sql.replace("vector(384)) vector_cosine_ops", "halfvec(384)) halfvec_cosine_ops")
-        search_sql = SEARCH_SQL.replace("ORDER BY m.embedding::vector(384) <=> %(q)s::vector(384)",
-                                        "ORDER BY m.embedding::halfvec(384) <=> %(q)s::halfvec(384)")
+    if args.index_type == "vector":
+        index_sql = index_sql.replace("halfvec(384)) halfvec_cosine_ops", "vector(384)) vector_cosine_ops")
+        search_sql = SEARCH_SQL.replace("ORDER BY m.embedding::halfvec(384) <=> %(q)s::halfvec(384)",
+                                        "ORDER BY m.embedding::vector(384) <=> %(q)s::vector(384)")
+    print(f"memory: {args.memories:,} rows loaded in {load_s:.0f} s; building the index", flush=True)
     conn.execute(index_sql)
     build_s = time.monotonic() - t0
+    print(f"memory: index built in {build_s:.0f} s; measuring", flush=True)
     conn.execute("VACUUM ANALYZE pgagent.memory")
     # the index fits the cluster's shared_buffers (SHARED_BUFFERS): load it, as a long-running server would have
     conn.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
@@ -154,7 +165,7 @@ def bench_memory(conn: psycopg.Connection, args: argparse.Namespace, rng: np.ran
     conn.execute("SET enable_seqscan = off")
     conn.execute("SET enable_bitmapscan = off")
     out = {"rows": args.memories, "load_s": load_s, "build_s": build_s, "index_size": size, "settings": []}
-    for ef in EF_SEARCH:
+    for ef in args.ef_search_values:
         conn.execute(f"SET hnsw.ef_search = {ef}")
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + search_sql, {"q": literal(queries[0]), "t": ids["t"],
                                                                              "a": ids["a"], "m": ids["m"], "n": 4 * k, "k": k}))
@@ -171,6 +182,8 @@ def bench_memory(conn: psycopg.Connection, args: argparse.Namespace, rng: np.ran
         out["settings"].append({"ef_search": ef, "p50": statistics.median(lat), "p95": pct(lat, 95),
                                 "recall": hits / (k * len(queries))})
     conn.execute("RESET enable_seqscan")
+    conn.execute("RESET hnsw.ef_search")  # pgagent.search below uses its own default (memory.EF_SEARCH)
+    conn.execute("RESET hnsw.iterative_scan")
     conn.execute("RESET enable_bitmapscan")
     return out
 
@@ -231,11 +244,17 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
     ap.add_argument("--index-with", default="",
                     help='HNSW build parameters instead of the shipped index\'s, e.g. "m = 24, ef_construction = 128"')
-    ap.add_argument("--index-type", choices=("vector", "halfvec"), default="vector",
-                    help="index the embeddings as vector (shipped) or halfvec (half precision, half the size)")
+    ap.add_argument("--index-type", choices=("vector", "halfvec"), default="halfvec",
+                    help="index the embeddings as halfvec (shipped: half precision, half the size) or vector")
+    ap.add_argument("--huge-pages", choices=("try", "on", "off"), default="try",
+                    help="the benchmark server's huge_pages setting (the kernel must have vm.nr_hugepages "
+                         "reserved for 'try' to use them, e.g. sysctl vm.nr_hugepages=2500 for 4 GB)")
+    ap.add_argument("--ef-search", default=",".join(map(str, EF_SEARCH)),
+                    help="comma-separated hnsw.ef_search values to measure")
     ap.add_argument("--latent", type=int, default=32,
                     help="intrinsic dimension of the synthetic vectors (0: isotropic clusters in all 384)")
     args = ap.parse_args()
+    args.ef_search_values = [int(x) for x in args.ef_search.split(",")]
     global LATENT
     rng = np.random.default_rng(42)
     space = args.latent or DIM
@@ -243,7 +262,11 @@ def main() -> None:
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     if args.latent:
         LATENT = rng.normal(0, 1 / np.sqrt(args.latent), (args.latent, DIM)).astype(np.float32)
-    with Cluster(settings={"shared_buffers": SHARED_BUFFERS}) as cluster, ScriptedLLM(embedding_dim=DIM) as llm:
+    huge_before = huge_pages_taken()
+    with Cluster(settings={"shared_buffers": SHARED_BUFFERS, "huge_pages": args.huge_pages}) as cluster, \
+            ScriptedLLM(embedding_dim=DIM) as llm:
+        huge_mb = (huge_pages_taken() - huge_before) * 2
+        print(f"server's shared memory in huge pages: {huge_mb} MB", flush=True)
         cluster.createdb("bench")
         with psycopg.connect(cluster.dsn("bench"), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION pgagent CASCADE")

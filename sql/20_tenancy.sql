@@ -166,14 +166,14 @@ BEGIN
                            'audit_event','secret','egress_allow','egress_exception','intervention','rating','flag',
                            'budget','budget_usage','budget_hold','hook','agent_daily','worker','schedule',
                            'schedule_firing','insert_trigger','memory','collection','document','chunk',
-                           'kg_entity','kg_relation','eval_suite','eval_case','eval_run','eval_result',
+                           'kg_entity','kg_relation','kg_extraction','eval_suite','eval_case','eval_run','eval_result',
                            'team','discussion','discussion_turn','api_key'] LOOP
     EXECUTE format('ALTER TABLE pgagent.%I ALTER COLUMN tenant_id SET DEFAULT pgagent.current_tenant()', t);
   END LOOP;
   FOREACH t IN ARRAY ARRAY['conversation','turn','step','secret','intervention','flag','budget','hook','schedule',
                            'insert_trigger','memory','collection','document',
-                           'kg_entity','kg_relation','eval_suite','eval_case','eval_run','team','discussion',
-                           'api_key'] LOOP
+                           'kg_entity','kg_relation','kg_extraction','eval_suite','eval_case','eval_run','team',
+                           'discussion','api_key'] LOOP
     EXECUTE format('ALTER TABLE pgagent.%I ALTER COLUMN created_by SET DEFAULT pgagent._outer_user()', t);
   END LOOP;
   FOREACH t IN ARRAY ARRAY['tenant_member','egress_allow','egress_exception'] LOOP

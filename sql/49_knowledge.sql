@@ -180,6 +180,22 @@ COMMENT ON FUNCTION pgagent.kg_add(text, text, text, text, text, jsonb, bigint) 
 REVOKE ALL ON FUNCTION pgagent.kg_add(text, text, text, text, text, jsonb, bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgagent.kg_add(text, text, text, text, text, jsonb, bigint) TO pgagent_operator;
 
+CREATE OR REPLACE FUNCTION pgagent.kg_extract(document bigint, model text DEFAULT NULL, max_chunks integer DEFAULT 20)
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE r jsonb := pgagent._py('kg_extract', pg_catalog.jsonb_build_object('document', document, 'model', model,
+                       'max_chunks', max_chunks));
+BEGIN
+    IF r ? 'error' THEN
+        RAISE EXCEPTION USING MESSAGE = r #>> '{error,message}', ERRCODE = r #>> '{error,sqlstate}',
+              DETAIL = r #>> '{error,detail}', HINT = r #>> '{error,hint}';
+    END IF;
+    RETURN r -> 'result';
+END $$;
+COMMENT ON FUNCTION pgagent.kg_extract(bigint, text, integer) IS
+  'Operator: have a chat model (model, default the tenant''s default chat model) read the first max_chunks (1 to 200) chunks of knowledge-base document document, one call per chunk asking for JSON entities and relations, and add what it finds to the knowledge graph citing the document. Each chunk is recorded in pgagent.kg_extraction (done, or failed with the reason: a provider error or a reply that is not the JSON asked for; a failed chunk adds nothing). Every call is made before the first write. Returns {document_id, chunks, done, failed, entities, relations, skipped, extraction_ids}. Raises 22023, 42704 (no such document or model).';
+REVOKE ALL ON FUNCTION pgagent.kg_extract(bigint, text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgagent.kg_extract(bigint, text, integer) TO pgagent_operator;
+
 CREATE OR REPLACE FUNCTION pgagent.kg_neighbors(entity text, depth integer DEFAULT 1, entity_type text DEFAULT NULL,
                                                 predicate text DEFAULT NULL)
 RETURNS TABLE (hops integer, entity_id bigint, name text, type text, relation text, direction text,

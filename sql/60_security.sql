@@ -341,7 +341,7 @@ BEGIN
                            'audit_event','secret','intervention','rating','flag','budget','budget_usage',
                            'budget_hold','hook','agent_daily','worker','schedule','schedule_firing',
                            'insert_trigger','collection','document','chunk','kg_entity','kg_relation',
-                           'eval_suite','eval_case','eval_run','eval_result','team','discussion',
+                           'kg_extraction','eval_suite','eval_case','eval_run','eval_result','team','discussion',
                            'discussion_turn','api_key'] LOOP
     EXECUTE format('ALTER TABLE pgagent.%I ENABLE ROW LEVEL SECURITY', t);
     EXECUTE format('ALTER TABLE pgagent.%I FORCE ROW LEVEL SECURITY', t);
@@ -382,7 +382,7 @@ GRANT SELECT ON pgagent.tenant, pgagent.tenant_member, pgagent.model, pgagent.pe
                 pgagent.budget_usage, pgagent.budget_hold, pgagent.hook, pgagent.agent_daily, pgagent.worker,
                 pgagent.schedule, pgagent.schedule_firing, pgagent.insert_trigger, pgagent.memory,
                 pgagent.collection, pgagent.document, pgagent.chunk, pgagent.kg_entity,
-                pgagent.kg_relation, pgagent.eval_suite, pgagent.eval_case, pgagent.eval_run,
+                pgagent.kg_relation, pgagent.kg_extraction, pgagent.eval_suite, pgagent.eval_case, pgagent.eval_run,
                 pgagent.eval_result, pgagent.team, pgagent.discussion, pgagent.discussion_turn
    TO pgagent_viewer;
 GRANT EXECUTE ON FUNCTION pgagent.current_tenant(), pgagent.default_tenant_id(), pgagent._is_member(name),

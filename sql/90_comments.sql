@@ -515,6 +515,23 @@ COMMENT ON COLUMN pgagent.kg_relation.source_turn_id IS 'The turn that asserted 
 COMMENT ON COLUMN pgagent.kg_relation.created_by IS 'The role that added it.';
 COMMENT ON COLUMN pgagent.kg_relation.created_at IS 'When it was added.';
 
+COMMENT ON TABLE pgagent.kg_extraction IS 'What pgagent.kg_extract did: one row per document chunk a chat model read for entities and relations.';
+COMMENT ON COLUMN pgagent.kg_extraction.tenant_id IS 'The tenant.';
+COMMENT ON COLUMN pgagent.kg_extraction.extraction_id IS 'Identity.';
+COMMENT ON COLUMN pgagent.kg_extraction.document_id IS 'The knowledge-base document.';
+COMMENT ON COLUMN pgagent.kg_extraction.chunk_seq IS 'The chunk''s place in the document (chunk.seq, from 1).';
+COMMENT ON COLUMN pgagent.kg_extraction.model IS 'The chat model''s name.';
+COMMENT ON COLUMN pgagent.kg_extraction.status IS 'done (its entities and relations were added) or failed (nothing was added; see error).';
+COMMENT ON COLUMN pgagent.kg_extraction.entities IS 'Entities added or merged from the chunk.';
+COMMENT ON COLUMN pgagent.kg_extraction.relations IS 'Relations added or merged from the chunk.';
+COMMENT ON COLUMN pgagent.kg_extraction.skipped IS 'Items of the reply left out (an empty or over-long name, an unusable predicate, more than 50 of a kind).';
+COMMENT ON COLUMN pgagent.kg_extraction.error IS 'Why the chunk failed: the provider''s error, or how the reply differs from the JSON asked for.';
+COMMENT ON COLUMN pgagent.kg_extraction.prompt_tokens IS 'usage.prompt_tokens of the call (tokens), if it answered.';
+COMMENT ON COLUMN pgagent.kg_extraction.completion_tokens IS 'usage.completion_tokens of the call (tokens), if it answered.';
+COMMENT ON COLUMN pgagent.kg_extraction.duration_ms IS 'The call and the parsing of its reply (ms).';
+COMMENT ON COLUMN pgagent.kg_extraction.created_by IS 'The role that called kg_extract.';
+COMMENT ON COLUMN pgagent.kg_extraction.created_at IS 'When it was recorded.';
+
 -- evaluations (issue 11; sql/46_eval.sql, docs/evals.md)
 COMMENT ON TABLE pgagent.eval_suite IS 'Evaluation suites: named sets of questions with reference answers (pgagent.create_eval_suite).';
 COMMENT ON COLUMN pgagent.eval_suite.tenant_id IS 'The tenant.';

@@ -214,13 +214,8 @@ TERMINAL = ("completed", "failed", "cancelled")
 def _judge(db: Db, gd: dict, c: Caller, suite_cfg: dict[str, Any], question: str, answer: str | None,
            expected: Any, rubric: str | None) -> tuple[bool | None, dict[str, Any]]:
     name = suite_cfg.get("judge_model")
-    m = one(db, """SELECT pg_catalog.to_jsonb(m) AS model FROM pgagent.model m
-                    WHERE m.tenant_id = $1::uuid AND m.kind = 'chat' AND m.enabled AND (m.name = $2 OR ($2 IS NULL AND m.is_default))""",
-            ["text", "text"], [c.tenant_id, name])
-    if m is None:
-        raise NotFound(f"judge model {name!r} does not exist" if name else "the tenant has no default chat model",
-                       hint="Set the suite's config.judge_model, or register a default model.")
-    model = m["model"]
+    model = loop.chat_model(db, c.tenant_id, name, "judge model",
+                            hint="Set the suite's config.judge_model, or register a default model.")
     req = evals.judge_request(question, answer, expected, rubric)
     req["params"] = {**(model.get("params") or {}), **req["params"]}
     try:

@@ -1,12 +1,16 @@
 """Knowledge graph (docs/memory.md#knowledge-graph): typed entities and relations with
-provenance, written by pgagent.kg_add, read with pgagent.kg_neighbors (a recursive CTE,
-pgagent._kg_walk) and by ``graph`` tools (tools.graph).
+provenance, written by pgagent.kg_add and pgagent.kg_extract (a chat model reads a document's
+chunks: :func:`extraction_request`, :func:`parse_extraction`), read with pgagent.kg_neighbors (a
+recursive CTE, pgagent._kg_walk) and by ``graph`` tools (tools.graph).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
+
+import jsonschema
 
 from . import limits
 from .db import Db, one
@@ -15,6 +19,28 @@ from .errors import InvalidArgument, NotFound
 TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 MAX_DEPTH = 5
 MAX_ROWS = 1000
+#: entities and relations taken from one chunk's extraction (the rest are counted as skipped)
+MAX_EXTRACTED = 50
+
+EXTRACTION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "entities": {"type": "array", "items": {
+            "type": "object", "properties": {"name": {"type": "string"}, "type": {"type": "string"}},
+            "required": ["name", "type"], "additionalProperties": False}},
+        "relations": {"type": "array", "items": {
+            "type": "object",
+            "properties": {"subject": {"type": "string"}, "predicate": {"type": "string"}, "object": {"type": "string"}},
+            "required": ["subject", "predicate", "object"], "additionalProperties": False}}},
+    "required": ["entities", "relations"], "additionalProperties": False}
+EXTRACTION_FORMAT = {"type": "json_schema", "json_schema": {"name": "knowledge_graph", "strict": True,
+                                                            "schema": EXTRACTION_SCHEMA}}
+EXTRACTION_SYSTEM = (
+    "You extract a knowledge graph from a text. Reply with JSON only, in this shape: "
+    '{"entities": [{"name": "Ada Lovelace", "type": "person"}], '
+    '"relations": [{"subject": "Ada Lovelace", "predicate": "worked_with", "object": "Charles Babbage"}]}. '
+    "Types and predicates are lower-case words joined by underscores (person, company, product, place, "
+    "works_for, located_in, part_of). Use only facts the text states; name each entity as the text does.")
 
 ENTITY_SQL = """
 INSERT INTO pgagent.kg_entity AS e (tenant_id, name, type, properties, source_document_id, source_turn_id, created_by)
@@ -90,3 +116,58 @@ def neighbors(db: Db, tenant_id: str, entity_id: int, depth: int, predicate: str
         kind(predicate, "predicate")
     return db.all(WALK_SQL, ["text", "int8", "int4", "text", "int4"],
                   [tenant_id, entity_id, depth, predicate, min(max(int(limit), 1), MAX_ROWS)])
+
+
+def extraction_request(title: str, text: str) -> dict[str, Any]:
+    """The chat request (``{messages, tools, params, response_format}``, temperature 0) that asks a
+    model for the entities and relations of one chunk ``text`` of the document ``title``, as
+    EXTRACTION_SCHEMA's JSON."""
+    return {"messages": [{"role": "system", "content": EXTRACTION_SYSTEM},
+                         {"role": "user", "content": f"Document: {title}\n\n{text}"}],
+            "tools": [], "params": {"temperature": 0}, "response_format": EXTRACTION_FORMAT}
+
+
+def _slug(value: str) -> str | None:
+    """``value`` as a type or predicate name (``Works For`` -> ``works_for``), None if impossible."""
+    slug = re.sub(r"[^a-z0-9]+", "_", value.lower()).strip("_")[:63].rstrip("_")
+    return slug if TYPE_RE.match(slug) else None
+
+
+def parse_extraction(content: str | None) -> dict[str, Any]:
+    """The graph in a model's extraction reply: ``{entities: [{name, type}], relations: [{subject,
+    predicate, object, subject_type, object_type}], skipped}``. Types and predicates are turned
+    into lower-case names (``Works For`` -> ``works_for``; a type that cannot be one becomes
+    ``thing``), a relation's entity types are taken from ``entities`` (``thing`` otherwise);
+    items with an empty or over-long name or an unusable predicate, and those beyond
+    MAX_EXTRACTED, are dropped and counted in ``skipped``. Raises InvalidArgument (22023) when
+    the reply holds no JSON object of EXTRACTION_SCHEMA's shape (the message quotes its start)."""
+    text = (content or "").strip()
+    m = re.search(r"\{.*\}", text, re.S)
+    if m is None:
+        raise InvalidArgument(f"the model's reply holds no JSON object: {text[:200]!r}")
+    try:
+        data = json.loads(m.group(0))
+        jsonschema.validate(data, EXTRACTION_SCHEMA)
+    except (ValueError, jsonschema.ValidationError) as e:
+        why = e.message if isinstance(e, jsonschema.ValidationError) else "not JSON"
+        raise InvalidArgument(f"the model's reply is not the extraction JSON ({why[:200]}): {text[:200]!r}") from None
+    skipped, types, entities = 0, {}, []
+    for e in data["entities"]:
+        name = e["name"].strip()
+        if not name or len(name) > 500 or len(entities) >= MAX_EXTRACTED:
+            skipped += 1
+            continue
+        t = _slug(e["type"]) or "thing"
+        types.setdefault(name.lower(), t)
+        entities.append({"name": name, "type": t})
+    relations = []
+    for r in data["relations"]:
+        subj, obj_, pred = r["subject"].strip(), r["object"].strip(), _slug(r["predicate"])
+        if (not subj or not obj_ or len(subj) > 500 or len(obj_) > 500 or pred is None
+                or len(relations) >= MAX_EXTRACTED):
+            skipped += 1
+            continue
+        relations.append({"subject": subj, "predicate": pred, "object": obj_,
+                          "subject_type": types.get(subj.lower(), "thing"),
+                          "object_type": types.get(obj_.lower(), "thing")})
+    return {"entities": entities, "relations": relations, "skipped": skipped}

@@ -154,15 +154,14 @@ def search(db: Db, gd: dict, *, tenant_id: str, collections: Sequence[dict[str, 
     use_txt = mode in ("text", "hybrid")
     vs = memory.vector_schema(db, gd)
     dims = len(vector) if use_vec else 0
-    emb = f"c.embedding::{vs}.vector({dims})" if dims in memory.INDEXED_DIMS else "c.embedding"
-    q = f"$5::{vs}.vector({dims})" if dims in memory.INDEXED_DIMS else f"$5::{vs}.vector"
+    order, dist = memory.distance_sql(vs, "c", "$5", dims)
     vec_sql = f"""
   SELECT x.chunk_id, pg_catalog.row_number() OVER (ORDER BY x.dist, x.chunk_id) AS rank, 1 - x.dist AS similarity
-    FROM (SELECT c.chunk_id, ({emb} OPERATOR({vs}.<=>) {q}) AS dist
+    FROM (SELECT c.chunk_id, ({dist}) AS dist
             FROM pgagent.chunk c JOIN pgagent.document d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id
            WHERE c.tenant_id = $1::uuid AND c.collection_id = ANY($2) AND c.dims = {dims} AND c.embedding_model_id = $6
              AND d.metadata @> $4
-           ORDER BY {emb} OPERATOR({vs}.<=>) {q} LIMIT $7) x""" if use_vec else """
+           ORDER BY {order} LIMIT $7) x""" if use_vec else """
   SELECT NULL::int8 AS chunk_id, NULL::int8 AS rank, NULL::float8 AS similarity WHERE false"""
     txt_sql = """
   SELECT y.chunk_id, pg_catalog.row_number() OVER (ORDER BY y.r DESC, y.chunk_id) AS rank, y.r AS text_score

@@ -617,6 +617,22 @@ def model_chat(db: Db, gd: dict, model: dict[str, Any], request: dict[str, Any])
                 request.get("response_format"), check=interrupt_check(db))
 
 
+CHAT_MODEL_SQL = """
+SELECT pg_catalog.to_jsonb(m) AS model FROM pgagent.model m
+ WHERE m.tenant_id = $1::uuid AND m.kind = 'chat' AND m.enabled AND (m.name = $2 OR ($2 IS NULL AND m.is_default))"""
+
+
+def chat_model(db: Db, tenant_id: str, name: str | None, what: str, hint: str | None = None) -> dict[str, Any]:
+    """The tenant's enabled chat model ``name`` (None: its default chat model) as a model row
+    (for :func:`model_chat`). ``what`` names its use in the error ("judge model"). Raises
+    NotFound (42704)."""
+    m = one(db, CHAT_MODEL_SQL, ["text", "text"], [tenant_id, name])
+    if m is None:
+        raise NotFound(f"{what} {name!r} does not exist" if name else "the tenant has no default chat model",
+                       hint=hint or "pgagent.register_model(..., is_default => true)")
+    return m["model"]
+
+
 EMBED_MODEL_SQL = """
 SELECT pg_catalog.to_jsonb(m) AS model FROM pgagent.model m
  WHERE m.tenant_id = $1::uuid AND m.kind = 'embedding' AND m.enabled

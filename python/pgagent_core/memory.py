@@ -31,6 +31,9 @@ from .limits import clean_text
 
 SCOPES = ("conversation", "user", "agent")
 INDEXED_DIMS = (384, 768, 1024, 1536)  # = the memory_hnsw_<dims> indexes of sql/10_tables.sql
+#: hnsw.ef_search of pgagent's searches when the session has not set its own (memory_hnsw_384 at
+#: 1,000,000 rows: recall@10 about 0.95 at 100; bench/results.md "Memory and knowledge search")
+EF_SEARCH = 100
 CANDIDATES = 4          # nearest neighbours fetched per memory returned, before ranking by score
 RECENCY_DECAY = 0.995   # per hour (Park et al. 2023)
 MAX_CONTENT = 20000     # characters (the table's CHECK)
@@ -50,20 +53,41 @@ def vector_schema(db: Db, gd: dict) -> str:
     return s
 
 
+def distance_sql(vs: str, alias: str, param: str, dims: int) -> tuple[str, str]:
+    """``(order, exact)``: the SQL expression to ORDER BY for the nearest rows of ``alias`` to the
+    vector parameter ``param``, and the exact cosine distance. For an indexed dimension
+    (INDEXED_DIMS) the order is the HNSW index's expression (both sides cast to
+    ``halfvec(dims)``: sql/10_tables.sql indexes half-precision copies, half the size of
+    ``vector``'s), while similarities are computed from the stored single-precision vectors."""
+    exact = f"{alias}.embedding OPERATOR({vs}.<=>) {param}::{vs}.vector"
+    if dims not in INDEXED_DIMS:
+        return exact, exact
+    return (f"{alias}.embedding::{vs}.halfvec({dims}) OPERATOR({vs}.<=>) {param}::{vs}.halfvec({dims})", exact)
+
+
 @contextmanager
 def iterative_scan(db: Db, on: bool) -> Iterator[None]:
     """With ``on``, run the block with ``hnsw.iterative_scan = relaxed_order`` (pgvector 0.8: an
-    HNSW scan keeps going until enough rows pass the query's filters) and put the setting back
-    afterwards, error or not. Without ``on``, do nothing."""
+    HNSW scan keeps going until enough rows pass the query's filters) and, unless the session
+    chose its own ``hnsw.ef_search``, with ``hnsw.ef_search = EF_SEARCH`` (pgvector's default of
+    40 finds about 0.67 of the true 10 nearest among 1,000,000 memories, EF_SEARCH about 0.95:
+    bench/results.md); put both back afterwards, error or not. Without ``on``, do nothing."""
     if not on:
         yield
         return
-    old = one(db, "SELECT pg_catalog.current_setting('hnsw.iterative_scan', true) AS v")["v"]
-    db.all("SELECT pg_catalog.set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+    old = one(db, """SELECT pg_catalog.current_setting('hnsw.iterative_scan', true) AS it,
+                            pg_catalog.current_setting('hnsw.ef_search', true) AS ef,
+                            (SELECT s.source FROM pg_catalog.pg_settings s WHERE s.name = 'hnsw.ef_search') AS src""")
+    own_ef = old["ef"] is None or old["src"] == "default"
+    db.all("SELECT pg_catalog.set_config('hnsw.iterative_scan', 'relaxed_order', true)"
+           + (f", pg_catalog.set_config('hnsw.ef_search', '{EF_SEARCH}', true)" if own_ef else ""))
     try:
         yield
     finally:
-        db.all("SELECT pg_catalog.set_config('hnsw.iterative_scan', $1, true)", ["text"], [old or "off"])
+        db.all("SELECT pg_catalog.set_config('hnsw.iterative_scan', $1, true)"
+               + (", pg_catalog.set_config('hnsw.ef_search', $2, true)" if own_ef else ""),
+               ["text", "text"] if own_ef else ["text"],
+               [old["it"] or "off", old["ef"] or "40"] if own_ef else [old["it"] or "off"])
 
 
 def literal(vector: Sequence[float]) -> str:
@@ -124,8 +148,7 @@ def search(db: Db, gd: dict, *, tenant_id: str, agent_id: int, owner: str, conve
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
         raise InvalidArgument(f"k must be an integer from 1 to {MAX_K}, not {k!r}")
     vs, dims = vector_schema(db, gd), len(vector)
-    emb = f"m.embedding::{vs}.vector({dims})" if dims in INDEXED_DIMS else "m.embedding"
-    q = f"$6::{vs}.vector({dims})" if dims in INDEXED_DIMS else f"$6::{vs}.vector"
+    order, dist = distance_sql(vs, "m", "$6", dims)
     # planned for each call (cache=False): a cached plan turns generic after five runs in a session,
     # and the generic plan of an ORDER BY distance LIMIT $n cannot use the HNSW index (a sort of every
     # candidate row: knowledge.search over 100,000 chunks took 4.1-4.6 s instead of 37-41 ms)
@@ -133,12 +156,12 @@ def search(db: Db, gd: dict, *, tenant_id: str, agent_id: int, owner: str, conve
         rows = db.all(f"""
 WITH near AS (
   SELECT m.memory_id, m.scope, m.content, m.importance, m.created_at, m.last_recalled_at,
-         1 - ({emb} OPERATOR({vs}.<=>) {q}) AS similarity
+         1 - ({dist}) AS similarity
     FROM pgagent.memory m
    WHERE m.tenant_id = $1::uuid AND m.agent_id = $2 AND m.embedding_model_id = $3 AND m.dims = {dims}
      AND m.scope = ANY($7::text[])
      AND (m.owner IS NULL OR (m.owner = $4 AND (m.conversation_id IS NULL OR m.conversation_id = $5)))
-   ORDER BY {emb} OPERATOR({vs}.<=>) {q}
+   ORDER BY {order}
    LIMIT $8)
 SELECT memory_id, scope, content, importance::float8 AS importance, similarity,
        (similarity + importance + pg_catalog.power({RECENCY_DECAY},

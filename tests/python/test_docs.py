@@ -79,6 +79,8 @@ SCRIPTS: dict[str, list[Reply]] = {
         tool_calls([("handbook", {"query": "key after midnight"})]),
         text("Yes: after midnight the night desk has your key [1:1]."),
         text("Breakfast is from 7 to 10:30 [2:2]."),                 # automatic retrieval
+        text('{"entities": [{"name": "Night desk", "type": "team"}, {"name": "Room key", "type": "thing"}], '
+             '"relations": [{"subject": "Night desk", "predicate": "hands out", "object": "Room key"}]}'),  # kg_extract
     ],
     "docs/evals.md": [
         # run 1 (no grounding policy): a right guess, a right lookup, a wrong guess, a greeting and its judge
@@ -401,6 +403,11 @@ def check_memory(c: psycopg.Connection, run: Run) -> None:
     assert res["results"] and res["results"][0]["title"] in ("Check-in", "Breakfast")
     last = c.execute("SELECT payload FROM pgagent.step WHERE kind = 'llm_call' ORDER BY step_id DESC LIMIT 1").fetchone()[0]
     assert {p["title"] for p in last["passages"]} <= {"Check-in", "Breakfast"} and last["passages"]
+    # kg_extract: one chunk read, its graph added citing the document
+    assert c.execute("SELECT status, entities, relations FROM pgagent.kg_extraction").fetchall() == [("done", 2, 1)]
+    assert c.execute("SELECT e.name FROM pgagent.kg_relation r JOIN pgagent.kg_entity e ON e.entity_id = r.object_id "
+                     "JOIN pgagent.document d ON d.document_id = r.source_document_id "
+                     "WHERE r.predicate = 'hands_out' AND d.title = 'Check-in'").fetchall() == [("Room key",)]
 
 
 def check_evals(c: psycopg.Connection, run: Run) -> None:

@@ -7,7 +7,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from scripted_llm import text, tool_calls
+from scripted_llm import http_error, text, tool_calls
 
 EDGES = [("Ada", "works_for", "Acme", "person", "company"),
          ("Bob", "works_for", "Acme", "person", "company"),
@@ -100,3 +100,58 @@ def test_other_tenants_see_no_graph(cluster, dbname, conn, graph):
     finally:
         conn.execute("DROP OWNED BY kg_other")
         conn.execute("DROP ROLE kg_other")
+
+
+def test_kg_extract_adds_what_the_model_finds_and_records_every_chunk(conn, llm):
+    """pgagent.kg_extract: one chat call per chunk asking for EXTRACTION_SCHEMA's JSON; what a
+    good reply names is added citing the document; a malformed reply and a provider error are
+    recorded as failed chunks that add nothing, and the other chunks still count."""
+    import json
+    conn.execute("SELECT pgagent.register_model('chat', base_url => %s, is_default => true, max_retries => 0)",
+                 [llm.base_url])
+    conn.execute("SELECT pgagent.create_collection('notes', chunk_size => 200, chunk_overlap => 0)")
+    body = "\n\n".join(["Ada Lovelace works for Acme Analytics, a company in Oslo. " * 2,
+                        "Bob Builder is a friend of Ada Lovelace and lives in Bergen. " * 2,
+                        "The weather was fine and nothing else happened that day at all. " * 2])
+    doc = conn.execute("SELECT (pgagent.add_document('notes', 'staff', %s) ->> 'document_id')::bigint",
+                       [body]).fetchone()[0]
+    assert conn.execute("SELECT count(*) FROM pgagent.chunk WHERE document_id = %s", [doc]).fetchone()[0] == 3
+    good = {"entities": [{"name": "Ada Lovelace", "type": "Person"}, {"name": "Acme Analytics", "type": "company"},
+                         {"name": "Oslo", "type": "city"}],
+            "relations": [{"subject": "Ada Lovelace", "predicate": "Works For", "object": "Acme Analytics"},
+                          {"subject": "Acme Analytics", "predicate": "located_in", "object": "Oslo"},
+                          {"subject": "Ada Lovelace", "predicate": "!!!", "object": "Oslo"}]}
+    llm.script(text("Here it is: " + json.dumps(good), prompt_tokens=120, completion_tokens=60),
+               text('{"entities": [{"name": "Bob"}], "relations": []}'),
+               http_error(500, "down"))
+    r = conn.execute("SELECT pgagent.kg_extract(%s)", [doc]).fetchone()[0]
+    assert {k: r[k] for k in ("chunks", "done", "failed", "entities", "relations", "skipped")} == \
+        {"chunks": 3, "done": 1, "failed": 2, "entities": 3, "relations": 2, "skipped": 1}
+    # the requests: one per chunk, in order, each asking for the JSON schema with the chunk's text
+    chats = [q["body"] for q in llm.requests if q["path"].endswith("/chat/completions")]
+    assert len(chats) == 3
+    assert chats[0]["response_format"]["json_schema"]["name"] == "knowledge_graph"
+    assert "Ada Lovelace works for Acme" in chats[0]["messages"][-1]["content"]
+    assert "Bob Builder" in chats[1]["messages"][-1]["content"]
+    # what was added cites the document; types and predicates became lower-case names
+    assert sorted(conn.execute("SELECT name, type FROM pgagent.kg_entity WHERE source_document_id = %s",
+                               [doc]).fetchall()) == [("Acme Analytics", "company"), ("Ada Lovelace", "person"),
+                                                      ("Oslo", "city")]
+    assert conn.execute("SELECT name, relation FROM pgagent.kg_neighbors('ada lovelace', depth => 2)").fetchall() == \
+        [("Acme Analytics", "works_for"), ("Oslo", "located_in")]
+    assert conn.execute("SELECT count(*) FROM pgagent.kg_entity WHERE name LIKE 'Bob%'").fetchone()[0] == 0
+    # every chunk is recorded, failures with a readable reason
+    rows = conn.execute("SELECT chunk_seq, status, entities, relations, skipped, error, prompt_tokens, model "
+                        "FROM pgagent.kg_extraction WHERE document_id = %s ORDER BY chunk_seq", [doc]).fetchall()
+    assert [x[:5] for x in rows] == [(1, "done", 3, 2, 1), (2, "failed", 0, 0, 0), (3, "failed", 0, 0, 0)]
+    assert rows[0][6] == 120 and rows[0][7] == "chat" and rows[0][5] is None
+    assert "not the extraction JSON" in rows[1][5] and "'type' is a required property" in rows[1][5]
+    assert rows[2][5].startswith("the model call failed") and "500" in rows[2][5]
+    assert r["extraction_ids"] == [x[0] for x in conn.execute(
+        "SELECT extraction_id FROM pgagent.kg_extraction WHERE document_id = %s ORDER BY chunk_seq", [doc])]
+    # max_chunks bounds the calls
+    llm.script(text(json.dumps({"entities": [], "relations": []})))
+    r = conn.execute("SELECT pgagent.kg_extract(%s, max_chunks => 1)", [doc]).fetchone()[0]
+    assert (r["chunks"], r["done"], r["entities"]) == (1, 1, 0)
+    with pytest.raises(errors.UndefinedObject):
+        conn.execute("SELECT pgagent.kg_extract(%s, model => 'nope')", [doc])

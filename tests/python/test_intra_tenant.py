@@ -30,8 +30,8 @@ def state(conn: psycopg.Connection, tenant_id: str) -> str:
     for t in ("model", "persona", "tool", "agent", "agent_tool", "conversation", "turn", "step", "audit_event",
               "secret", "tenant_member", "egress_allow", "intervention", "rating", "flag", "budget", "budget_usage",
               "budget_hold", "hook", "agent_daily", "worker", "schedule", "schedule_firing", "insert_trigger",
-              "memory", "collection", "document", "chunk", "kg_entity", "kg_relation", "eval_suite", "eval_case",
-              "eval_run", "eval_result", "team", "discussion", "discussion_turn", "api_key"):
+              "memory", "collection", "document", "chunk", "kg_entity", "kg_relation", "kg_extraction", "eval_suite",
+              "eval_case", "eval_run", "eval_result", "team", "discussion", "discussion_turn", "api_key"):
         parts.append(conn.execute(sql.SQL("SELECT count(*)::text || ':' || coalesce(md5(string_agg(x::text, '|' "
                                           "ORDER BY x::text)), '') FROM pgagent.{} x WHERE tenant_id = %s")
                                   .format(sql.Identifier(t)), [tenant_id]).fetchone()[0])
@@ -289,8 +289,13 @@ def api_abuse_attacks(m: Matrix, c: psycopg.Connection, who: str, ids: dict[str,
         m.attack(c, who, q, args, succeeded=lambda rows: not_operator)
     m.attack(c, who, "SELECT pgagent.kg_add('Eve', 'owns', 'Everything')", None, succeeded=lambda rows: not_operator)
     for q in ("INSERT INTO pgagent.kg_entity (tenant_id, name, created_by) VALUES (pgagent.current_tenant(), 'x', current_user)",
-              "UPDATE pgagent.kg_relation SET predicate = 'hates'", "DELETE FROM pgagent.kg_entity"):
+              "UPDATE pgagent.kg_relation SET predicate = 'hates'", "DELETE FROM pgagent.kg_entity",
+              "INSERT INTO pgagent.kg_extraction (tenant_id, document_id, chunk_seq, model, status, duration_ms, "
+              "created_by) SELECT tenant_id, document_id, 0, 'm', 'done', 0, current_user FROM pgagent.document LIMIT 1",
+              "UPDATE pgagent.kg_extraction SET status = 'done', error = NULL", "DELETE FROM pgagent.kg_extraction"):
         m.attack(c, who, q, None)
+    if not_operator:   # (an operator's extraction would call the model)
+        m.attack(c, who, "SELECT pgagent.kg_extract(%s)", [ids["document"]], succeeded=lambda rows: True)
     # evaluations (issue 11): suites and runs are an operator's; results are written by the API only
     for q, args in [("SELECT pgagent.create_eval_suite('planted')", None),
                     ("SELECT pgagent.add_eval_case('suite', 'planted', expected => 'x')", None),

@@ -225,9 +225,45 @@ def test_conversation_memories_stay_in_their_conversation(conn, llm):
 
 
 def test_the_hnsw_index_serves_384_dimensions(conn):
-    """With 384-dimension embeddings the recall query's ORDER BY uses memory_hnsw_384."""
+    """With 384-dimension embeddings the ORDER BY of pgagent's searches (memory.distance_sql)
+    uses memory_hnsw_384; a dimension without an index orders by the exact distance."""
+    from pgagent_core.memory import distance_sql
     conn.execute("SET enable_seqscan = off")
+    order, exact = distance_sql('"public"', "m", "array_fill(0.1, ARRAY[384])", 384)
+    assert order != exact
     plan = "\n".join(r[0] for r in conn.execute(
         "EXPLAIN SELECT memory_id FROM pgagent.memory m WHERE m.tenant_id = pgagent.current_tenant() AND m.dims = 384 "
-        "ORDER BY m.embedding::vector(384) <=> array_fill(0.1, ARRAY[384])::vector(384) LIMIT 5"))
+        f"ORDER BY {order} LIMIT 5"))
     assert "memory_hnsw_384" in plan, plan
+    assert distance_sql('"public"', "m", "$1", 100) == (exact.replace("array_fill(0.1, ARRAY[384])", "$1"),) * 2
+
+
+class ConnDb:
+    """pgagent_core's Db interface over a psycopg connection ($n placeholders in order)."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+
+    def all(self, query: str, types=(), args=(), *, cache: bool = True) -> list[dict]:
+        import re
+        cur = self.conn.cursor(row_factory=psycopg.rows.dict_row)
+        return cur.execute(re.sub(r"\$\d+", "%s", query), list(args)).fetchall()
+
+
+@pytest.mark.parametrize("session_ef", [None, "7"])
+def test_searches_use_ef_search_100_unless_the_session_chose_one(conn, session_ef):
+    """memory.iterative_scan (around every indexed search) sets hnsw.ef_search to EF_SEARCH only
+    when the session kept pgvector's default, and puts both settings back afterwards."""
+    import psycopg.rows  # noqa: F401
+    from pgagent_core.memory import EF_SEARCH, iterative_scan
+    conn.execute("LOAD 'vector'")
+    if session_ef:
+        conn.execute(f"SET hnsw.ef_search = {session_ef}")
+    before = conn.execute("SELECT current_setting('hnsw.ef_search'), current_setting('hnsw.iterative_scan')").fetchone()
+    with conn.transaction():
+        with iterative_scan(ConnDb(conn), True):
+            inside = conn.execute("SELECT current_setting('hnsw.ef_search'), "
+                                  "current_setting('hnsw.iterative_scan')").fetchone()
+        after = conn.execute("SELECT current_setting('hnsw.ef_search'), current_setting('hnsw.iterative_scan')").fetchone()
+    assert inside == (session_ef or str(EF_SEARCH), "relaxed_order")
+    assert after == before == (session_ef or "40", "off")

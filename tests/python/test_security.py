@@ -20,14 +20,14 @@ TENANTS = ("acme", "globex")
 TABLES = ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent_tool", "conversation", "turn",
           "step", "audit_event", "secret", "egress_allow", "egress_exception", "intervention", "rating", "flag",
           "budget", "budget_usage", "budget_hold", "hook", "agent_daily", "worker", "schedule", "schedule_firing",
-          "insert_trigger", "memory", "collection", "document", "chunk", "kg_entity", "kg_relation", "eval_suite",
-          "eval_case", "eval_run", "eval_result", "team", "discussion", "discussion_turn", "api_key")
+          "insert_trigger", "memory", "collection", "document", "chunk", "kg_entity", "kg_relation", "kg_extraction",
+          "eval_suite", "eval_case", "eval_run", "eval_result", "team", "discussion", "discussion_turn", "api_key")
 #: Tables nobody in the matrix may change for the other tenant (the probes change the attacker's
 #: own conversations, turns, steps and audit events).
 GUARDED = ("tenant", "tenant_member", "model", "persona", "tool", "agent", "agent_tool", "secret", "egress_allow",
            "egress_exception", "intervention", "rating", "flag", "budget", "hook", "worker", "schedule",
            "schedule_firing", "insert_trigger", "memory", "collection", "document", "chunk", "kg_entity",
-           "kg_relation", "eval_suite", "eval_case", "eval_run", "eval_result", "team", "discussion",
+           "kg_relation", "kg_extraction", "eval_suite", "eval_case", "eval_run", "eval_result", "team", "discussion",
            "discussion_turn", "api_key")
 #: budget_usage and budget_hold change with the attacker's own probes (their LLM calls spend the
 #: tenant's budget): checked by :func:`spend` instead.

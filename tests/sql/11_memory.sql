@@ -2,7 +2,7 @@
 -- level security and indexes, and bad input refused with documented SQLSTATEs. No embedding
 -- model is called here.
 BEGIN;
-SELECT plan(33);
+SELECT plan(37);
 
 -- ---------------------------------------------------------------- grants
 SELECT ok(pg_catalog.has_function_privilege('pgagent_user', f, 'EXECUTE')
@@ -20,7 +20,7 @@ SELECT has_pk('pgagent', 'memory', 'memory has a primary key');
 SELECT col_is_pk('pgagent', 'memory', ARRAY['tenant_id', 'memory_id'], 'keyed by tenant');
 SELECT ok((SELECT relforcerowsecurity FROM pg_class WHERE oid = 'pgagent.memory'::regclass), 'row level security is forced');
 SELECT is((SELECT count(*)::int FROM pg_indexes WHERE schemaname = 'pgagent' AND tablename = 'memory'
-            AND indexdef LIKE '%USING hnsw%vector_cosine_ops%'), 4, 'four partial HNSW indexes (384, 768, 1024, 1536)');
+            AND indexdef LIKE '%USING hnsw%halfvec_cosine_ops) WITH (m=''24'', ef_construction=''128'')%'), 4, 'four partial HNSW indexes (384, 768, 1024, 1536) of halfvec, m = 24, ef_construction = 128');
 SELECT ok((SELECT obj_description('pgagent.memory'::regclass, 'pg_class')) IS NOT NULL, 'memory is commented');
 
 -- ---------------------------------------------------------------- the knowledge base
@@ -39,17 +39,22 @@ SELECT ok((SELECT relforcerowsecurity FROM pg_class WHERE oid = ('pgagent.' || t
 SELECT ok((SELECT 'security_invoker=true' = ANY (reloptions) FROM pg_class WHERE oid = 'pgagent.documents'::regclass),
           'the documents view is security_invoker');
 SELECT is((SELECT count(*)::int FROM pg_indexes WHERE schemaname = 'pgagent' AND tablename = 'chunk'
-            AND (indexdef LIKE '%USING hnsw%' OR indexdef LIKE '%USING gin (tsv)%')), 5, 'chunk: 4 HNSW indexes and a GIN index');
+            AND (indexdef LIKE '%USING hnsw%halfvec_cosine_ops) WITH (m=''24'', ef_construction=''128'')%' OR indexdef LIKE '%USING gin (tsv)%')), 5, 'chunk: 4 HNSW indexes and a GIN index');
 SELECT throws_ok($$SELECT pgagent.add_document('no such collection', 't', 'b')$$, '42704', NULL, 'an unknown collection');
 SELECT ok(pg_catalog.has_function_privilege('pgagent_operator', 'pgagent.kg_add(text,text,text,text,text,jsonb,bigint)', 'EXECUTE')
           AND NOT pg_catalog.has_function_privilege('pgagent_user', 'pgagent.kg_add(text,text,text,text,text,jsonb,bigint)', 'EXECUTE'),
           'kg_add is for operators and above');
+SELECT ok(pg_catalog.has_function_privilege('pgagent_operator', 'pgagent.kg_extract(bigint,text,integer)', 'EXECUTE')
+          AND NOT pg_catalog.has_function_privilege('pgagent_user', 'pgagent.kg_extract(bigint,text,integer)', 'EXECUTE'),
+          'kg_extract is for operators and above');
 SELECT ok(pg_catalog.has_function_privilege('pgagent_user', 'pgagent.kg_neighbors(text,integer,text,text)', 'EXECUTE')
           AND NOT pg_catalog.has_function_privilege('pgagent_viewer', 'pgagent.kg_neighbors(text,integer,text,text)', 'EXECUTE'),
           'kg_neighbors is for users and above');
 SELECT ok((SELECT relforcerowsecurity FROM pg_class WHERE oid = ('pgagent.' || t)::regclass), t || ': RLS forced')
-  FROM unnest(ARRAY['kg_entity', 'kg_relation']) AS t;
+  FROM unnest(ARRAY['kg_entity', 'kg_relation', 'kg_extraction']) AS t;
 SELECT throws_ok($$SELECT * FROM pgagent.kg_neighbors('nobody at all')$$, '42704', NULL, 'an unknown entity');
+SELECT throws_ok($$SELECT pgagent.kg_extract(999999)$$, '42704', NULL, 'kg_extract: an unknown document');
+SELECT throws_ok($$SELECT pgagent.kg_extract(1, max_chunks => 0)$$, '22023', NULL, 'kg_extract: max_chunks out of range');
 
 -- ---------------------------------------------------------------- bad input
 SELECT throws_ok($$SELECT pgagent.remember('no such agent', 'x')$$, '42704', NULL, 'an unknown agent');
