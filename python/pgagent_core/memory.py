@@ -32,8 +32,8 @@ from .limits import clean_text
 SCOPES = ("conversation", "user", "agent")
 INDEXED_DIMS = (384, 768, 1024, 1536)  # = the memory_hnsw_<dims> indexes of sql/10_tables.sql
 #: hnsw.ef_search of pgagent's searches when the session has not set its own (memory_hnsw_384 at
-#: 1,000,000 rows: recall@10 about 0.95 at 100; bench/results.md "Memory and knowledge search")
-EF_SEARCH = 100
+#: 1,000,000 rows: recall@10 about 0.95 at 200; bench/results.md "Memory and knowledge search")
+EF_SEARCH = 200
 CANDIDATES = 4          # nearest neighbours fetched per memory returned, before ranking by score
 RECENCY_DECAY = 0.995   # per hour (Park et al. 2023)
 MAX_CONTENT = 20000     # characters (the table's CHECK)
@@ -70,8 +70,8 @@ def iterative_scan(db: Db, on: bool) -> Iterator[None]:
     """With ``on``, run the block with ``hnsw.iterative_scan = relaxed_order`` (pgvector 0.8: an
     HNSW scan keeps going until enough rows pass the query's filters) and, unless the session
     chose its own ``hnsw.ef_search``, with ``hnsw.ef_search = EF_SEARCH`` (pgvector's default of
-    40 finds about 0.67 of the true 10 nearest among 1,000,000 memories, EF_SEARCH about 0.95:
-    bench/results.md); put both back afterwards, error or not. Without ``on``, do nothing."""
+    40 finds about two thirds of the true 10 nearest among 1,000,000 memories, EF_SEARCH about
+    0.95: bench/results.md); put both back afterwards, error or not. Without ``on``, do nothing."""
     if not on:
         yield
         return

@@ -251,7 +251,7 @@ class ConnDb:
 
 
 @pytest.mark.parametrize("session_ef", [None, "7"])
-def test_searches_use_ef_search_100_unless_the_session_chose_one(conn, session_ef):
+def test_searches_use_their_ef_search_unless_the_session_chose_one(conn, session_ef):
     """memory.iterative_scan (around every indexed search) sets hnsw.ef_search to EF_SEARCH only
     when the session kept pgvector's default, and puts both settings back afterwards."""
     import psycopg.rows  # noqa: F401

@@ -131,3 +131,24 @@ def test_real_model_answers_from_a_knowledge_collection_with_a_citation(conn, ur
     hits = conn.execute("SELECT chunk_id FROM pgagent.chunk WHERE content LIKE '%%start.conf%%' AND content LIKE '%%disabled%%'").fetchall()
     assert cited & {h[0] for h in hits}, (r["citations"], hits)   # the passage with the answer was among those shown
     print(f"\nknowledge answer: {r['answer']}\ncitations: {r['citations']}")
+
+
+def test_real_model_extracts_a_knowledge_graph(conn, chat_url):
+    """pgagent.kg_extract on the local model: its reply (constrained by the request's JSON schema)
+    parses, and the people, places and relations it finds are added citing the document."""
+    conn.execute("""SELECT pgagent.register_model('local-qwen', base_url => %s, model_name => 'qwen2.5-coder-1.5b-instruct',
+                    params => '{"temperature": 0, "max_tokens": 400}', timeout_ms => 120000, is_default => true)""",
+                 [chat_url])
+    conn.execute("SELECT pgagent.create_collection('hotel')")
+    doc = conn.execute("SELECT (pgagent.add_document('hotel', 'Staff', 'Ingrid Berg manages the front office of the "
+                       "Hotel Fjord in Bergen. Ola Nordmann works for Ingrid Berg at the night desk.') "
+                       "->> 'document_id')::bigint").fetchone()[0]
+    r = conn.execute("SELECT pgagent.kg_extract(%s)", [doc]).fetchone()[0]
+    row = conn.execute("SELECT status, error, entities, relations, completion_tokens FROM pgagent.kg_extraction").fetchone()
+    print(f"\nkg_extract: {r}\nentities: "
+          f"{conn.execute('SELECT name, type FROM pgagent.kg_entity ORDER BY name').fetchall()}\nrelations: "
+          f"{conn.execute('SELECT s.name, r.predicate, o.name FROM pgagent.kg_relation r JOIN pgagent.kg_entity s ON s.entity_id = r.subject_id JOIN pgagent.kg_entity o ON o.entity_id = r.object_id').fetchall()}")
+    assert (r["done"], r["failed"]) == (1, 0), row
+    names = {n.lower() for (n,) in conn.execute("SELECT name FROM pgagent.kg_entity WHERE source_document_id = %s", [doc])}
+    assert {"ingrid berg", "ola nordmann"} <= names, names
+    assert r["relations"] >= 1 and conn.execute("SELECT count(*) FROM pgagent.kg_neighbors('Ingrid Berg')").fetchone()[0] >= 1

@@ -20,7 +20,7 @@ SELECT has_pk('pgagent', 'memory', 'memory has a primary key');
 SELECT col_is_pk('pgagent', 'memory', ARRAY['tenant_id', 'memory_id'], 'keyed by tenant');
 SELECT ok((SELECT relforcerowsecurity FROM pg_class WHERE oid = 'pgagent.memory'::regclass), 'row level security is forced');
 SELECT is((SELECT count(*)::int FROM pg_indexes WHERE schemaname = 'pgagent' AND tablename = 'memory'
-            AND indexdef LIKE '%USING hnsw%halfvec_cosine_ops) WITH (m=''24'', ef_construction=''128'')%'), 4, 'four partial HNSW indexes (384, 768, 1024, 1536) of halfvec, m = 24, ef_construction = 128');
+            AND indexdef LIKE '%USING hnsw%halfvec_cosine_ops) WITH (m=''16'', ef_construction=''64'')%'), 4, 'four partial HNSW indexes (384, 768, 1024, 1536) of halfvec, m = 16, ef_construction = 64');
 SELECT ok((SELECT obj_description('pgagent.memory'::regclass, 'pg_class')) IS NOT NULL, 'memory is commented');
 
 -- ---------------------------------------------------------------- the knowledge base
@@ -39,7 +39,7 @@ SELECT ok((SELECT relforcerowsecurity FROM pg_class WHERE oid = ('pgagent.' || t
 SELECT ok((SELECT 'security_invoker=true' = ANY (reloptions) FROM pg_class WHERE oid = 'pgagent.documents'::regclass),
           'the documents view is security_invoker');
 SELECT is((SELECT count(*)::int FROM pg_indexes WHERE schemaname = 'pgagent' AND tablename = 'chunk'
-            AND (indexdef LIKE '%USING hnsw%halfvec_cosine_ops) WITH (m=''24'', ef_construction=''128'')%' OR indexdef LIKE '%USING gin (tsv)%')), 5, 'chunk: 4 HNSW indexes and a GIN index');
+            AND (indexdef LIKE '%USING hnsw%halfvec_cosine_ops) WITH (m=''16'', ef_construction=''64'')%' OR indexdef LIKE '%USING gin (tsv)%')), 5, 'chunk: 4 HNSW indexes and a GIN index');
 SELECT throws_ok($$SELECT pgagent.add_document('no such collection', 't', 'b')$$, '42704', NULL, 'an unknown collection');
 SELECT ok(pg_catalog.has_function_privilege('pgagent_operator', 'pgagent.kg_add(text,text,text,text,text,jsonb,bigint)', 'EXECUTE')
           AND NOT pg_catalog.has_function_privilege('pgagent_user', 'pgagent.kg_add(text,text,text,text,text,jsonb,bigint)', 'EXECUTE'),
