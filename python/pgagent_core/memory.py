@@ -31,8 +31,8 @@ from .limits import clean_text
 
 SCOPES = ("conversation", "user", "agent")
 INDEXED_DIMS = (384, 768, 1024, 1536)  # = the memory_hnsw_<dims> indexes of sql/10_tables.sql
-#: hnsw.ef_search of pgagent's searches when the session has not set its own (memory_hnsw_384 at
-#: 1,000,000 rows: recall@10 about 0.95 at 200; bench/results.md "Memory and knowledge search")
+#: hnsw.ef_search of pgagent's searches unless the session sets pgagent.ef_search (memory_hnsw_384
+#: at 1,000,000 rows: recall@10 about 0.95 at 200; bench/results.md "Memory and knowledge search")
 EF_SEARCH = 200
 CANDIDATES = 4          # nearest neighbours fetched per memory returned, before ranking by score
 RECENCY_DECAY = 0.995   # per hour (Park et al. 2023)
@@ -68,26 +68,29 @@ def distance_sql(vs: str, alias: str, param: str, dims: int) -> tuple[str, str]:
 @contextmanager
 def iterative_scan(db: Db, on: bool) -> Iterator[None]:
     """With ``on``, run the block with ``hnsw.iterative_scan = relaxed_order`` (pgvector 0.8: an
-    HNSW scan keeps going until enough rows pass the query's filters) and, unless the session
-    chose its own ``hnsw.ef_search``, with ``hnsw.ef_search = EF_SEARCH`` (pgvector's default of
-    40 finds about two thirds of the true 10 nearest among 1,000,000 memories, EF_SEARCH about
-    0.95: bench/results.md); put both back afterwards, error or not. Without ``on``, do nothing."""
+    HNSW scan keeps going until enough rows pass the query's filters) and ``hnsw.ef_search`` set
+    to the session's ``pgagent.ef_search`` (a placeholder setting, 1..1000; default EF_SEARCH:
+    pgvector's own default of 40 finds about two thirds of the true 10 nearest among 1,000,000
+    memories, 200 about 0.95, bench/results.md); put both back afterwards, error or not. One
+    statement each way. Without ``on``, do nothing. Raises InvalidArgument (22023) for a
+    pgagent.ef_search that is not an integer from 1 to 1000."""
     if not on:
         yield
         return
     old = one(db, """SELECT pg_catalog.current_setting('hnsw.iterative_scan', true) AS it,
                             pg_catalog.current_setting('hnsw.ef_search', true) AS ef,
-                            (SELECT s.source FROM pg_catalog.pg_settings s WHERE s.name = 'hnsw.ef_search') AS src""")
-    own_ef = old["ef"] is None or old["src"] == "default"
-    db.all("SELECT pg_catalog.set_config('hnsw.iterative_scan', 'relaxed_order', true)"
-           + (f", pg_catalog.set_config('hnsw.ef_search', '{EF_SEARCH}', true)" if own_ef else ""))
+                            pg_catalog.current_setting('pgagent.ef_search', true) AS want""")
+    want = (old["want"] or "").strip() or str(EF_SEARCH)
+    if not want.isdigit() or not 1 <= int(want) <= 1000:
+        raise InvalidArgument(f"pgagent.ef_search must be an integer from 1 to 1000, not {old['want']!r}")
+    db.all("SELECT pg_catalog.set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+           "pg_catalog.set_config('hnsw.ef_search', $1, true)", ["text"], [str(int(want))])
     try:
         yield
     finally:
-        db.all("SELECT pg_catalog.set_config('hnsw.iterative_scan', $1, true)"
-               + (", pg_catalog.set_config('hnsw.ef_search', $2, true)" if own_ef else ""),
-               ["text", "text"] if own_ef else ["text"],
-               [old["it"] or "off", old["ef"] or "40"] if own_ef else [old["it"] or "off"])
+        db.all("SELECT pg_catalog.set_config('hnsw.iterative_scan', $1, true), "
+               "pg_catalog.set_config('hnsw.ef_search', $2, true)", ["text", "text"],
+               [old["it"] or "off", old["ef"] or "40"])
 
 
 def literal(vector: Sequence[float]) -> str:

@@ -250,20 +250,27 @@ class ConnDb:
         return cur.execute(re.sub(r"\$\d+", "%s", query), list(args)).fetchall()
 
 
-@pytest.mark.parametrize("session_ef", [None, "7"])
-def test_searches_use_their_ef_search_unless_the_session_chose_one(conn, session_ef):
-    """memory.iterative_scan (around every indexed search) sets hnsw.ef_search to EF_SEARCH only
-    when the session kept pgvector's default, and puts both settings back afterwards."""
+@pytest.mark.parametrize("want", [None, "7"])
+def test_searches_use_pgagent_ef_search(conn, want):
+    """memory.iterative_scan (around every indexed search) sets hnsw.ef_search to the session's
+    pgagent.ef_search (EF_SEARCH without one) and hnsw.iterative_scan to relaxed_order, and puts
+    the session's own values back afterwards; a pgagent.ef_search out of range is refused (22023)."""
     import psycopg.rows  # noqa: F401
+    from pgagent_core.errors import InvalidArgument
     from pgagent_core.memory import EF_SEARCH, iterative_scan
     conn.execute("LOAD 'vector'")
-    if session_ef:
-        conn.execute(f"SET hnsw.ef_search = {session_ef}")
-    before = conn.execute("SELECT current_setting('hnsw.ef_search'), current_setting('hnsw.iterative_scan')").fetchone()
+    conn.execute("SET hnsw.ef_search = 55")
+    if want:
+        conn.execute(f"SET pgagent.ef_search = {want}")
+    settings = "SELECT current_setting('hnsw.ef_search'), current_setting('hnsw.iterative_scan')"
     with conn.transaction():
         with iterative_scan(ConnDb(conn), True):
-            inside = conn.execute("SELECT current_setting('hnsw.ef_search'), "
-                                  "current_setting('hnsw.iterative_scan')").fetchone()
-        after = conn.execute("SELECT current_setting('hnsw.ef_search'), current_setting('hnsw.iterative_scan')").fetchone()
-    assert inside == (session_ef or str(EF_SEARCH), "relaxed_order")
-    assert after == before == (session_ef or "40", "off")
+            inside = conn.execute(settings).fetchone()
+        after = conn.execute(settings).fetchone()
+    assert inside == (want or str(EF_SEARCH), "relaxed_order")
+    assert after == ("55", "off")
+    conn.execute("SET pgagent.ef_search = 'lots'")
+    with pytest.raises(InvalidArgument, match="pgagent.ef_search"):
+        with conn.transaction(), iterative_scan(ConnDb(conn), True):
+            pass
+    assert conn.execute(settings).fetchone() == ("55", "off")
