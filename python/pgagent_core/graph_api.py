@@ -84,19 +84,23 @@ def kg_extract(db: Db, gd: dict, c: Caller, document: int, model: str | None = N
         results.append((ch["seq"], reply, found, error, int((time.monotonic() - t0) * 1000)))
     out: dict[str, Any] = {"document_id": document, "chunks": len(chunks), "done": 0, "failed": 0, "entities": 0,
                            "relations": 0, "skipped": 0, "extraction_ids": []}
+    ids: dict[tuple[str, str], int] = {}   # (name, type) -> entity_id: each entity upserted once per call
+
+    def entity(name: str, type_: str) -> int:
+        if (name, type_) not in ids:
+            ids[name, type_] = graph.add_entity(db, c.tenant_id, name, type_, {}, created_by=c.role,
+                                                document_id=document)
+        return ids[name, type_]
+
     for seq, reply, found, error, ms in results:
         n_ent = n_rel = 0
         if found is not None:
             for e in found["entities"]:
-                graph.add_entity(db, c.tenant_id, e["name"], e["type"], {}, created_by=c.role, document_id=document)
+                entity(e["name"], e["type"])
                 n_ent += 1
             for r in found["relations"]:
-                s_id = graph.add_entity(db, c.tenant_id, r["subject"], r["subject_type"], {}, created_by=c.role,
-                                        document_id=document)
-                o_id = graph.add_entity(db, c.tenant_id, r["object"], r["object_type"], {}, created_by=c.role,
-                                        document_id=document)
-                graph.add_relation(db, c.tenant_id, s_id, r["predicate"], o_id, {}, created_by=c.role,
-                                   document_id=document)
+                graph.add_relation(db, c.tenant_id, entity(r["subject"], r["subject_type"]), r["predicate"],
+                                   entity(r["object"], r["object_type"]), {}, created_by=c.role, document_id=document)
                 n_rel += 1
         skipped = found["skipped"] if found else 0
         row = one(db, EXTRACTION_SQL, ["text", "int8", "int4", "text", "text", "int4", "int4", "int4", "text", "int4",
